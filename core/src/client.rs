@@ -1,0 +1,1131 @@
+//! The Rust client: log runs from a training loop.
+//!
+//! Logging never waits on I/O. Values go into an in-memory buffer under a short lock; a
+//! background writer thread per run flushes the buffer to a live segment at least every
+//! `flush_interval` (1 s by default), or as soon as it holds [`CHUNK_POINTS`] metric points.
+//! Memory is bounded: when the writer falls [`MAX_PENDING_CHUNKS`] chunks behind, logging
+//! waits for it (backpressure) instead of growing without limit.
+//!
+//! ```no_run
+//! # fn main() -> runql_core::Result<()> {
+//! let store = runql_core::Store::open("/tmp/runql-demo")?;
+//! let run = store.project("mnist").run().name("baseline").start()?;
+//! run.log_params([("lr", "0.01"), ("batch", "64")])?;
+//! for step in 0..100 {
+//!     run.log_metric("train/loss", step, 1.0 / (step as f64 + 1.0))?;
+//! }
+//! run.finish()?;
+//! # Ok(()) }
+//! ```
+//!
+//! A run dropped without [`Run::finish`] is marked `failed` when the thread is panicking and
+//! `killed` otherwise; a process that dies without dropping it stops sending heartbeats, and
+//! readers mark the run `crashed` once its heartbeat is stale.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::Int32Type;
+use bytes::Bytes;
+
+use crate::capture::{self, Capture};
+use crate::error::{Error, Result};
+use crate::model::{
+    MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, guess_media_type,
+    normalize_artifact_path, now_us, param_value_num, validate_key, validate_project,
+};
+use crate::schema::Table;
+use crate::store::{Store, segment};
+
+/// Metric points per chunk handed to the writer.
+pub const CHUNK_POINTS: usize = 1 << 20;
+/// Chunks waiting for the writer before logging blocks.
+pub const MAX_PENDING_CHUNKS: usize = 3;
+/// The tag that holds a run's notes (the same key MLflow uses).
+pub const NOTE_TAG: &str = "mlflow.note.content";
+
+/// A project of a store: where runs are started.
+#[derive(Debug, Clone)]
+pub struct Project {
+    store: Store,
+    name: String,
+}
+
+impl Store {
+    /// A handle on a project; it is created when its first run starts.
+    pub fn project(&self, name: impl Into<String>) -> Project {
+        Project {
+            store: self.clone(),
+            name: name.into(),
+        }
+    }
+}
+
+impl Project {
+    /// The project's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store the project lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts configuring a new run.
+    pub fn run(&self) -> RunBuilder {
+        RunBuilder {
+            store: self.store.clone(),
+            project: self.name.clone(),
+            name: None,
+            parent: None,
+            group: None,
+            tags: Vec::new(),
+            capture: Capture::default(),
+            flush_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(10),
+            run_id: None,
+        }
+    }
+}
+
+/// Configures a run before it starts.
+#[derive(Debug, Clone)]
+pub struct RunBuilder {
+    store: Store,
+    project: String,
+    name: Option<String>,
+    parent: Option<String>,
+    group: Option<String>,
+    tags: Vec<(String, String)>,
+    capture: Capture,
+    flush_interval: Duration,
+    heartbeat_interval: Duration,
+    run_id: Option<RunId>,
+}
+
+impl RunBuilder {
+    /// A human-readable name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Makes this run a child of `parent` (a sweep's trial, a fold of a cross-validation…).
+    pub fn parent(mut self, parent: &Run) -> Self {
+        self.parent = Some(parent.id().as_hex());
+        self
+    }
+
+    /// Makes this run a child of the run with this id.
+    pub fn parent_id(mut self, parent: RunId) -> Self {
+        self.parent = Some(parent.as_hex());
+        self
+    }
+
+    /// Puts the run in a group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets a tag from the start.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.push((key.into(), value.into()));
+        self
+    }
+
+    /// What context to capture (default: everything, see [`Capture`]).
+    pub fn capture(mut self, capture: Capture) -> Self {
+        self.capture = capture;
+        self
+    }
+
+    /// Longest time logged values wait in memory before being written (default 1 s): what a
+    /// crash can lose at most.
+    pub fn flush_interval(mut self, every: Duration) -> Self {
+        self.flush_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often the run says it is alive when it logs nothing (default 10 s).
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Uses this id instead of a fresh one.
+    pub fn run_id(mut self, id: RunId) -> Self {
+        self.run_id = Some(id);
+        self
+    }
+
+    /// Starts the run: writes its record and starts its background writer. Returns once the
+    /// run is visible in the store.
+    pub fn start(self) -> Result<Run> {
+        validate_project(&self.project)?;
+        for (k, v) in &self.tags {
+            validate_key("tag key", k)?;
+            check_len("tag value", v, MAX_TAG_VALUE_LEN)?;
+        }
+        let run_id = self.run_id.unwrap_or_default();
+        let now = now_us();
+        let mut record = RunRecord::new(&self.project, run_id, now);
+        record.name = self.name.clone();
+        record.parent_run_id = self.parent.clone();
+        record.run_group = self.group.clone();
+        if self.capture.command {
+            record.command = Some(capture::command_line());
+        }
+        if self.capture.host {
+            record.username = capture::username();
+            record.hostname = capture::hostname();
+        }
+
+        let (tx, rx) = mpsc::sync_channel(MAX_PENDING_CHUNKS);
+        let shared = Arc::new(Shared {
+            project: self.project.clone(),
+            run_id,
+            buf: Mutex::new(Buffer::default()),
+            tx,
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            params: Mutex::new(HashMap::new()),
+        });
+        {
+            let mut b = shared.lock();
+            for (k, v) in &self.tags {
+                b.tags.push((k.clone(), v.clone()));
+            }
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let writer = Writer {
+            store: self.store.clone(),
+            shared: shared.clone(),
+            record,
+            writer_id: uuid::Uuid::now_v7().simple().to_string(),
+            snapshot: None,
+            capture: self.capture.clone(),
+        };
+        let flush_interval = self.flush_interval;
+        let heartbeat_interval = self.heartbeat_interval;
+        let handle = std::thread::Builder::new()
+            .name(format!("runql-writer-{run_id}"))
+            .spawn(move || writer.run(rx, ready_tx, flush_interval, heartbeat_interval))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(Error::Internal("the writer thread stopped before the run started".into()));
+            }
+        }
+        let sampler = self.capture.system_metrics.map(|every| spawn_sampler(shared.clone(), every));
+        Ok(Run {
+            shared,
+            store: self.store,
+            writer: Some(handle),
+            sampler,
+            ended: false,
+        })
+    }
+}
+
+/// A live run. Log to it from any thread (`&self` methods); finish it with [`Run::finish`].
+pub struct Run {
+    shared: Arc<Shared>,
+    store: Store,
+    writer: Option<JoinHandle<()>>,
+    sampler: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("project", &self.shared.project)
+            .field("run_id", &self.shared.run_id)
+            .finish()
+    }
+}
+
+/// A metric key registered once, for the fastest logging path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricKey(i32);
+
+impl Run {
+    /// The run's id.
+    pub fn id(&self) -> RunId {
+        self.shared.run_id
+    }
+
+    /// The run's project.
+    pub fn project(&self) -> &str {
+        &self.shared.project
+    }
+
+    /// The store the run writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts configuring a child run in the same project.
+    pub fn child(&self) -> RunBuilder {
+        self.store.project(self.project()).run().parent(self)
+    }
+
+    /// Logs one metric point at `step`, timestamped now. Never waits on I/O (it waits only when
+    /// the writer is [`MAX_PENDING_CHUNKS`] chunks behind). Fails only for an invalid key or
+    /// when the background writer has failed.
+    #[inline]
+    pub fn log_metric(&self, key: &str, step: i64, value: f64) -> Result<()> {
+        self.log_metric_at(key, step, value, now_us())
+    }
+
+    /// Logs one metric point with an explicit timestamp (µs since the Unix epoch).
+    pub fn log_metric_at(&self, key: &str, step: i64, value: f64, ts_us: i64) -> Result<()> {
+        self.shared.check()?;
+        let mut b = self.shared.lock();
+        let id = match b.keys.get(key) {
+            Some(&id) => id,
+            None => b.add_key(key)?,
+        };
+        b.push_metric(id, step, ts_us, value);
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Registers a metric key once; [`Run::log`] with it skips the key lookup.
+    pub fn metric_key(&self, key: &str) -> Result<MetricKey> {
+        let mut b = self.shared.lock();
+        match b.keys.get(key) {
+            Some(&id) => Ok(MetricKey(id)),
+            None => b.add_key(key).map(MetricKey),
+        }
+    }
+
+    /// Logs one point of a registered key, timestamped now.
+    #[inline]
+    pub fn log(&self, key: MetricKey, step: i64, value: f64) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let mut b = self.shared.lock();
+        b.push_metric(key.0, step, ts, value);
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Logs several metrics at one step under one timestamp.
+    pub fn log_metrics<'a>(&self, step: i64, values: impl IntoIterator<Item = (&'a str, f64)>) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let mut b = self.shared.lock();
+        for (key, value) in values {
+            let id = match b.keys.get(key) {
+                Some(&id) => id,
+                None => b.add_key(key)?,
+            };
+            b.push_metric(id, step, ts, value);
+        }
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Logs a whole series of one key: `(step, value)` pairs, timestamped now.
+    pub fn log_series(&self, key: &str, points: &[(i64, f64)]) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let id = self.metric_key(key)?.0;
+        for chunk in points.chunks(CHUNK_POINTS / 4) {
+            let mut b = self.shared.lock();
+            for &(step, value) in chunk {
+                b.push_metric(id, step, ts, value);
+            }
+            self.shared.maybe_hand_off(b);
+        }
+        Ok(())
+    }
+
+    /// Logs a parameter. Params are immutable: logging the same value again is fine, a
+    /// different value is an error.
+    pub fn log_param(&self, key: &str, value: impl ToString) -> Result<()> {
+        self.log_params([(key, value.to_string())])
+    }
+
+    /// Logs several parameters; nothing is logged if any of them is invalid.
+    pub fn log_params<K: AsRef<str>, V: ToString>(&self, params: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        self.shared.check()?;
+        let params: Vec<(String, String)> = params
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.to_string()))
+            .collect();
+        let mut known = self
+            .shared
+            .params
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut batch: HashMap<&str, &str> = HashMap::new();
+        for (k, v) in &params {
+            validate_key("param key", k)?;
+            check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
+            let old = known.get(k.as_str()).map(String::as_str).or(batch.get(k.as_str()).copied());
+            if let Some(old) = old
+                && old != v
+            {
+                return Err(Error::ParamChanged {
+                    run_id: self.id().as_hex(),
+                    key: k.clone(),
+                    old: old.to_string(),
+                    new: v.clone(),
+                });
+            }
+            batch.insert(k, v);
+        }
+        let mut b = self.shared.lock();
+        for (k, v) in params {
+            if known.contains_key(&k) {
+                continue;
+            }
+            known.insert(k.clone(), v.clone());
+            b.params.push((k, v));
+        }
+        Ok(())
+    }
+
+    /// Sets a tag; setting it again replaces the value.
+    pub fn set_tag(&self, key: &str, value: impl Into<String>) -> Result<()> {
+        self.shared.check()?;
+        let value = value.into();
+        validate_key("tag key", key)?;
+        check_len("tag value", &value, MAX_TAG_VALUE_LEN)?;
+        self.shared.lock().tags.push((key.to_string(), value));
+        Ok(())
+    }
+
+    /// Sets the run's notes (markdown), stored as the tag `mlflow.note.content`.
+    pub fn set_note(&self, text: impl Into<String>) -> Result<()> {
+        self.set_tag(NOTE_TAG, text)
+    }
+
+    /// Records a dataset the run used.
+    pub fn log_input(&self, input: Input) -> Result<()> {
+        self.shared.check()?;
+        if input.name.trim().is_empty() {
+            return Err(Error::InvalidValue {
+                what: "input",
+                reason: "the dataset name is empty".into(),
+            });
+        }
+        let ts = now_us();
+        self.shared.lock().inputs.push((input, ts));
+        Ok(())
+    }
+
+    /// Records one line of output (`stream` is `stdout` or `stderr`).
+    pub fn log_line(&self, stream: &str, line: impl Into<String>) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        self.shared.lock().logs.push((ts, stream.to_string(), line.into()));
+        Ok(())
+    }
+
+    /// Records one system metric sample (the sampler does this by itself).
+    pub fn log_system_metric(&self, key: &str, value: f64) -> Result<()> {
+        self.shared.check()?;
+        validate_key("system metric key", key)?;
+        self.shared.lock().system.push((key.to_string(), now_us(), value));
+        Ok(())
+    }
+
+    /// Logs a local file as an artifact, under its file name. Waits until the content is
+    /// stored (content-addressed, so a file logged twice is stored once).
+    pub fn log_artifact(&self, file: impl AsRef<Path>) -> Result<Artifact> {
+        let file = file.as_ref();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::ArtifactPath {
+                path: file.display().to_string(),
+                reason: "it names no file".into(),
+            })?;
+        self.log_artifact_as(file, &name)
+    }
+
+    /// Logs a local file as an artifact at `artifact_path` inside the run.
+    pub fn log_artifact_as(&self, file: impl AsRef<Path>, artifact_path: &str) -> Result<Artifact> {
+        let path = normalize_artifact_path(artifact_path)?;
+        let file = file.as_ref();
+        if !file.is_file() {
+            return Err(Error::ReadFile {
+                path: file.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+            });
+        }
+        self.store_artifact(path, BlobSource::File(file.to_path_buf()))
+    }
+
+    /// Logs bytes as an artifact at `artifact_path` inside the run.
+    pub fn log_artifact_bytes(&self, artifact_path: &str, bytes: impl Into<Bytes>) -> Result<Artifact> {
+        let path = normalize_artifact_path(artifact_path)?;
+        self.store_artifact(path, BlobSource::Bytes(bytes.into()))
+    }
+
+    fn store_artifact(&self, path: String, source: BlobSource) -> Result<Artifact> {
+        self.shared.check()?;
+        let (ack, done) = mpsc::channel();
+        self.shared.send(Msg::Blob { source, ack })?;
+        let (digest, size) = done.recv().map_err(|_| self.shared.writer_error())??;
+        let artifact = Artifact {
+            media_type: guess_media_type(&path).map(str::to_string),
+            path,
+            digest,
+            size,
+            created: now_us(),
+        };
+        self.shared.lock().artifacts.push(artifact.clone());
+        Ok(artifact)
+    }
+
+    /// Writes everything logged so far and waits until it is stored.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check()?;
+        let (ack, done) = mpsc::channel();
+        self.shared.send(Msg::Flush(ack))?;
+        done.recv().map_err(|_| self.shared.writer_error())?
+    }
+
+    /// Ends the run as `finished`, writing everything logged.
+    pub fn finish(mut self) -> Result<()> {
+        self.end(RunStatus::Finished)
+    }
+
+    /// Ends the run with another status (`failed`, `killed`).
+    pub fn finish_with(mut self, status: RunStatus) -> Result<()> {
+        self.end(status)
+    }
+
+    fn end(&mut self, status: RunStatus) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        if let Some((handle, stop)) = self.sampler.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let (ack, done) = mpsc::channel();
+        let sent = self.shared.tx.send(Msg::End { status, ack });
+        let result = match sent {
+            Ok(()) => done.recv().map_err(|_| self.shared.writer_error()).and_then(|r| r),
+            Err(_) => Err(self.shared.writer_error()),
+        };
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        result
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.ended {
+            let status = if std::thread::panicking() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Killed
+            };
+            if let Err(e) = self.end(status) {
+                tracing::warn!(run_id = %self.shared.run_id, error = %e, "could not end the run cleanly");
+            }
+        }
+    }
+}
+
+/// A dataset a run used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Input {
+    pub name: String,
+    pub uri: Option<String>,
+    pub digest: Option<String>,
+    /// train, eval, test…
+    pub role: Option<String>,
+}
+
+impl Input {
+    pub fn new(name: impl Into<String>) -> Self {
+        Input {
+            name: name.into(),
+            ..Input::default()
+        }
+    }
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+    pub fn digest(mut self, digest: impl Into<String>) -> Self {
+        self.digest = Some(digest.into());
+        self
+    }
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+}
+
+/// An artifact as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub path: String,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: Option<String>,
+    pub created: i64,
+}
+
+fn check_len(what: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidValue {
+            what,
+            reason: format!("it is {} bytes long, the limit is {max}", value.len()),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state between the logging threads and the writer.
+
+struct Shared {
+    project: String,
+    run_id: RunId,
+    buf: Mutex<Buffer>,
+    tx: SyncSender<Msg>,
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+    params: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    fn check(&self) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(self.writer_error());
+        }
+        Ok(())
+    }
+
+    fn writer_error(&self) -> Error {
+        let reason = self
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the writer thread has stopped (the run was ended)".into());
+        Error::Writer {
+            run_id: self.run_id.as_hex(),
+            reason,
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(run_id = %self.run_id, %reason, "run writer failed");
+        let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        e.get_or_insert(reason);
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        self.tx.send(msg).map_err(|_| self.writer_error())
+    }
+
+    /// Hands a full chunk to the writer, outside the lock (this is where backpressure waits).
+    #[inline]
+    fn maybe_hand_off(&self, mut b: MutexGuard<'_, Buffer>) {
+        if b.metric_len() < CHUNK_POINTS {
+            return;
+        }
+        let chunk = b.take_chunk();
+        drop(b);
+        if self.tx.send(Msg::Chunk(chunk)).is_err() {
+            self.fail("the writer thread has stopped".into());
+        }
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    keys: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
+    /// Every metric key so far, by id; shared with chunks (copied only when a key is added
+    /// while the writer still holds an older list).
+    key_names: Arc<Vec<String>>,
+    m_key: Vec<i32>,
+    m_step: Vec<i64>,
+    m_ts: Vec<i64>,
+    m_value: Vec<f64>,
+    params: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+    system: Vec<(String, i64, f64)>,
+    artifacts: Vec<Artifact>,
+    logs: Vec<(i64, String, String)>,
+    inputs: Vec<(Input, i64)>,
+    /// Sequence number of the next chunk: chunks are numbered under the lock, so segment
+    /// order is logging order even when chunks reach the writer out of order.
+    next_seq: u64,
+}
+
+impl Buffer {
+    #[cold]
+    fn add_key(&mut self, key: &str) -> Result<i32> {
+        validate_key("metric key", key)?;
+        let id = i32::try_from(self.key_names.len()).map_err(|_| Error::InvalidValue {
+            what: "metric key",
+            reason: "a run cannot have more than 2^31 metric keys".into(),
+        })?;
+        Arc::make_mut(&mut self.key_names).push(key.to_string());
+        self.keys.insert(key.into(), id);
+        Ok(id)
+    }
+
+    #[inline]
+    fn push_metric(&mut self, key: i32, step: i64, ts: i64, value: f64) {
+        if self.m_key.capacity() == 0 {
+            self.reserve();
+        }
+        self.m_key.push(key);
+        self.m_step.push(step);
+        self.m_ts.push(ts);
+        self.m_value.push(value);
+    }
+
+    #[cold]
+    fn reserve(&mut self) {
+        self.m_key.reserve(CHUNK_POINTS);
+        self.m_step.reserve(CHUNK_POINTS);
+        self.m_ts.reserve(CHUNK_POINTS);
+        self.m_value.reserve(CHUNK_POINTS);
+    }
+
+    #[inline]
+    fn metric_len(&self) -> usize {
+        self.m_key.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.m_key.is_empty()
+            && self.params.is_empty()
+            && self.tags.is_empty()
+            && self.system.is_empty()
+            && self.artifacts.is_empty()
+            && self.logs.is_empty()
+            && self.inputs.is_empty()
+    }
+
+    fn take_chunk(&mut self) -> Chunk {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Chunk {
+            seq,
+            key_names: self.key_names.clone(),
+            m_key: std::mem::take(&mut self.m_key),
+            m_step: std::mem::take(&mut self.m_step),
+            m_ts: std::mem::take(&mut self.m_ts),
+            m_value: std::mem::take(&mut self.m_value),
+            params: std::mem::take(&mut self.params),
+            tags: std::mem::take(&mut self.tags),
+            system: std::mem::take(&mut self.system),
+            artifacts: std::mem::take(&mut self.artifacts),
+            logs: std::mem::take(&mut self.logs),
+            inputs: std::mem::take(&mut self.inputs),
+        }
+    }
+}
+
+struct Chunk {
+    seq: u64,
+    key_names: Arc<Vec<String>>,
+    m_key: Vec<i32>,
+    m_step: Vec<i64>,
+    m_ts: Vec<i64>,
+    m_value: Vec<f64>,
+    params: Vec<(String, String)>,
+    tags: Vec<(String, String)>,
+    system: Vec<(String, i64, f64)>,
+    artifacts: Vec<Artifact>,
+    logs: Vec<(i64, String, String)>,
+    inputs: Vec<(Input, i64)>,
+}
+
+enum BlobSource {
+    File(PathBuf),
+    Bytes(Bytes),
+}
+
+enum Msg {
+    Chunk(Chunk),
+    Flush(mpsc::Sender<Result<()>>),
+    Blob {
+        source: BlobSource,
+        ack: mpsc::Sender<Result<(String, u64)>>,
+    },
+    End {
+        status: RunStatus,
+        ack: mpsc::Sender<Result<()>>,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread.
+
+struct Writer {
+    store: Store,
+    shared: Arc<Shared>,
+    record: RunRecord,
+    writer_id: String,
+    /// The newest record snapshot this writer wrote (deleted when superseded).
+    snapshot: Option<object_store::path::Path>,
+    capture: Capture,
+}
+
+impl Writer {
+    fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        ready: mpsc::Sender<Result<()>>,
+        flush_interval: Duration,
+        heartbeat_interval: Duration,
+    ) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(Err(Error::Internal(format!("cannot start a runtime: {e}"))));
+                return;
+            }
+        };
+        let started = rt.block_on(async {
+            self.store.create_project(&self.record.project).await?;
+            self.write_record().await
+        });
+        let ok = started.is_ok();
+        let _ = ready.send(started);
+        if !ok {
+            return;
+        }
+        rt.block_on(self.capture_context());
+
+        let mut next_flush = Instant::now() + flush_interval;
+        let mut next_heartbeat = Instant::now() + heartbeat_interval;
+        loop {
+            let now = Instant::now();
+            let wait = next_flush.min(next_heartbeat).saturating_duration_since(now);
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Chunk(chunk)) => {
+                    let r = rt.block_on(self.write_chunk(chunk));
+                    self.report(r);
+                }
+                Ok(Msg::Flush(ack)) => {
+                    let chunk = self.shared.lock().take_chunk();
+                    let r = rt.block_on(self.write_chunk(chunk));
+                    let failed = r.is_err();
+                    let _ = ack.send(r);
+                    if failed {
+                        self.shared.fail("a flush failed".into());
+                    }
+                }
+                Ok(Msg::Blob { source, ack }) => {
+                    let r = rt.block_on(async {
+                        match source {
+                            BlobSource::File(f) => self.store.put_blob_file(&f).await,
+                            BlobSource::Bytes(b) => self.store.put_blob(b).await,
+                        }
+                    });
+                    let _ = ack.send(r);
+                }
+                Ok(Msg::End { status, ack }) => {
+                    let chunk = self.shared.lock().take_chunk();
+                    let r = rt.block_on(async {
+                        self.write_chunk(chunk).await?;
+                        let now = now_us();
+                        self.record.status = status;
+                        self.record.ended = Some(now);
+                        self.record.heartbeat = Some(now);
+                        self.write_record().await
+                    });
+                    let _ = ack.send(r);
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= next_flush {
+                        let chunk = {
+                            let mut b = self.shared.lock();
+                            (!b.is_empty()).then(|| b.take_chunk())
+                        };
+                        if let Some(chunk) = chunk {
+                            let r = rt.block_on(self.write_chunk(chunk));
+                            self.report(r);
+                        }
+                        next_flush = now + flush_interval;
+                    }
+                    if now >= next_heartbeat {
+                        self.record.heartbeat = Some(now_us());
+                        let r = rt.block_on(self.write_record());
+                        self.report(r);
+                        next_heartbeat = now + heartbeat_interval;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn report(&self, r: Result<()>) {
+        if let Err(e) = r {
+            self.shared.fail(e.to_string());
+        }
+    }
+
+    /// Writes a new snapshot of the run record and removes the one it supersedes.
+    async fn write_record(&mut self) -> Result<()> {
+        let path = self.store.write_run_record(&self.record).await?;
+        if let Some(old) = self.snapshot.replace(path) {
+            self.store.delete_all([old]).await?;
+        }
+        Ok(())
+    }
+
+    /// Git state, environment files and the diff, captured once after the run started so
+    /// that `start()` stays fast.
+    async fn capture_context(&mut self) {
+        let dir = self.capture.dir();
+        let mut artifacts = Vec::new();
+        if self.capture.git
+            && let Some(git) = capture::git_state(&dir, self.capture.git_diff)
+        {
+            self.record.git_commit = git.commit;
+            self.record.git_branch = git.branch;
+            self.record.git_dirty = git.dirty;
+            if let Some(remote) = git.remote {
+                self.shared.lock().tags.push(("git.remote".into(), remote));
+            }
+            if let Some(diff) = git.diff {
+                artifacts.push(("git/diff.patch".to_string(), diff));
+            }
+            if let Err(e) = self.write_record().await {
+                self.shared.fail(e.to_string());
+            }
+        }
+        if self.capture.env_files {
+            for (name, content) in capture::env_files(&dir) {
+                artifacts.push((format!("env/{name}"), content));
+            }
+        }
+        for (path, content) in artifacts {
+            match self.store.put_blob(Bytes::from(content)).await {
+                Ok((digest, size)) => self.shared.lock().artifacts.push(Artifact {
+                    media_type: guess_media_type(&path).map(str::to_string),
+                    path,
+                    digest,
+                    size,
+                    created: now_us(),
+                }),
+                Err(e) => tracing::warn!(error = %e, %path, "could not capture"),
+            }
+        }
+    }
+
+    /// Writes a chunk as one segment per table it has rows for, retrying transient failures.
+    async fn write_chunk(&mut self, chunk: Chunk) -> Result<()> {
+        let project = self.record.project.clone();
+        let run_id = self.record.run_id.clone();
+        let seq = chunk.seq;
+        for (table, batch) in chunk_batches(chunk)? {
+            let path = self
+                .store
+                .layout()
+                .segment(&project, &run_id, table, &self.writer_id, seq);
+            let body = segment::encode(table, &[batch])?;
+            let mut delay = Duration::from_millis(50);
+            let mut attempt = 0;
+            loop {
+                match self.store.put(&path, body.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 6 => {
+                        tracing::warn!(error = %e, attempt, "segment write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The segment-schema batches of a chunk, one per table with rows.
+fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
+    let mut out = Vec::new();
+    let ts_array = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let utf8 = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let opt_utf8 = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let dict = |keys: Vec<i32>, names: &[String]| -> Result<ArrayRef> {
+        let values = Arc::new(StringArray::from_iter_values(names.iter()));
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values)?))
+    };
+    let batch = |table: Table, cols: Vec<ArrayRef>| RecordBatch::try_new(table.segment_schema(), cols);
+
+    if !chunk.m_key.is_empty() {
+        out.push((
+            Table::Metrics,
+            batch(
+                Table::Metrics,
+                vec![
+                    dict(chunk.m_key, &chunk.key_names)?,
+                    Arc::new(Int64Array::from(chunk.m_step)),
+                    ts_array(chunk.m_ts),
+                    Arc::new(Float64Array::from(chunk.m_value)),
+                ],
+            )?,
+        ));
+    }
+    if !chunk.params.is_empty() {
+        let nums: Vec<Option<f64>> = chunk.params.iter().map(|(_, v)| param_value_num(v)).collect();
+        let (keys, values): (Vec<String>, Vec<String>) = chunk.params.into_iter().unzip();
+        let (ids, names) = dictionary_of(keys);
+        out.push((
+            Table::Params,
+            batch(
+                Table::Params,
+                vec![dict(ids, &names)?, utf8(values), Arc::new(Float64Array::from(nums))],
+            )?,
+        ));
+    }
+    if !chunk.tags.is_empty() {
+        let (keys, values): (Vec<String>, Vec<String>) = chunk.tags.into_iter().unzip();
+        let (ids, names) = dictionary_of(keys);
+        out.push((Table::Tags, batch(Table::Tags, vec![dict(ids, &names)?, utf8(values)])?));
+    }
+    if !chunk.system.is_empty() {
+        let mut keys = Vec::new();
+        let mut ts = Vec::new();
+        let mut vals = Vec::new();
+        for (k, t, v) in chunk.system {
+            keys.push(k);
+            ts.push(t);
+            vals.push(v);
+        }
+        let (ids, names) = dictionary_of(keys);
+        out.push((
+            Table::SystemMetrics,
+            batch(
+                Table::SystemMetrics,
+                vec![dict(ids, &names)?, ts_array(ts), Arc::new(Float64Array::from(vals))],
+            )?,
+        ));
+    }
+    if !chunk.artifacts.is_empty() {
+        let a = chunk.artifacts;
+        out.push((
+            Table::Artifacts,
+            batch(
+                Table::Artifacts,
+                vec![
+                    utf8(a.iter().map(|x| x.path.clone()).collect()),
+                    utf8(a.iter().map(|x| x.digest.clone()).collect()),
+                    Arc::new(Int64Array::from_iter_values(a.iter().map(|x| x.size as i64))),
+                    opt_utf8(a.iter().map(|x| x.media_type.clone()).collect()),
+                    ts_array(a.iter().map(|x| x.created).collect()),
+                ],
+            )?,
+        ));
+    }
+    if !chunk.logs.is_empty() {
+        let mut ts = Vec::new();
+        let mut streams = Vec::new();
+        let mut lines = Vec::new();
+        for (t, s, l) in chunk.logs {
+            ts.push(t);
+            streams.push(s);
+            lines.push(l);
+        }
+        out.push((Table::Logs, batch(Table::Logs, vec![ts_array(ts), utf8(streams), utf8(lines)])?));
+    }
+    if !chunk.inputs.is_empty() {
+        let i = chunk.inputs;
+        out.push((
+            Table::Inputs,
+            batch(
+                Table::Inputs,
+                vec![
+                    utf8(i.iter().map(|(x, _)| x.name.clone()).collect()),
+                    opt_utf8(i.iter().map(|(x, _)| x.uri.clone()).collect()),
+                    opt_utf8(i.iter().map(|(x, _)| x.digest.clone()).collect()),
+                    opt_utf8(i.iter().map(|(x, _)| x.role.clone()).collect()),
+                    ts_array(i.iter().map(|(_, t)| *t).collect()),
+                ],
+            )?,
+        ));
+    }
+    Ok(out)
+}
+
+fn dictionary_of(keys: Vec<String>) -> (Vec<i32>, Vec<String>) {
+    let mut index: HashMap<String, i32> = HashMap::new();
+    let mut names = Vec::new();
+    let ids = keys
+        .into_iter()
+        .map(|k| {
+            *index.entry(k).or_insert_with_key(|k| {
+                names.push(k.clone());
+                names.len() as i32 - 1
+            })
+        })
+        .collect();
+    (ids, names)
+}
+
+fn spawn_sampler(shared: Arc<Shared>, every: Duration) -> (JoinHandle<()>, mpsc::Sender<()>) {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("runql-sysmetrics".into())
+        .spawn(move || {
+            let mut sampler = crate::sysmetrics::Sampler::new();
+            loop {
+                match stop_rx.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        let ts = now_us();
+                        let samples = sampler.sample();
+                        let mut b = shared.lock();
+                        b.system.extend(samples.into_iter().map(|(k, v)| (k, ts, v)));
+                    }
+                    _ => return,
+                }
+            }
+        });
+    match handle {
+        Ok(h) => (h, stop_tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the system metrics sampler");
+            (std::thread::spawn(|| {}), stop_tx)
+        }
+    }
+}

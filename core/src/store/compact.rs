@@ -1,0 +1,398 @@
+//! Compaction: the live segments of finished runs become Parquet files listed by the manifest.
+//!
+//! Order of work, which is what makes it crash-safe and idempotent:
+//! 1. read the finished runs' segments and records; write one Parquet file per table (many runs
+//!    per file, sorted by run, key and step) and a `metric_summary` file. Until step 2 these
+//!    files are invisible: nothing refers to them.
+//! 2. write one manifest entry claiming the runs and listing the files. From that moment readers
+//!    read the runs from Parquet and skip their segments.
+//! 3. delete the consumed segments and record snapshots.
+//!
+//! A crash before 2 leaves unreferenced files (`gc` removes them); a crash before 3 leaves
+//! segments that readers already skip (the next compaction removes them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use super::manifest::{DataFile, MANIFEST_VERSION, ManifestEntry, RunClaim};
+use super::read::{LiveRun, records_to_batch, string_column};
+use super::{Store, segment};
+use crate::error::{Error, Result};
+use crate::model::{RunRecord, now_us};
+use crate::schema::{FORMAT_VERSION, Table};
+
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Live bytes compacted into one set of files (and one manifest entry) at most.
+const MAX_BATCH_BYTES: u64 = 512 << 20;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    pub project: String,
+    /// Runs compacted.
+    pub runs: usize,
+    /// Rows written per table.
+    pub rows: BTreeMap<Table, u64>,
+    /// Parquet files written (root-relative paths).
+    pub files: Vec<String>,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+    /// Live objects removed (consumed segments and superseded snapshots).
+    pub removed: usize,
+}
+
+impl Store {
+    /// Compacts every finished (or crashed) run of a project that still has live data.
+    /// Running runs are left alone. Safe to run at any time, from any number of processes.
+    pub async fn compact(&self, project: &str) -> Result<CompactReport> {
+        self.ensure_writable().await?;
+        let snap = self.snapshot(project, None).await?;
+        let mut report = CompactReport {
+            project: project.to_string(),
+            ..CompactReport::default()
+        };
+        let mut garbage: Vec<object_store::path::Path> = Vec::new();
+        let mut batch: Vec<(&LiveRun, RunRecord)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for run in snap.live.values() {
+            garbage.extend(run.garbage.iter().cloned());
+            let Some(record) = run.effective_record(self.stale_after()) else {
+                continue;
+            };
+            if !record.status.is_terminal() {
+                continue;
+            }
+            let bytes: u64 = run.segments.values().flatten().map(|(_, m)| m.size).sum();
+            if !batch.is_empty() && batch_bytes + bytes > MAX_BATCH_BYTES {
+                self.compact_batch(project, std::mem::take(&mut batch), &mut report).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push((run, record));
+        }
+        if !batch.is_empty() {
+            self.compact_batch(project, batch, &mut report).await?;
+        }
+        report.removed += garbage.len();
+        self.delete_all(garbage).await?;
+        Ok(report)
+    }
+
+    async fn compact_batch(
+        &self,
+        project: &str,
+        runs: Vec<(&LiveRun, RunRecord)>,
+        report: &mut CompactReport,
+    ) -> Result<()> {
+        let entry_id = uuid::Uuid::now_v7().simple().to_string();
+        let mut files = Vec::new();
+        let mut written = Vec::new();
+        let mut tables: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+        for (run, _) in &runs {
+            for (table, segments) in &run.segments {
+                for (_, meta) in segments {
+                    let bytes = self.get_opt(&meta.location).await?.ok_or_else(|| {
+                        Error::corrupt(&meta.location, "segment vanished during compaction (another compaction won; retry)")
+                    })?;
+                    let rows = segment::decode(*table, project, &run.run_id, bytes, &meta.location)?;
+                    tables.entry(*table).or_default().extend(rows);
+                }
+            }
+        }
+        let records: Vec<RunRecord> = runs.iter().map(|(_, r)| r.clone()).collect();
+        tables.insert(Table::Runs, vec![records_to_batch(&records)?]);
+        if let Some(metrics) = tables.get(&Table::Metrics) {
+            let sorted = sort_table(Table::Metrics, metrics)?;
+            let summary = summarize(&sorted)?;
+            tables.insert(Table::Metrics, vec![sorted]);
+            tables.insert(Table::MetricSummary, vec![summary]);
+        }
+        for (table, batches) in tables {
+            let sorted = if table == Table::Metrics || table == Table::MetricSummary {
+                concat_batches(&table.schema(), &batches)?
+            } else {
+                sort_table(table, &batches)?
+            };
+            if sorted.num_rows() == 0 {
+                continue;
+            }
+            let body = write_parquet(table, &sorted)?;
+            let path = self.layout().data_file(project, table, &entry_id);
+            let size = body.len() as u64;
+            self.put(&path, body).await?;
+            written.push(path.clone());
+            *report.rows.entry(table).or_default() += sorted.num_rows() as u64;
+            report.bytes += size;
+            let rel = self.layout().relative(&path);
+            report.files.push(rel.clone());
+            files.push(DataFile {
+                table: table.name().to_string(),
+                path: rel,
+                rows: sorted.num_rows() as u64,
+                bytes: size,
+            });
+        }
+        let claims: Vec<RunClaim> = runs
+            .iter()
+            .map(|(run, _)| {
+                let mut segments: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                for (name, _) in run.segments.values().flatten() {
+                    let e = segments.entry(name.writer.clone()).or_insert((name.seq, name.seq));
+                    e.0 = e.0.min(name.seq);
+                    e.1 = e.1.max(name.seq);
+                }
+                RunClaim {
+                    run_id: run.run_id.clone(),
+                    segments,
+                    meta: run.record_snapshot.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+
+        // Optimistic check: if another compaction claimed any of these runs meanwhile, give up
+        // on this batch (its files stay unreferenced, for gc) rather than write a losing claim.
+        let current = self.read_manifest(project).await?;
+        let ours: HashSet<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
+        let raced = claims.iter().any(|c| {
+            current
+                .claims
+                .get(&c.run_id)
+                .is_some_and(|cs| cs.iter().any(|k| k.overlaps(c)))
+        });
+        if raced {
+            tracing::info!(project, runs = ours.len(), "another compaction claimed these runs first; skipping");
+            self.delete_all(written).await?;
+            return Ok(());
+        }
+
+        let entry = ManifestEntry {
+            version: MANIFEST_VERSION,
+            id: entry_id.clone(),
+            created: now_us(),
+            runs: claims,
+            files,
+        };
+        let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
+        self.put(&self.layout().manifest_entry(project, &entry_id), Bytes::from(body))
+            .await?;
+        report.runs += runs.len();
+
+        // The runs are compacted: their live objects are garbage now.
+        let mut consumed = Vec::new();
+        for (run, _) in &runs {
+            consumed.extend(run.segments.values().flatten().map(|(_, m)| m.location.clone()));
+            if let Some(stem) = &run.record_snapshot {
+                consumed.push(self.layout().run_meta(project, &run.run_id, stem));
+            }
+        }
+        report.removed += consumed.len();
+        self.delete_all(consumed).await
+    }
+}
+
+/// The columns each table is sorted by in Parquet: run first, then key and time.
+fn sort_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Runs => &["run_id"],
+        Table::Params | Table::Tags => &["run_id", "key"],
+        Table::Metrics => &["run_id", "key", "step", "ts"],
+        Table::SystemMetrics => &["run_id", "key", "ts"],
+        Table::Artifacts => &["run_id", "path"],
+        Table::Logs => &["run_id", "ts"],
+        Table::Inputs => &["run_id", "name"],
+        Table::MetricSummary => &["run_id", "key"],
+    }
+}
+
+/// Concatenates batches of a table and sorts them by the table's sort columns (stable, so
+/// rows logged in order stay in order).
+pub(crate) fn sort_table(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = table.schema();
+    let all = concat_batches(&schema, batches)?;
+    if all.num_rows() <= 1 {
+        return Ok(all);
+    }
+    let mut cols: Vec<SortColumn> = sort_columns(table)
+        .iter()
+        .filter_map(|name| all.column_by_name(name))
+        .map(|c| SortColumn {
+            values: c.clone(),
+            options: None,
+        })
+        .collect();
+    // A row-number tie breaker keeps the sort stable.
+    cols.push(SortColumn {
+        values: Arc::new(arrow::array::UInt32Array::from_iter_values(0..all.num_rows() as u32)),
+        options: None,
+    });
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(take_record_batch(&all, &idx)?)
+}
+
+/// The `metric_summary` rows of a `metrics` batch sorted by (run_id, key, step, ts).
+pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
+    let project = string_column(metrics, "project")?;
+    let run = string_column(metrics, "run_id")?;
+    let key = string_column(metrics, "key")?;
+    let step = metrics
+        .column_by_name("step")
+        .map(|c| c.as_primitive::<Int64Type>().clone())
+        .ok_or_else(|| Error::Internal("metrics.step missing".into()))?;
+    let ts = metrics
+        .column_by_name("ts")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+        .ok_or_else(|| Error::Internal("metrics.ts missing".into()))?;
+    let value = metrics
+        .column_by_name("value")
+        .map(|c| c.as_primitive::<Float64Type>().clone())
+        .ok_or_else(|| Error::Internal("metrics.value missing".into()))?;
+
+    let mut b_project = StringBuilder::new();
+    let mut b_run = StringBuilder::new();
+    let mut b_key = StringBuilder::new();
+    let mut b_count = Int64Builder::new();
+    let mut b_min = Float64Builder::new();
+    let mut b_max = Float64Builder::new();
+    let mut b_first = Int64Builder::new();
+    let mut b_last_step = Int64Builder::new();
+    let mut b_last_value = Float64Builder::new();
+    let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+
+    let n = metrics.num_rows();
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && run.value(end) == run.value(start) && key.value(end) == key.value(start) {
+            end += 1;
+        }
+        let (mut min, mut max) = (None::<f64>, None::<f64>);
+        for i in start..end {
+            let v = value.value(i);
+            if v.is_nan() {
+                continue;
+            }
+            min = Some(min.map_or(v, |m: f64| if v < m || (v == m && v.is_sign_negative()) { v } else { m }));
+            max = Some(max.map_or(v, |m: f64| if v > m || (v == m && m.is_sign_negative()) { v } else { m }));
+        }
+        let last = end - 1;
+        b_project.append_value(project.value(start));
+        b_run.append_value(run.value(start));
+        b_key.append_value(key.value(start));
+        b_count.append_value((end - start) as i64);
+        b_min.append_option(min);
+        b_max.append_option(max);
+        b_first.append_value(step.value(start));
+        b_last_step.append_value(step.value(last));
+        b_last_value.append_value(value.value(last));
+        b_last_ts.append_value(ts.value(last));
+        start = end;
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(b_project.finish()),
+        Arc::new(b_run.finish()),
+        Arc::new(b_key.finish()),
+        Arc::new(b_count.finish()),
+        Arc::new(b_min.finish()),
+        Arc::new(b_max.finish()),
+        Arc::new(b_first.finish()),
+        Arc::new(b_last_step.finish()),
+        Arc::new(b_last_value.finish()),
+        Arc::new(b_last_ts.finish()),
+    ];
+    Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
+}
+
+/// Writer settings per table: zstd; dictionaries for strings; delta encoding for steps and
+/// times; byte-stream-split for float values (float32-born values leave whole byte planes
+/// zero, which zstd then removes).
+pub fn writer_properties(table: Table) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("runql.format_version".into(), FORMAT_VERSION.to_string()),
+            KeyValue::new("runql.table".into(), table.name().to_string()),
+        ]));
+    let schema = table.schema();
+    let sorting: Vec<SortingColumn> = sort_columns(table)
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    b = b.set_sorting_columns(Some(sorting));
+    for field in schema.fields() {
+        let path = ColumnPath::from(field.name().as_str());
+        match field.data_type() {
+            arrow::datatypes::DataType::Int64 | arrow::datatypes::DataType::Timestamp(..) => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+            }
+            arrow::datatypes::DataType::Float64 => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            }
+            _ => {}
+        }
+    }
+    b.build()
+}
+
+/// Encodes a batch as a Parquet file.
+pub fn write_parquet(table: Table, batch: &RecordBatch) -> Result<Bytes> {
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, table.schema(), Some(writer_properties(table)))
+        .map_err(|e| Error::parquet(table, e))?;
+    w.write(batch).map_err(|e| Error::parquet(table, e))?;
+    w.close().map_err(|e| Error::parquet(table, e))?;
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_min_max_ignore_nan_and_keep_signed_zero() {
+        let schema = Table::Metrics.schema();
+        let n = 4;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["p"; n])),
+                Arc::new(arrow::array::StringArray::from(vec!["r"; n])),
+                Arc::new(arrow::array::StringArray::from(vec!["k"; n])),
+                Arc::new(arrow::array::Int64Array::from(vec![0, 1, 2, 3])),
+                Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![1, 2, 3, 4]).with_timezone("UTC")),
+                Arc::new(arrow::array::Float64Array::from(vec![f64::NAN, 0.0, -0.0, f64::NAN])),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = summarize(&batch).unwrap_or_else(|e| panic!("{e}"));
+        let min = s.column(4).as_primitive::<Float64Type>().value(0);
+        let last = s.column(8).as_primitive::<Float64Type>().value(0);
+        assert!(min == 0.0 && min.is_sign_negative());
+        assert!(last.is_nan());
+        assert_eq!(s.column(3).as_primitive::<Int64Type>().value(0), 4);
+    }
+}

@@ -1,0 +1,198 @@
+//! Where every object of a store lives. All paths are built here and nowhere else.
+//!
+//! ```text
+//! runql.json                                       format marker (version), written once
+//! projects/<p>/project.json                        project record, written once
+//! projects/<p>/live/<run>/meta/<uuid7>.json        run record snapshots; the newest wins
+//! projects/<p>/live/<run>/<table>/<writer>-<seq>.arrow   live Arrow IPC segments
+//! projects/<p>/data/<table>/<uuid7>.parquet        compacted runs (many runs per file)
+//! projects/<p>/manifest/<uuid7>.json               manifest entries: which runs are compacted where
+//! blobs/sha256/<2 hex>/<62 hex>                    artifact contents, deduplicated
+//! ```
+//!
+//! `<p>` is the project name with every byte outside `[A-Za-z0-9_.-]` written as `=XX`, so any
+//! name (MLflow experiment names often contain `/` and spaces) maps to one path part that
+//! every object store accepts.
+
+use object_store::path::Path;
+
+use crate::schema::Table;
+
+/// Encodes a project name as one path part.
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
+            out.push(b as char);
+        } else {
+            out.push('=');
+            out.push_str(&format!("{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a path part made by [`encode_name`]; `None` if it is not one.
+pub fn decode_name(part: &str) -> Option<String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = part.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Builds the paths of one store below its root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: Path,
+}
+
+impl Layout {
+    pub fn new(root: Path) -> Self {
+        Layout { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn join(&self, parts: &[&str]) -> Path {
+        let mut p = self.root.clone();
+        for part in parts {
+            p = p.join(*part);
+        }
+        p
+    }
+
+    pub fn marker(&self) -> Path {
+        self.join(&["runql.json"])
+    }
+
+    pub fn projects(&self) -> Path {
+        self.join(&["projects"])
+    }
+
+    pub fn project(&self, project: &str) -> Path {
+        self.join(&["projects", &encode_name(project)])
+    }
+
+    pub fn project_record(&self, project: &str) -> Path {
+        self.project(project).join("project.json")
+    }
+
+    pub fn live(&self, project: &str) -> Path {
+        self.project(project).join("live")
+    }
+
+    pub fn run(&self, project: &str, run_id: &str) -> Path {
+        self.live(project).join(run_id)
+    }
+
+    pub fn run_meta(&self, project: &str, run_id: &str, snapshot: &str) -> Path {
+        self.run(project, run_id)
+            .join("meta")
+            .join(format!("{snapshot}.json"))
+    }
+
+    pub fn segment(&self, project: &str, run_id: &str, table: Table, writer: &str, seq: u64) -> Path {
+        self.run(project, run_id)
+            .join(table.name())
+            .join(format!("{writer}-{seq:010}.arrow"))
+    }
+
+    pub fn data_file(&self, project: &str, table: Table, id: &str) -> Path {
+        self.project(project)
+            .join("data")
+            .join(table.name())
+            .join(format!("{id}.parquet"))
+    }
+
+    pub fn manifest(&self, project: &str) -> Path {
+        self.project(project).join("manifest")
+    }
+
+    pub fn manifest_entry(&self, project: &str, id: &str) -> Path {
+        self.manifest(project).join(format!("{id}.json"))
+    }
+
+    pub fn blob(&self, sha256_hex: &str) -> Path {
+        let (a, b) = sha256_hex.split_at(2.min(sha256_hex.len()));
+        self.join(&["blobs", "sha256", a, b])
+    }
+
+    /// The path of `full` relative to the root, as manifests record it.
+    pub fn relative(&self, full: &Path) -> String {
+        let root = self.root.as_ref();
+        let s = full.as_ref();
+        if root.is_empty() {
+            return s.to_string();
+        }
+        s.strip_prefix(root)
+            .map(|r| r.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| s.to_string())
+    }
+
+    /// The full path of a root-relative path recorded in a manifest.
+    pub fn absolute(&self, relative: &str) -> Path {
+        let mut p = self.root.clone();
+        for part in relative.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+}
+
+/// What a live segment's file name says: which writer wrote it, and its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentName {
+    pub writer: String,
+    pub seq: u64,
+}
+
+impl SegmentName {
+    pub fn parse(file_name: &str) -> Option<SegmentName> {
+        let stem = file_name.strip_suffix(".arrow")?;
+        let (writer, seq) = stem.rsplit_once('-')?;
+        Some(SegmentName {
+            writer: writer.to_string(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in ["mnist", "team/vision exp", "損失", "a=b", "x%y#z"] {
+            let enc = encode_name(name);
+            assert!(!enc.contains('/') && !enc.contains('%') && !enc.contains('#'));
+            assert_eq!(decode_name(&enc).as_deref(), Some(name));
+            // object_store must not re-encode it.
+            assert_eq!(object_store::path::PathPart::from(enc.as_str()).as_ref(), enc);
+        }
+    }
+
+    #[test]
+    fn segment_names_parse() {
+        let s = SegmentName::parse("0191ab-0000000042.arrow");
+        assert_eq!(
+            s,
+            Some(SegmentName {
+                writer: "0191ab".into(),
+                seq: 42
+            })
+        );
+    }
+}

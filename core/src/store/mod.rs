@@ -1,0 +1,484 @@
+//! The store: every project, run, row and artifact, over `object_store`.
+//!
+//! A store is a URL: a local path (the default, `~/.runql` or `$RUNQL_STORE`), `file://`,
+//! `s3://`, `gs://`, `az://`, or `memory://` for tests. All I/O goes through `object_store`,
+//! with one exception: on a local disk, objects are written as temp file, fsync, rename (with
+//! the directory fsynced), which `object_store`'s local backend does not do.
+//!
+//! Rules that make the store safe without locks (see docs/architecture.md):
+//! every object is written once, under a name no other writer can choose; an object is complete
+//! when it is visible; a later object supersedes an earlier one, nothing is changed in place.
+
+mod blob;
+mod compact;
+pub mod layout;
+mod manifest;
+mod read;
+pub(crate) mod segment;
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+pub use compact::CompactReport;
+pub use layout::Layout;
+pub use manifest::{Manifest, ManifestEntry};
+pub use read::{ProjectSnapshot, RunData, Scan, LiveRun};
+
+use crate::error::{Error, Result};
+use crate::model::{RunRecord, now_us, validate_project};
+use crate::schema::FORMAT_VERSION;
+
+/// How long a running run may go without a sign of life before readers call it `crashed`.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// A handle on a store. Cheap to clone; every clone shares one connection.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    objects: Arc<dyn ObjectStore>,
+    layout: Layout,
+    /// The directory of a local store, for the fsync'd write path.
+    local_root: Option<PathBuf>,
+    stale_after: Duration,
+    format_checked: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.inner.url).finish()
+    }
+}
+
+/// The store marker, `runql.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: String,
+    version: u32,
+    created: i64,
+}
+
+/// The project record, `project.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectRecord {
+    pub name: String,
+    /// Microseconds since the Unix epoch.
+    pub created: i64,
+}
+
+impl Store {
+    /// The store named by `$RUNQL_STORE`, or `~/.runql`.
+    pub fn default_url() -> String {
+        if let Ok(url) = std::env::var("RUNQL_STORE")
+            && !url.trim().is_empty()
+        {
+            return url;
+        }
+        match home_dir() {
+            Some(home) => home.join(".runql").to_string_lossy().into_owned(),
+            None => ".runql".to_string(),
+        }
+    }
+
+    /// Opens the default store ([`Store::default_url`]).
+    pub fn open_default() -> Result<Store> {
+        Store::open(&Store::default_url())
+    }
+
+    /// Opens a store by URL or local path. Nothing is read or written until the store is used.
+    ///
+    /// Object-store credentials and settings come from the usual environment variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`…).
+    pub fn open(url: &str) -> Result<Store> {
+        let bad = |reason: String| Error::StoreUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let trimmed = url.trim();
+        if trimmed.is_empty() {
+            return Err(bad("the URL is empty".into()));
+        }
+        let (objects, root, local_root): (Arc<dyn ObjectStore>, Path, Option<PathBuf>) =
+            if trimmed == "memory://" || trimmed.starts_with("memory://") {
+                (Arc::new(InMemory::new()), Path::default(), None)
+            } else if let Some(rest) = trimmed.strip_prefix("file://") {
+                let dir = expand_tilde(rest);
+                local(&dir).map_err(bad)?
+            } else if trimmed.contains("://") {
+                let parsed = url::Url::parse(trimmed).map_err(|e| bad(e.to_string()))?;
+                let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let (store, path) = object_store::parse_url_opts(&parsed, options)
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::from(store), path, None)
+            } else {
+                local(&expand_tilde(trimmed)).map_err(bad)?
+            };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                url: trimmed.to_string(),
+                objects,
+                layout: Layout::new(root),
+                local_root,
+                stale_after: DEFAULT_STALE_AFTER,
+                format_checked: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// A handle on the same store whose readers call a running run `crashed` once it has been
+    /// silent for `stale_after`.
+    pub fn with_stale_after(&self, stale_after: Duration) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                url: self.inner.url.clone(),
+                objects: self.inner.objects.clone(),
+                layout: self.inner.layout.clone(),
+                local_root: self.inner.local_root.clone(),
+                stale_after,
+                format_checked: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The URL the store was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The underlying object store (shared with DataFusion by the query engine).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.objects.clone()
+    }
+
+    /// The paths of this store's objects.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// The directory of a local store; `None` on object stores.
+    pub fn local_root(&self) -> Option<&FsPath> {
+        self.inner.local_root.as_deref()
+    }
+
+    /// How long a silent running run stays `running` for readers.
+    pub fn stale_after(&self) -> Duration {
+        self.inner.stale_after
+    }
+
+    /// Checks the store's format version, creating the marker if the store is new.
+    pub async fn ensure_writable(&self) -> Result<()> {
+        self.inner
+            .format_checked
+            .get_or_try_init(|| async {
+                let path = self.layout().marker();
+                match self.read_marker().await? {
+                    Some(()) => Ok(()),
+                    None => {
+                        let marker = Marker {
+                            format: "runql".into(),
+                            version: FORMAT_VERSION,
+                            created: now_us(),
+                        };
+                        let body = serde_json::to_vec_pretty(&marker)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        self.put_if_absent(&path, Bytes::from(body)).await?;
+                        // Another writer may have won the race with a newer version.
+                        self.read_marker().await.map(|_| ())
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Checks the store's format version if it has a marker (an empty store reads as empty).
+    pub async fn check_readable(&self) -> Result<()> {
+        self.read_marker().await.map(|_| ())
+    }
+
+    async fn read_marker(&self) -> Result<Option<()>> {
+        let path = self.layout().marker();
+        let Some(bytes) = self.get_opt(&path).await? else {
+            return Ok(None);
+        };
+        let marker: Marker =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, e))?;
+        if marker.version > FORMAT_VERSION {
+            return Err(Error::NewerStore {
+                url: self.url().to_string(),
+                found: marker.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Some(()))
+    }
+
+    /// Creates a project if it does not exist yet. Creating an existing project is fine.
+    pub async fn create_project(&self, project: &str) -> Result<ProjectRecord> {
+        validate_project(project)?;
+        self.ensure_writable().await?;
+        let path = self.layout().project_record(project);
+        if let Some(existing) = self.project_record(project).await? {
+            return Ok(existing);
+        }
+        let record = ProjectRecord {
+            name: project.to_string(),
+            created: now_us(),
+        };
+        let body = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
+        self.put_if_absent(&path, Bytes::from(body)).await?;
+        Ok(self.project_record(project).await?.unwrap_or(record))
+    }
+
+    /// The record of a project, if it exists.
+    pub async fn project_record(&self, project: &str) -> Result<Option<ProjectRecord>> {
+        let path = self.layout().project_record(project);
+        match self.get_opt(&path).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::corrupt(&path, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every project of the store, sorted by name.
+    pub async fn list_projects(&self) -> Result<Vec<String>> {
+        self.check_readable().await?;
+        let prefix = self.layout().projects();
+        let listing = self
+            .inner
+            .objects
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| Error::storage(&prefix, e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(layout::decode_name))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Writes a snapshot of a run's record; the newest snapshot wins.
+    pub async fn write_run_record(&self, record: &RunRecord) -> Result<Path> {
+        let snapshot = uuid::Uuid::now_v7().simple().to_string();
+        let path = self
+            .layout()
+            .run_meta(&record.project, &record.run_id, &snapshot);
+        let body = serde_json::to_vec(record).map_err(|e| Error::Internal(e.to_string()))?;
+        self.put(&path, Bytes::from(body)).await?;
+        Ok(path)
+    }
+
+    /// Writes an object so that it is complete when it becomes visible.
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        if let Some(root) = &self.inner.local_root {
+            let file = local_file(root, self.layout(), path);
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, false))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map(|_| ())
+                .map_err(|e| Error::storage(path, io_to_store(path, e)));
+        }
+        self.inner
+            .objects
+            .put(path, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage(path, e))
+    }
+
+    /// Writes an object unless one exists at that path; returns whether this call wrote it.
+    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        if let Some(root) = &self.inner.local_root {
+            let file = local_file(root, self.layout(), path);
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, true))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::storage(path, io_to_store(path, e)));
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .objects
+            .put_opts(path, PutPayload::from_bytes(bytes.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                // Backends without conditional writes: the object is immutable content, so
+                // a lost race writes the same bytes twice, which is harmless.
+                if self.head_opt(path).await?.is_some() {
+                    return Ok(false);
+                }
+                self.put(path, bytes).await.map(|_| true)
+            }
+            Err(e) => Err(Error::storage(path, e)),
+        }
+    }
+
+    /// Reads an object; `None` if it does not exist.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.inner.objects.get(path).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(path, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(path, e)),
+        }
+    }
+
+    /// Metadata of an object; `None` if it does not exist.
+    pub async fn head_opt(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+        match self.inner.objects.head(path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::storage(path, e)),
+        }
+    }
+
+    /// Every object below `prefix` (recursively).
+    pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        self.inner
+            .objects
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage(prefix, e))
+    }
+
+    /// The direct children "directories" of `prefix`.
+    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>> {
+        self.inner
+            .objects
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map(|l| l.common_prefixes)
+            .map_err(|e| Error::storage(prefix, e))
+    }
+
+    /// Deletes objects; ones already gone are fine.
+    pub async fn delete_all(&self, paths: impl IntoIterator<Item = Path>) -> Result<()> {
+        for path in paths {
+            match self.inner.objects.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::storage(&path, e)),
+            }
+            if let Some(root) = &self.inner.local_root {
+                remove_empty_parents(root, &local_file(root, self.layout(), &path));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn local(dir: &FsPath) -> std::result::Result<(Arc<dyn ObjectStore>, Path, Option<PathBuf>), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+    Ok((Arc::new(fs), Path::default(), Some(dir)))
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn expand_tilde(path: &str) -> PathBuf {
+    if path == "~" {
+        return home_dir().unwrap_or_else(|| PathBuf::from("~"));
+    }
+    if let Some(rest) = path.strip_prefix("~/")
+        && let Some(home) = home_dir()
+    {
+        return home.join(rest);
+    }
+    PathBuf::from(path)
+}
+
+fn local_file(root: &FsPath, layout: &Layout, path: &Path) -> PathBuf {
+    let mut file = root.to_path_buf();
+    for part in layout.relative(path).split('/').filter(|p| !p.is_empty()) {
+        file.push(part);
+    }
+    file
+}
+
+fn io_to_store(path: &Path, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "local",
+        source: format!("{path}: {e}").into(),
+    }
+}
+
+/// temp file, write, fsync, then rename (or hard link when `create_only`), then fsync the
+/// directory: after a crash or power loss the object is either whole or absent.
+fn local_put(file: &FsPath, bytes: &[u8], create_only: bool) -> std::io::Result<bool> {
+    use std::io::Write;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = file
+        .parent()
+        .ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    // `name#<digits>` is what object_store's local backend skips when listing.
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(format!("#{}{n:06}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        drop(f);
+        if create_only {
+            match std::fs::hard_link(&tmp, file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            std::fs::remove_file(&tmp)?;
+        } else {
+            std::fs::rename(&tmp, file)?;
+        }
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(true)
+    })();
+    if !matches!(result, Ok(true)) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes the now-empty directories above a deleted local object, up to the store root.
+fn remove_empty_parents(root: &FsPath, file: &FsPath) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}

@@ -1,0 +1,678 @@
+//! Reading a store back: projects, runs, and the rows of every table, live segments and
+//! compacted Parquet together, pruned by project, run and key before anything is read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::compute::filter_record_batch;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use futures::future::{BoxFuture, FutureExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use super::layout::SegmentName;
+use super::manifest::{DataFile, Manifest};
+use super::{Store, segment};
+use crate::error::{Error, Result};
+use crate::model::{RunRecord, RunStatus, now_us};
+use crate::schema::Table;
+
+/// What to read: which projects, runs and keys. `None` means all.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub projects: Option<Vec<String>>,
+    pub run_ids: Option<Vec<String>>,
+    /// Metric, param or tag keys (tables without a `key` column ignore it).
+    pub keys: Option<Vec<String>>,
+}
+
+impl Scan {
+    /// Everything.
+    pub fn all() -> Scan {
+        Scan::default()
+    }
+
+    /// Only this project.
+    pub fn project(project: impl Into<String>) -> Scan {
+        Scan {
+            projects: Some(vec![project.into()]),
+            ..Scan::default()
+        }
+    }
+
+    /// Only these runs.
+    pub fn runs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, run_ids: I) -> Scan {
+        self.run_ids = Some(run_ids.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Only these keys.
+    pub fn keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Scan {
+        self.keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// A run that still has live (not yet compacted) objects.
+#[derive(Debug, Clone)]
+pub struct LiveRun {
+    pub run_id: String,
+    /// The newest run record not consumed by a compaction; `None` when every snapshot was.
+    pub record: Option<RunRecord>,
+    /// File stem of that record's snapshot.
+    pub record_snapshot: Option<String>,
+    /// Segments not consumed by a compaction, per table, in write order.
+    pub segments: BTreeMap<Table, Vec<(SegmentName, ObjectMeta)>>,
+    /// Objects a compaction already consumed or a newer snapshot superseded: garbage.
+    pub garbage: Vec<Path>,
+    /// Newest modification time of any of the run's objects, µs since the epoch.
+    pub last_modified: i64,
+}
+
+impl LiveRun {
+    /// The run's status as readers see it: a running run silent for longer than `stale_after`
+    /// is `crashed`.
+    pub fn effective_record(&self, stale_after: std::time::Duration) -> Option<RunRecord> {
+        let mut record = self.record.clone()?;
+        let heartbeat = record.heartbeat.unwrap_or(record.created).max(self.last_modified);
+        record.heartbeat = Some(heartbeat);
+        if record.status == RunStatus::Running
+            && now_us() - heartbeat > stale_after.as_micros() as i64
+        {
+            record.status = RunStatus::Crashed;
+        }
+        Some(record)
+    }
+}
+
+/// One project as of one moment: its manifest and its live runs.
+#[derive(Debug, Clone)]
+pub struct ProjectSnapshot {
+    pub project: String,
+    pub manifest: Manifest,
+    pub live: BTreeMap<String, LiveRun>,
+}
+
+/// Everything one run logged, read back.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub record: RunRecord,
+    pub tables: BTreeMap<Table, Vec<RecordBatch>>,
+}
+
+impl Store {
+    /// A snapshot of a project: its manifest and its live runs (only `runs`, when given).
+    pub async fn snapshot(&self, project: &str, runs: Option<&[String]>) -> Result<ProjectSnapshot> {
+        let manifest = self.read_manifest(project).await?;
+        let live_root = self.layout().live(project);
+        let objects: Vec<ObjectMeta> = match runs {
+            None => self.list_all(&live_root).await?,
+            Some(ids) => stream::iter(ids.iter())
+                .map(|id| {
+                    let dir = self.layout().run(project, id);
+                    async move { self.list_all(&dir).await }
+                })
+                .buffer_unordered(16)
+                .try_concat()
+                .await?,
+        };
+        let root_depth = live_root.parts().count();
+        // run id -> (meta snapshots, segments, newest mtime)
+        #[derive(Default)]
+        struct Found {
+            metas: Vec<(String, Path)>,
+            segments: BTreeMap<Table, Vec<(SegmentName, ObjectMeta)>>,
+            last_modified: i64,
+            garbage: Vec<Path>,
+        }
+        let mut found: HashMap<String, Found> = HashMap::new();
+        for meta in objects {
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .skip(root_depth)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            let [run_id, kind, file] = parts.as_slice() else {
+                continue;
+            };
+            let f = found.entry(run_id.clone()).or_default();
+            f.last_modified = f.last_modified.max(meta.last_modified.timestamp_micros());
+            if kind == "meta" {
+                if let Some(stem) = file.strip_suffix(".json") {
+                    f.metas.push((stem.to_string(), meta.location.clone()));
+                }
+            } else if let (Some(table), Some(name)) = (Table::from_name(kind), SegmentName::parse(file)) {
+                if manifest.consumed_segment(run_id, &name.writer, name.seq) {
+                    f.garbage.push(meta.location.clone());
+                } else {
+                    f.segments.entry(table).or_default().push((name, meta));
+                }
+            }
+        }
+        let live: Vec<LiveRun> = stream::iter(found)
+            .map(|(run_id, mut f)| {
+                let manifest = &manifest;
+                async move {
+                    f.metas.sort();
+                    let newest = f.metas.pop();
+                    f.garbage.extend(f.metas.into_iter().map(|(_, p)| p));
+                    for segs in f.segments.values_mut() {
+                        segs.sort_by(|a, b| a.0.cmp(&b.0));
+                    }
+                    let (record, record_snapshot) = match newest {
+                        Some((stem, path)) if !manifest.consumed_meta(&run_id, &stem) => {
+                            match self.get_opt(&path).await? {
+                                Some(bytes) => {
+                                    let rec: RunRecord = serde_json::from_slice(&bytes)
+                                        .map_err(|e| Error::corrupt(&path, e))?;
+                                    (Some(rec), Some(stem))
+                                }
+                                // Superseded and deleted between LIST and GET.
+                                None => (None, None),
+                            }
+                        }
+                        Some((_, path)) => {
+                            f.garbage.push(path);
+                            (None, None)
+                        }
+                        None => (None, None),
+                    };
+                    Ok::<_, Error>(LiveRun {
+                        run_id,
+                        record,
+                        record_snapshot,
+                        segments: f.segments,
+                        garbage: f.garbage,
+                        last_modified: f.last_modified,
+                    })
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(ProjectSnapshot {
+            project: project.to_string(),
+            manifest,
+            live: live.into_iter().map(|r| (r.run_id.clone(), r)).collect(),
+        })
+    }
+
+    /// Rows of `table` selected by `scan`, from every project it names (all by default).
+    pub async fn scan(&self, table: Table, scan: &Scan) -> Result<Vec<RecordBatch>> {
+        self.check_readable().await?;
+        let projects = match &scan.projects {
+            Some(p) => p.clone(),
+            None => self.list_projects().await?,
+        };
+        let mut out = Vec::new();
+        for project in projects {
+            let snap = self.snapshot(&project, scan.run_ids.as_deref()).await?;
+            out.extend(self.read_snapshot(&snap, table, scan).await?);
+        }
+        Ok(resolve(table, out)?)
+    }
+
+    /// The run records of a project (or of all projects), newest first.
+    pub async fn list_runs(&self, project: Option<&str>) -> Result<Vec<RunRecord>> {
+        let scan = Scan {
+            projects: project.map(|p| vec![p.to_string()]),
+            ..Scan::default()
+        };
+        let batches = self.scan(Table::Runs, &scan).await?;
+        let mut runs = Vec::new();
+        for b in &batches {
+            runs.extend(records_from_batch(b)?);
+        }
+        runs.sort_by(|a, b| b.created.cmp(&a.created).then(b.run_id.cmp(&a.run_id)));
+        Ok(runs)
+    }
+
+    /// Finds the project of a run id (a run id is unique across the store).
+    pub async fn find_run(&self, run_id: &str) -> Result<RunRecord> {
+        for project in self.list_projects().await? {
+            let batches = self
+                .scan(Table::Runs, &Scan::project(&project).runs([run_id]))
+                .await?;
+            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+                if let Some(r) = records_from_batch(b)?.into_iter().next() {
+                    return Ok(r);
+                }
+            }
+        }
+        Err(Error::RunNotFound {
+            run_id: run_id.to_string(),
+            project: None,
+        })
+    }
+
+    /// Everything one run logged.
+    pub async fn read_run(&self, project: &str, run_id: &str) -> Result<RunData> {
+        let scan = Scan::project(project).runs([run_id]);
+        let snap = self.snapshot(project, Some(&[run_id.to_string()])).await?;
+        let runs = resolve(Table::Runs, self.read_snapshot(&snap, Table::Runs, &scan).await?)?;
+        let record = runs
+            .iter()
+            .flat_map(|b| records_from_batch(b).unwrap_or_default())
+            .next()
+            .ok_or_else(|| Error::RunNotFound {
+                run_id: run_id.to_string(),
+                project: Some(project.to_string()),
+            })?;
+        let mut tables = BTreeMap::new();
+        for table in Table::LOGGED {
+            let batches = resolve(table, self.read_snapshot(&snap, table, &scan).await?)?;
+            tables.insert(table, batches);
+        }
+        Ok(RunData { record, tables })
+    }
+
+    /// Reads one table out of a snapshot.
+    pub async fn read_snapshot(
+        &self,
+        snap: &ProjectSnapshot,
+        table: Table,
+        scan: &Scan,
+    ) -> Result<Vec<RecordBatch>> {
+        let run_filter: Option<HashSet<&str>> =
+            scan.run_ids.as_ref().map(|r| r.iter().map(String::as_str).collect());
+        let key_filter: Option<HashSet<&str>> =
+            scan.keys.as_ref().map(|r| r.iter().map(String::as_str).collect());
+        let has_key = table.schema().column_with_name("key").is_some();
+        let key_filter = if has_key { key_filter } else { None };
+
+        // Live run records override compacted ones (a run resumed after compaction).
+        let live_records: HashSet<&str> = snap
+            .live
+            .values()
+            .filter(|r| r.record.is_some())
+            .map(|r| r.run_id.as_str())
+            .collect();
+
+        let mut out = Vec::new();
+        for (file, excluded) in snap.manifest.files(table) {
+            let mut excluded: HashSet<&str> = excluded
+                .map(|s| s.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            if table == Table::Runs {
+                excluded.extend(live_records.iter().copied());
+            }
+            let filter = RowFilter {
+                runs: run_filter.as_ref(),
+                keys: key_filter.as_ref(),
+                excluded: &excluded,
+            };
+            out.extend(self.read_parquet(file, &filter).await?);
+        }
+
+        let live_runs = snap
+            .live
+            .values()
+            .filter(|r| run_filter.as_ref().is_none_or(|f| f.contains(r.run_id.as_str())));
+        match table {
+            Table::Runs => {
+                let records: Vec<RunRecord> = live_runs
+                    .filter_map(|r| r.effective_record(self.stale_after()))
+                    .collect();
+                if !records.is_empty() {
+                    out.push(records_to_batch(&records)?);
+                }
+            }
+            Table::MetricSummary => {
+                let mut metrics = Vec::new();
+                for run in live_runs {
+                    metrics.extend(self.read_segments(&snap.project, run, Table::Metrics).await?);
+                }
+                let metrics = filter_keys(metrics, key_filter.as_ref())?;
+                if !metrics.is_empty() {
+                    let sorted = super::compact::sort_table(Table::Metrics, &metrics)?;
+                    out.push(super::compact::summarize(&sorted)?);
+                }
+            }
+            _ => {
+                for run in live_runs {
+                    let batches = self.read_segments(&snap.project, run, table).await?;
+                    out.extend(filter_keys(batches, key_filter.as_ref())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_segments(&self, project: &str, run: &LiveRun, table: Table) -> Result<Vec<RecordBatch>> {
+        let Some(segments) = run.segments.get(&table) else {
+            return Ok(Vec::new());
+        };
+        let decoded: Vec<Vec<RecordBatch>> = stream::iter(segments.iter())
+            .map(|(_, meta)| async move {
+                match self.get_opt(&meta.location).await? {
+                    Some(bytes) => segment::decode(table, project, &run.run_id, bytes, &meta.location),
+                    // Compacted and removed since the listing: the manifest now has the rows,
+                    // but this snapshot predates it. Report rather than silently drop.
+                    None => Err(Error::storage(
+                        &meta.location,
+                        object_store::Error::NotFound {
+                            path: meta.location.to_string(),
+                            source: "segment removed by a concurrent compaction; retry the read".into(),
+                        },
+                    )),
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(decoded.into_iter().flatten().collect())
+    }
+
+    async fn read_parquet(&self, file: &DataFile, filter: &RowFilter<'_>) -> Result<Vec<RecordBatch>> {
+        let path = self.layout().absolute(&file.path);
+        let reader = ObjectReader {
+            store: self.object_store(),
+            path: path.clone(),
+            size: file.bytes,
+        };
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| Error::parquet(&path, e))?;
+        let meta = builder.metadata().clone();
+        let schema = meta.file_metadata().schema_descr();
+        let col_index = |name: &str| schema.columns().iter().position(|c| c.name() == name);
+        let run_col = col_index("run_id");
+        let key_col = col_index("key");
+        let mut row_groups = Vec::new();
+        for (i, rg) in meta.row_groups().iter().enumerate() {
+            let keep_run = match (filter.runs, run_col) {
+                (Some(runs), Some(c)) => stats_may_contain(rg.column(c).statistics(), runs),
+                _ => true,
+            };
+            let keep_key = match (filter.keys, key_col) {
+                (Some(keys), Some(c)) => stats_may_contain(rg.column(c).statistics(), keys),
+                _ => true,
+            };
+            if keep_run && keep_key {
+                row_groups.push(i);
+            }
+        }
+        if row_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = builder
+            .with_row_groups(row_groups)
+            .build()
+            .map_err(|e| Error::parquet(&path, e))?;
+        let batches: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(|e| Error::parquet(&path, e))?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let b = filter.apply(&b)?;
+            if b.num_rows() > 0 {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct RowFilter<'a> {
+    runs: Option<&'a HashSet<&'a str>>,
+    keys: Option<&'a HashSet<&'a str>>,
+    excluded: &'a HashSet<&'a str>,
+}
+
+impl RowFilter<'_> {
+    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if self.runs.is_none() && self.keys.is_none() && self.excluded.is_empty() {
+            return Ok(batch.clone());
+        }
+        let mut mask = vec![true; batch.num_rows()];
+        if let Some(runs) = self.runs {
+            and_membership(batch, "run_id", |v| runs.contains(v), &mut mask);
+        }
+        if !self.excluded.is_empty() {
+            and_membership(batch, "run_id", |v| !self.excluded.contains(v), &mut mask);
+        }
+        if let Some(keys) = self.keys {
+            and_membership(batch, "key", |v| keys.contains(v), &mut mask);
+        }
+        Ok(filter_record_batch(batch, &BooleanArray::from(mask))?)
+    }
+}
+
+fn and_membership(batch: &RecordBatch, column: &str, keep: impl Fn(&str) -> bool, mask: &mut [bool]) {
+    let Some(col) = batch.column_by_name(column) else {
+        return;
+    };
+    let Some(strings) = col.as_any().downcast_ref::<StringArray>() else {
+        return;
+    };
+    for (i, m) in mask.iter_mut().enumerate() {
+        if *m {
+            *m = strings.is_valid(i) && keep(strings.value(i));
+        }
+    }
+}
+
+fn filter_keys(batches: Vec<RecordBatch>, keys: Option<&HashSet<&str>>) -> Result<Vec<RecordBatch>> {
+    let Some(keys) = keys else {
+        return Ok(batches);
+    };
+    let empty = HashSet::new();
+    let f = RowFilter {
+        runs: None,
+        keys: Some(keys),
+        excluded: &empty,
+    };
+    batches.iter().map(|b| f.apply(b)).collect()
+}
+
+fn stats_may_contain(stats: Option<&parquet::file::statistics::Statistics>, wanted: &HashSet<&str>) -> bool {
+    let Some(stats) = stats else { return true };
+    let (Some(min), Some(max)) = (stats.min_bytes_opt(), stats.max_bytes_opt()) else {
+        return true;
+    };
+    wanted
+        .iter()
+        .any(|w| w.as_bytes() >= min && w.as_bytes() <= max)
+}
+
+/// Applies the table's "later event wins" rules to rows read in write order: one row per run
+/// and key in `tags` (the last set) and `params` (the first logged).
+fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let keep_last = match table {
+        Table::Tags => true,
+        Table::Params => false,
+        _ => return Ok(batches),
+    };
+    let mut winner: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let runs = string_column(b, "run_id")?;
+        let keys = string_column(b, "key")?;
+        for row in 0..b.num_rows() {
+            let k = (runs.value(row).to_string(), keys.value(row).to_string());
+            if keep_last {
+                winner.insert(k, (bi, row));
+            } else {
+                winner.entry(k).or_insert((bi, row));
+            }
+        }
+    }
+    let mut keep: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+    for (bi, row) in winner.into_values() {
+        keep[bi][row] = true;
+    }
+    batches
+        .iter()
+        .zip(keep)
+        .map(|(b, m)| Ok(filter_record_batch(b, &BooleanArray::from(m))?))
+        .filter(|b: &Result<RecordBatch>| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+        .collect()
+}
+
+pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a string column")))
+}
+
+/// The `runs` table rows of some records.
+pub fn records_to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
+    let schema = Table::Runs.schema();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let col: ArrayRef = match name {
+            "git_dirty" | "deleted" => {
+                let mut b = BooleanBuilder::with_capacity(records.len());
+                for r in records {
+                    b.append_option(if name == "deleted" { Some(r.deleted) } else { r.git_dirty });
+                }
+                Arc::new(b.finish())
+            }
+            "created" | "started" | "ended" | "heartbeat" => {
+                let mut b = TimestampMicrosecondBuilder::with_capacity(records.len()).with_timezone("UTC");
+                for r in records {
+                    b.append_option(match name {
+                        "created" => Some(r.created),
+                        "started" => r.started,
+                        "ended" => r.ended,
+                        _ => r.heartbeat,
+                    });
+                }
+                Arc::new(b.finish())
+            }
+            _ => {
+                let mut b = StringBuilder::new();
+                for r in records {
+                    let v: Option<&str> = match name {
+                        "project" => Some(&r.project),
+                        "run_id" => Some(&r.run_id),
+                        "name" => r.name.as_deref(),
+                        "status" => Some(r.status.as_str()),
+                        "parent_run_id" => r.parent_run_id.as_deref(),
+                        "run_group" => r.run_group.as_deref(),
+                        "username" => r.username.as_deref(),
+                        "hostname" => r.hostname.as_deref(),
+                        "command" => r.command.as_deref(),
+                        "git_commit" => r.git_commit.as_deref(),
+                        "git_branch" => r.git_branch.as_deref(),
+                        other => return Err(Error::Internal(format!("runs column {other} has no source"))),
+                    };
+                    b.append_option(v);
+                }
+                Arc::new(b.finish())
+            }
+        };
+        columns.push(col);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Run records out of a batch of the `runs` table.
+pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
+    use arrow::array::{AsArray, types::TimestampMicrosecondType};
+    let s = |name: &str| string_column(batch, name);
+    let ts = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
+    };
+    let b = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_boolean().clone())
+            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
+    };
+    let (project, run_id, name, status, parent, group) =
+        (s("project")?, s("run_id")?, s("name")?, s("status")?, s("parent_run_id")?, s("run_group")?);
+    let (user, host, command, commit, branch) =
+        (s("username")?, s("hostname")?, s("command")?, s("git_commit")?, s("git_branch")?);
+    let (created, started, ended, heartbeat) = (ts("created")?, ts("started")?, ts("ended")?, ts("heartbeat")?);
+    let (dirty, deleted) = (b("git_dirty")?, b("deleted")?);
+    let opt_s = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    let opt_t = |a: &arrow::array::TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(RunRecord {
+                project: project.value(i).to_string(),
+                run_id: run_id.value(i).to_string(),
+                name: opt_s(name, i),
+                status: status.value(i).parse()?,
+                parent_run_id: opt_s(parent, i),
+                run_group: opt_s(group, i),
+                username: opt_s(user, i),
+                hostname: opt_s(host, i),
+                command: opt_s(command, i),
+                git_commit: opt_s(commit, i),
+                git_branch: opt_s(branch, i),
+                git_dirty: dirty.is_valid(i).then(|| dirty.value(i)),
+                created: created.value(i),
+                started: opt_t(&started, i),
+                ended: opt_t(&ended, i),
+                heartbeat: opt_t(&heartbeat, i),
+                deleted: deleted.is_valid(i) && deleted.value(i),
+            })
+        })
+        .collect()
+}
+
+/// Reads a Parquet file of known size through `object_store`, by byte ranges.
+struct ObjectReader {
+    store: Arc<dyn object_store::ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn to_parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        async move {
+            object_store::ObjectStoreExt::get_range(self.store.as_ref(), &self.path, range)
+                .await
+                .map_err(to_parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(to_parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}

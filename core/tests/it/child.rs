@@ -1,0 +1,106 @@
+//! Child processes for the crash and concurrency tests: this test binary run again with
+//! `RUNQL_TEST_CHILD=<role>`, through the ignored test below.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use runql_core::{Capture, Store};
+
+/// Starts this test binary as a child playing `role`.
+pub fn spawn(role: &str, store: &str, extra: &[(&str, String)]) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "child::entry", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("RUNQL_TEST_CHILD", role)
+        .env("RUNQL_TEST_STORE", store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap_or_else(|e| panic!("spawn child: {e}"))
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+#[test]
+#[ignore = "entry point of child processes, run by other tests"]
+fn entry() {
+    let Ok(role) = std::env::var("RUNQL_TEST_CHILD") else {
+        return;
+    };
+    let store = Store::open(&env("RUNQL_TEST_STORE")).unwrap_or_else(|e| panic!("{e}"));
+    match role.as_str() {
+        "crash" => crash_child(&store),
+        "concurrent" => concurrent_child(&store),
+        "compact" => {
+            let project = env("RUNQL_TEST_PROJECT");
+            runql_core::block_on(store.compact(&project)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Logs metrics forever; after every explicit flush prints `flushed <run> <last step>`.
+fn crash_child(store: &Store) {
+    let run = store
+        .project("crash")
+        .run()
+        .capture(Capture::none())
+        .flush_interval(Duration::from_millis(20))
+        .heartbeat_interval(Duration::from_millis(50))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {}", run.id());
+    let _ = out.flush();
+    let mut step: i64 = 0;
+    loop {
+        for _ in 0..500 {
+            run.log_metric("loss", step, (step as f64).sin())
+                .unwrap_or_else(|e| panic!("{e}"));
+            step += 1;
+        }
+        run.flush().unwrap_or_else(|e| panic!("{e}"));
+        let _ = writeln!(out, "flushed {}", step - 1);
+        let _ = out.flush();
+    }
+}
+
+/// Logs `RUNQL_TEST_RUNS` runs at once (interleaved), each `RUNQL_TEST_POINTS` points.
+fn concurrent_child(store: &Store) {
+    let runs: usize = env("RUNQL_TEST_RUNS").parse().unwrap_or(25);
+    let points: i64 = env("RUNQL_TEST_POINTS").parse().unwrap_or(1000);
+    let process: String = env("RUNQL_TEST_PROCESS");
+    let project = store.project("concurrency");
+    let handles: Vec<_> = (0..runs)
+        .map(|i| {
+            project
+                .run()
+                .name(format!("p{process}-r{i}"))
+                .capture(Capture::none())
+                .flush_interval(Duration::from_millis(10))
+                .start()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for step in 0..points {
+        for (i, run) in handles.iter().enumerate() {
+            run.log_metric("loss", step, step as f64 + i as f64)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    for (i, run) in handles.iter().enumerate() {
+        run.log_param("index", i).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut out = std::io::stdout().lock();
+    for run in handles {
+        let id = run.id();
+        run.finish().unwrap_or_else(|e| panic!("{e}"));
+        let _ = writeln!(out, "done {id}");
+    }
+    let _ = out.flush();
+}

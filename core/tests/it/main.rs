@@ -1,0 +1,11 @@
+//! Integration tests of runql-core: one binary, one module per concern.
+//!
+//! Tests that need another process (crash, concurrency) re-run this binary as a child with
+//! `RUNQL_TEST_CHILD` set; see `child.rs`.
+
+mod child;
+mod compaction;
+mod concurrency;
+mod crash;
+mod roundtrip;
+mod util;

@@ -1,0 +1,100 @@
+//! Helpers shared by the tests.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type};
+use runql_core::{Capture, Project, RunBuilder, Scan, Store, Table};
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runql_core::block_on(f)
+}
+
+/// A fresh local store in a temp dir.
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = Store::open(&dir.path().to_string_lossy()).unwrap_or_else(|e| panic!("{e}"));
+    (dir, store)
+}
+
+/// A run builder that captures nothing (fast, deterministic).
+pub fn quiet_run(project: &Project) -> RunBuilder {
+    project.run().capture(Capture::none())
+}
+
+/// (step, value bits) of every point of one metric key of one run, sorted by step.
+pub fn metric_points(store: &Store, project: &str, run_id: &str, key: &str) -> Vec<(i64, u64)> {
+    let batches = block_on(store.scan(Table::Metrics, &Scan::project(project).runs([run_id]).keys([key])))
+        .unwrap_or_else(|e| panic!("scan: {e}"));
+    let mut out = Vec::new();
+    for b in &batches {
+        let step = b.column_by_name("step").map(|c| c.as_primitive::<Int64Type>().clone());
+        let value = b.column_by_name("value").map(|c| c.as_primitive::<Float64Type>().clone());
+        let (Some(step), Some(value)) = (step, value) else { panic!("metrics columns missing") };
+        for i in 0..b.num_rows() {
+            out.push((step.value(i), value.value(i).to_bits()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rows per run id in some batches.
+pub fn rows_per_run(batches: &[RecordBatch]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let runs = b.column_by_name("run_id").unwrap_or_else(|| panic!("no run_id")).as_string::<i32>();
+        for i in 0..runs.len() {
+            *out.entry(runs.value(i).to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Every row of a table, as sorted debug strings (for "reads are identical" checks).
+pub fn table_rows(store: &Store, table: Table, scan: &Scan) -> Vec<String> {
+    let batches = block_on(store.scan(table, scan)).unwrap_or_else(|e| panic!("scan {table}: {e}"));
+    let mut rows = Vec::new();
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let mut row = String::new();
+            for c in b.columns() {
+                let v = arrow::util::display::array_value_to_string(c, i).unwrap_or_default();
+                // Floats: compare bits so NaN and -0.0 count.
+                if let Some(f) = c.as_primitive_opt::<Float64Type>() {
+                    if f.is_valid(i) {
+                        row.push_str(&format!("{:x}|", f.value(i).to_bits()));
+                        continue;
+                    }
+                }
+                row.push_str(&v);
+                row.push('|');
+            }
+            rows.push(row);
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The python interpreter for tests that need Python packages (.ci/run sets RUNQL_PYTHON to
+/// a venv that has them).
+pub fn python() -> String {
+    std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether `python` can import `module`; when it cannot, tests skip locally but fail in CI.
+pub fn python_has(module: &str) -> bool {
+    let ok = std::process::Command::new(python())
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("python module {module} is missing in CI: .ci/run must install it");
+    }
+    if !ok {
+        eprintln!("skipping: python module {module} is not installed (.ci/run installs it)");
+    }
+    ok
+}
