@@ -22,6 +22,12 @@ pub fn spawn(role: &str, store: &str, extra: &[(&str, String)]) -> std::process:
     cmd.spawn().unwrap_or_else(|e| panic!("spawn child: {e}"))
 }
 
+/// The text after `marker` in a line a child printed. The test harness may print
+/// `test child::entry ... ` before a child's first line, so the marker is searched for.
+pub fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| &line[i + marker.len()..])
+}
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }

@@ -30,7 +30,7 @@ fn four_processes_by_twenty_five_runs_lose_nothing() {
     for mut c in children {
         let out = c.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         for line in BufReader::new(out).lines() {
-            if let Some(id) = line.unwrap_or_default().strip_prefix("done ") {
+            if let Some(id) = child::after(&line.unwrap_or_default(), "done ") {
                 ids.insert(id.to_string());
             }
         }

@@ -30,13 +30,16 @@ fn killed_writers_lose_nothing_they_flushed() {
         let mut c = child::spawn("crash", &url, &[]);
         let stdout = c.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let run_id = first.strip_prefix("run ").unwrap_or_else(|| panic!("bad first line {first:?}")).to_string();
+        let run_id = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| child::after(&l, "run ").map(str::to_string))
+            .unwrap_or_else(|| panic!("the child never said which run it logs"));
         let wanted = rng.random_range(1..8);
         let mut flushed: i64 = -1;
         for line in lines.by_ref().take(wanted) {
             let line = line.unwrap_or_default();
-            if let Some(n) = line.strip_prefix("flushed ") {
+            if let Some(n) = child::after(&line, "flushed ") {
                 flushed = n.parse().unwrap_or_else(|e| panic!("{e}"));
             }
         }
