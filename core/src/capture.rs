@@ -89,7 +89,10 @@ pub const MAX_CAPTURED_FILE: u64 = 16 << 20;
 
 /// The command line of this process, shell-quoted where needed.
 pub fn command_line() -> String {
-    std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
+    std::env::args()
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Quotes an argument for a POSIX shell when it needs it.

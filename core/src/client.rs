@@ -230,10 +230,15 @@ impl RunBuilder {
             }
             Err(_) => {
                 let _ = handle.join();
-                return Err(Error::Internal("the writer thread stopped before the run started".into()));
+                return Err(Error::Internal(
+                    "the writer thread stopped before the run started".into(),
+                ));
             }
         }
-        let sampler = self.capture.system_metrics.map(|every| spawn_sampler(shared.clone(), every));
+        let sampler = self
+            .capture
+            .system_metrics
+            .map(|every| spawn_sampler(shared.clone(), every));
         Ok(Run {
             shared,
             store: self.store,
@@ -329,7 +334,11 @@ impl Run {
     }
 
     /// Logs several metrics at one step under one timestamp.
-    pub fn log_metrics<'a>(&self, step: i64, values: impl IntoIterator<Item = (&'a str, f64)>) -> Result<()> {
+    pub fn log_metrics<'a>(
+        &self,
+        step: i64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<()> {
         self.shared.check()?;
         let ts = now_us();
         let mut b = self.shared.lock();
@@ -366,22 +375,24 @@ impl Run {
     }
 
     /// Logs several parameters; nothing is logged if any of them is invalid.
-    pub fn log_params<K: AsRef<str>, V: ToString>(&self, params: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+    pub fn log_params<K: AsRef<str>, V: ToString>(
+        &self,
+        params: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
         self.shared.check()?;
         let params: Vec<(String, String)> = params
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_string(), v.to_string()))
             .collect();
-        let mut known = self
-            .shared
-            .params
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut known = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch: HashMap<&str, &str> = HashMap::new();
         for (k, v) in &params {
             validate_key("param key", k)?;
             check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
-            let old = known.get(k.as_str()).map(String::as_str).or(batch.get(k.as_str()).copied());
+            let old = known
+                .get(k.as_str())
+                .map(String::as_str)
+                .or(batch.get(k.as_str()).copied());
             if let Some(old) = old
                 && old != v
             {
@@ -438,7 +449,10 @@ impl Run {
     pub fn log_line(&self, stream: &str, line: impl Into<String>) -> Result<()> {
         self.shared.check()?;
         let ts = now_us();
-        self.shared.lock().logs.push((ts, stream.to_string(), line.into()));
+        self.shared
+            .lock()
+            .logs
+            .push((ts, stream.to_string(), line.into()));
         Ok(())
     }
 
@@ -446,7 +460,10 @@ impl Run {
     pub fn log_system_metric(&self, key: &str, value: f64) -> Result<()> {
         self.shared.check()?;
         validate_key("system metric key", key)?;
-        self.shared.lock().system.push((key.to_string(), now_us(), value));
+        self.shared
+            .lock()
+            .system
+            .push((key.to_string(), now_us(), value));
         Ok(())
     }
 
@@ -478,7 +495,11 @@ impl Run {
     }
 
     /// Logs bytes as an artifact at `artifact_path` inside the run.
-    pub fn log_artifact_bytes(&self, artifact_path: &str, bytes: impl Into<Bytes>) -> Result<Artifact> {
+    pub fn log_artifact_bytes(
+        &self,
+        artifact_path: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Artifact> {
         let path = normalize_artifact_path(artifact_path)?;
         self.store_artifact(path, BlobSource::Bytes(bytes.into()))
     }
@@ -529,7 +550,10 @@ impl Run {
         let (ack, done) = mpsc::channel();
         let sent = self.shared.tx.send(Msg::End { status, ack });
         let result = match sent {
-            Ok(()) => done.recv().map_err(|_| self.shared.writer_error()).and_then(|r| r),
+            Ok(()) => done
+                .recv()
+                .map_err(|_| self.shared.writer_error())
+                .and_then(|r| r),
             Err(_) => Err(self.shared.writer_error()),
         };
         if let Some(h) = self.writer.take() {
@@ -664,7 +688,7 @@ impl Shared {
         }
         let chunk = b.take_chunk();
         drop(b);
-        if self.tx.send(Msg::Chunk(chunk)).is_err() {
+        if self.tx.send(Msg::Chunk(Box::new(chunk))).is_err() {
             self.fail("the writer thread has stopped".into());
         }
     }
@@ -779,7 +803,7 @@ enum BlobSource {
 }
 
 enum Msg {
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     Flush(mpsc::Sender<Result<()>>),
     Blob {
         source: BlobSource,
@@ -812,7 +836,10 @@ impl Writer {
         flush_interval: Duration,
         heartbeat_interval: Duration,
     ) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 let _ = ready.send(Err(Error::Internal(format!("cannot start a runtime: {e}"))));
@@ -834,10 +861,12 @@ impl Writer {
         let mut next_heartbeat = Instant::now() + heartbeat_interval;
         loop {
             let now = Instant::now();
-            let wait = next_flush.min(next_heartbeat).saturating_duration_since(now);
+            let wait = next_flush
+                .min(next_heartbeat)
+                .saturating_duration_since(now);
             match rx.recv_timeout(wait) {
                 Ok(Msg::Chunk(chunk)) => {
-                    let r = rt.block_on(self.write_chunk(chunk));
+                    let r = rt.block_on(self.write_chunk(*chunk));
                     self.report(r);
                 }
                 Ok(Msg::Flush(ack)) => {
@@ -984,14 +1013,19 @@ impl Writer {
 /// The segment-schema batches of a chunk, one per table with rows.
 fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
     let mut out = Vec::new();
-    let ts_array = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let ts_array =
+        |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
     let utf8 = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
     let opt_utf8 = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
     let dict = |keys: Vec<i32>, names: &[String]| -> Result<ArrayRef> {
         let values = Arc::new(StringArray::from_iter_values(names.iter()));
-        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values)?))
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(keys),
+            values,
+        )?))
     };
-    let batch = |table: Table, cols: Vec<ArrayRef>| RecordBatch::try_new(table.segment_schema(), cols);
+    let batch =
+        |table: Table, cols: Vec<ArrayRef>| RecordBatch::try_new(table.segment_schema(), cols);
 
     if !chunk.m_key.is_empty() {
         out.push((
@@ -1008,21 +1042,32 @@ fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
         ));
     }
     if !chunk.params.is_empty() {
-        let nums: Vec<Option<f64>> = chunk.params.iter().map(|(_, v)| param_value_num(v)).collect();
+        let nums: Vec<Option<f64>> = chunk
+            .params
+            .iter()
+            .map(|(_, v)| param_value_num(v))
+            .collect();
         let (keys, values): (Vec<String>, Vec<String>) = chunk.params.into_iter().unzip();
         let (ids, names) = dictionary_of(keys);
         out.push((
             Table::Params,
             batch(
                 Table::Params,
-                vec![dict(ids, &names)?, utf8(values), Arc::new(Float64Array::from(nums))],
+                vec![
+                    dict(ids, &names)?,
+                    utf8(values),
+                    Arc::new(Float64Array::from(nums)),
+                ],
             )?,
         ));
     }
     if !chunk.tags.is_empty() {
         let (keys, values): (Vec<String>, Vec<String>) = chunk.tags.into_iter().unzip();
         let (ids, names) = dictionary_of(keys);
-        out.push((Table::Tags, batch(Table::Tags, vec![dict(ids, &names)?, utf8(values)])?));
+        out.push((
+            Table::Tags,
+            batch(Table::Tags, vec![dict(ids, &names)?, utf8(values)])?,
+        ));
     }
     if !chunk.system.is_empty() {
         let mut keys = Vec::new();
@@ -1038,7 +1083,11 @@ fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
             Table::SystemMetrics,
             batch(
                 Table::SystemMetrics,
-                vec![dict(ids, &names)?, ts_array(ts), Arc::new(Float64Array::from(vals))],
+                vec![
+                    dict(ids, &names)?,
+                    ts_array(ts),
+                    Arc::new(Float64Array::from(vals)),
+                ],
             )?,
         ));
     }
@@ -1051,7 +1100,9 @@ fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
                 vec![
                     utf8(a.iter().map(|x| x.path.clone()).collect()),
                     utf8(a.iter().map(|x| x.digest.clone()).collect()),
-                    Arc::new(Int64Array::from_iter_values(a.iter().map(|x| x.size as i64))),
+                    Arc::new(Int64Array::from_iter_values(
+                        a.iter().map(|x| x.size as i64),
+                    )),
                     opt_utf8(a.iter().map(|x| x.media_type.clone()).collect()),
                     ts_array(a.iter().map(|x| x.created).collect()),
                 ],
@@ -1067,7 +1118,10 @@ fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
             streams.push(s);
             lines.push(l);
         }
-        out.push((Table::Logs, batch(Table::Logs, vec![ts_array(ts), utf8(streams), utf8(lines)])?));
+        out.push((
+            Table::Logs,
+            batch(Table::Logs, vec![ts_array(ts), utf8(streams), utf8(lines)])?,
+        ));
     }
     if !chunk.inputs.is_empty() {
         let i = chunk.inputs;
@@ -1115,7 +1169,8 @@ fn spawn_sampler(shared: Arc<Shared>, every: Duration) -> (JoinHandle<()>, mpsc:
                         let ts = now_us();
                         let samples = sampler.sample();
                         let mut b = shared.lock();
-                        b.system.extend(samples.into_iter().map(|(k, v)| (k, ts, v)));
+                        b.system
+                            .extend(samples.into_iter().map(|(k, v)| (k, ts, v)));
                     }
                     _ => return,
                 }

@@ -125,7 +125,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn parquet(path: impl std::fmt::Display, source: parquet::errors::ParquetError) -> Self {
+    pub(crate) fn parquet(
+        path: impl std::fmt::Display,
+        source: parquet::errors::ParquetError,
+    ) -> Self {
         Error::Parquet {
             path: path.to_string(),
             source,

@@ -29,7 +29,10 @@ pub use store::{Scan, Store};
 /// code (examples, scripts, tests) to the store's async reading API. Do not call it from
 /// inside an async runtime.
 pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         // Building a current-thread runtime only fails when the OS refuses resources.
         Err(e) => panic!("cannot start a tokio runtime: {e}"),

@@ -366,7 +366,10 @@ mod tests {
 
     #[test]
     fn artifact_paths_are_normalised_or_refused() {
-        assert_eq!(normalize_artifact_path("a/./b//c.txt").ok().as_deref(), Some("a/b/c.txt"));
+        assert_eq!(
+            normalize_artifact_path("a/./b//c.txt").ok().as_deref(),
+            Some("a/b/c.txt")
+        );
         assert!(normalize_artifact_path("../etc/passwd").is_err());
         assert!(normalize_artifact_path("a/../../b").is_err());
         assert!(normalize_artifact_path("/etc/passwd").is_err());

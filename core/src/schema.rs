@@ -80,19 +80,59 @@ const RUNS: &[Column] = &[
         false,
         "running, finished, failed, killed, or crashed (writer stopped sending heartbeats).",
     ),
-    col("parent_run_id", Utf8, true, "Parent run (a sweep's trials are child runs of the sweep)."),
-    col("run_group", Utf8, true, "Group the run belongs to (e.g. one per seed set or experiment)."),
+    col(
+        "parent_run_id",
+        Utf8,
+        true,
+        "Parent run (a sweep's trials are child runs of the sweep).",
+    ),
+    col(
+        "run_group",
+        Utf8,
+        true,
+        "Group the run belongs to (e.g. one per seed set or experiment).",
+    ),
     col("username", Utf8, true, "User who started the run."),
     col("hostname", Utf8, true, "Host the run was started on."),
-    col("command", Utf8, true, "Command line of the process that logged the run."),
-    col("git_commit", Utf8, true, "Git commit (HEAD) of the working directory."),
+    col(
+        "command",
+        Utf8,
+        true,
+        "Command line of the process that logged the run.",
+    ),
+    col(
+        "git_commit",
+        Utf8,
+        true,
+        "Git commit (HEAD) of the working directory.",
+    ),
     col("git_branch", Utf8, true, "Git branch, when HEAD is on one."),
-    col("git_dirty", Boolean, true, "Whether the working tree had uncommitted changes."),
+    col(
+        "git_dirty",
+        Boolean,
+        true,
+        "Whether the working tree had uncommitted changes.",
+    ),
     col("created", Timestamp, false, "When the run was created."),
     col("started", Timestamp, true, "When the run started."),
-    col("ended", Timestamp, true, "When the run ended (null while running or crashed)."),
-    col("heartbeat", Timestamp, true, "Last sign of life from the run's writer."),
-    col("deleted", Boolean, false, "Soft-deleted (MLflow's delete_run); restorable."),
+    col(
+        "ended",
+        Timestamp,
+        true,
+        "When the run ended (null while running or crashed).",
+    ),
+    col(
+        "heartbeat",
+        Timestamp,
+        true,
+        "Last sign of life from the run's writer.",
+    ),
+    col(
+        "deleted",
+        Boolean,
+        false,
+        "Soft-deleted (MLflow's delete_run); restorable.",
+    ),
 ];
 
 const PARAMS: &[Column] = &[
@@ -100,7 +140,12 @@ const PARAMS: &[Column] = &[
     RUN_ID,
     col("key", Utf8, false, "Parameter name."),
     col("value", Utf8, false, "Value exactly as logged."),
-    col("value_num", Float64, true, "The value as a number, when it parses as one."),
+    col(
+        "value_num",
+        Float64,
+        true,
+        "The value as a number, when it parses as one.",
+    ),
 ];
 
 const TAGS: &[Column] = &[
@@ -114,26 +159,61 @@ const METRICS: &[Column] = &[
     PROJECT,
     RUN_ID,
     col("key", Utf8, false, "Metric name, e.g. train/loss."),
-    col("step", Int64, false, "Training step (0 when none was given)."),
+    col(
+        "step",
+        Int64,
+        false,
+        "Training step (0 when none was given).",
+    ),
     col("ts", Timestamp, false, "When the value was logged."),
-    col("value", Float64, false, "The value; NaN, ±inf and -0.0 are kept exactly."),
+    col(
+        "value",
+        Float64,
+        false,
+        "The value; NaN, ±inf and -0.0 are kept exactly.",
+    ),
 ];
 
 const SYSTEM_METRICS: &[Column] = &[
     PROJECT,
     RUN_ID,
-    col("key", Utf8, false, "cpu.util, mem.rss, disk.read_bytes, net.rx_bytes, gpu.0.util, …"),
+    col(
+        "key",
+        Utf8,
+        false,
+        "cpu.util, mem.rss, disk.read_bytes, net.rx_bytes, gpu.0.util, …",
+    ),
     col("ts", Timestamp, false, "When the sample was taken."),
-    col("value", Float64, false, "The sampled value (see docs/sql.md for units)."),
+    col(
+        "value",
+        Float64,
+        false,
+        "The sampled value (see docs/sql.md for units).",
+    ),
 ];
 
 const ARTIFACTS: &[Column] = &[
     PROJECT,
     RUN_ID,
-    col("path", Utf8, false, "Path of the artifact inside the run (relative, no `..`)."),
-    col("digest", Utf8, false, "sha256 of the content, lowercase hex; the blob's address."),
+    col(
+        "path",
+        Utf8,
+        false,
+        "Path of the artifact inside the run (relative, no `..`).",
+    ),
+    col(
+        "digest",
+        Utf8,
+        false,
+        "sha256 of the content, lowercase hex; the blob's address.",
+    ),
     col("size", Int64, false, "Size in bytes."),
-    col("media_type", Utf8, true, "Media type guessed from the file name."),
+    col(
+        "media_type",
+        Utf8,
+        true,
+        "Media type guessed from the file name.",
+    ),
     col("created", Timestamp, false, "When the artifact was logged."),
 ];
 
@@ -142,7 +222,12 @@ const LOGS: &[Column] = &[
     RUN_ID,
     col("ts", Timestamp, false, "When the line was written."),
     col("stream", Utf8, false, "stdout or stderr."),
-    col("line", Utf8, false, "The line, without its trailing newline."),
+    col(
+        "line",
+        Utf8,
+        false,
+        "The line, without its trailing newline.",
+    ),
 ];
 
 const INPUTS: &[Column] = &[
@@ -150,7 +235,12 @@ const INPUTS: &[Column] = &[
     RUN_ID,
     col("name", Utf8, false, "Dataset name."),
     col("uri", Utf8, true, "Where the dataset lives."),
-    col("digest", Utf8, true, "Digest identifying the dataset's version."),
+    col(
+        "digest",
+        Utf8,
+        true,
+        "Digest identifying the dataset's version.",
+    ),
     col("role", Utf8, true, "train, eval, test, or another context."),
     col("ts", Timestamp, false, "When the input was logged."),
 ];
@@ -160,12 +250,32 @@ const METRIC_SUMMARY: &[Column] = &[
     RUN_ID,
     col("key", Utf8, false, "Metric name."),
     col("count", Int64, false, "Number of points."),
-    col("min", Float64, true, "Smallest value, NaN ignored (null when every value is NaN)."),
-    col("max", Float64, true, "Largest value, NaN ignored (null when every value is NaN)."),
+    col(
+        "min",
+        Float64,
+        true,
+        "Smallest value, NaN ignored (null when every value is NaN).",
+    ),
+    col(
+        "max",
+        Float64,
+        true,
+        "Largest value, NaN ignored (null when every value is NaN).",
+    ),
     col("first_step", Int64, false, "Smallest step."),
     col("last_step", Int64, false, "Largest step."),
-    col("last_value", Float64, false, "Value at the largest step (the latest logged one there)."),
-    col("last_ts", Timestamp, false, "When the last value was logged."),
+    col(
+        "last_value",
+        Float64,
+        false,
+        "Value at the largest step (the latest logged one there).",
+    ),
+    col(
+        "last_ts",
+        Timestamp,
+        false,
+        "When the last value was logged.",
+    ),
 ];
 
 /// A table of the store.
@@ -235,7 +345,9 @@ impl Table {
             Table::Artifacts => "One row per artifact file.",
             Table::Logs => "One row per captured output line.",
             Table::Inputs => "One row per dataset a run used.",
-            Table::MetricSummary => "One row per run and metric key: count, min, max and last value.",
+            Table::MetricSummary => {
+                "One row per run and metric key: count, min, max and last value."
+            }
         }
     }
 

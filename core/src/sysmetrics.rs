@@ -61,7 +61,10 @@ impl Sampler {
         self.sys.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[self.pid]),
             true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory().with_disk_usage(),
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .with_disk_usage(),
         );
         out.push(("cpu.util".into(), f64::from(self.sys.global_cpu_usage())));
         let total = self.sys.total_memory();
@@ -82,7 +85,9 @@ impl Sampler {
             .networks
             .iter()
             .filter(|(name, _)| name.as_str() != "lo")
-            .fold((0u64, 0u64), |(r, t), (_, n)| (r + n.total_received(), t + n.total_transmitted()));
+            .fold((0u64, 0u64), |(r, t), (_, n)| {
+                (r + n.total_received(), t + n.total_transmitted())
+            });
         let (rx0, tx0) = *self.net_base.get_or_insert((rx, tx));
         out.push(("net.rx_bytes".into(), rx.saturating_sub(rx0) as f64));
         out.push(("net.tx_bytes".into(), tx.saturating_sub(tx0) as f64));
@@ -95,16 +100,23 @@ impl Sampler {
     fn sample_gpus(&mut self, out: &mut Vec<(String, f64)>) {
         use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
         let Some(nvml) = &self.nvml else { return };
-        let Ok(count) = nvml.device_count() else { return };
+        let Ok(count) = nvml.device_count() else {
+            return;
+        };
         for i in 0..count {
-            let Ok(dev) = nvml.device_by_index(i) else { continue };
+            let Ok(dev) = nvml.device_by_index(i) else {
+                continue;
+            };
             if let Ok(u) = dev.utilization_rates() {
                 out.push((format!("gpu.{i}.util"), f64::from(u.gpu)));
             }
             if let Ok(m) = dev.memory_info() {
                 out.push((format!("gpu.{i}.mem_used"), m.used as f64));
                 if m.total > 0 {
-                    out.push((format!("gpu.{i}.mem_util"), m.used as f64 * 100.0 / m.total as f64));
+                    out.push((
+                        format!("gpu.{i}.mem_util"),
+                        m.used as f64 * 100.0 / m.total as f64,
+                    ));
                 }
             }
             if let Ok(t) = dev.temperature(TemperatureSensor::Gpu) {

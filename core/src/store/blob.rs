@@ -68,7 +68,10 @@ impl Store {
             if sha256_hex(&bytes) != digest {
                 return Err(Error::InvalidValue {
                     what: "artifact",
-                    reason: format!("{} changed while it was being logged; log it again", file.display()),
+                    reason: format!(
+                        "{} changed while it was being logged; log it again",
+                        file.display()
+                    ),
                 });
             }
             self.put_if_absent(&path, Bytes::from(bytes)).await?;
@@ -78,19 +81,31 @@ impl Store {
             let mut f = tokio::fs::File::open(file).await.map_err(read_err)?;
             let mut buf = vec![0u8; 8 << 20];
             loop {
-                let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await.map_err(read_err)?;
+                let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf)
+                    .await
+                    .map_err(read_err)?;
                 if n == 0 {
                     break;
                 }
-                w.write_all(&buf[..n]).await.map_err(|e| Error::storage(&path, object_store::Error::Generic {
-                    store: "blob upload",
-                    source: Box::new(e),
-                }))?;
+                w.write_all(&buf[..n]).await.map_err(|e| {
+                    Error::storage(
+                        &path,
+                        object_store::Error::Generic {
+                            store: "blob upload",
+                            source: Box::new(e),
+                        },
+                    )
+                })?;
             }
-            w.shutdown().await.map_err(|e| Error::storage(&path, object_store::Error::Generic {
-                store: "blob upload",
-                source: Box::new(e),
-            }))?;
+            w.shutdown().await.map_err(|e| {
+                Error::storage(
+                    &path,
+                    object_store::Error::Generic {
+                        store: "blob upload",
+                        source: Box::new(e),
+                    },
+                )
+            })?;
         }
         Ok((digest, size))
     }

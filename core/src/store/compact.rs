@@ -78,7 +78,8 @@ impl Store {
             }
             let bytes: u64 = run.segments.values().flatten().map(|(_, m)| m.size).sum();
             if !batch.is_empty() && batch_bytes + bytes > MAX_BATCH_BYTES {
-                self.compact_batch(project, std::mem::take(&mut batch), &mut report).await?;
+                self.compact_batch(project, std::mem::take(&mut batch), &mut report)
+                    .await?;
                 batch_bytes = 0;
             }
             batch_bytes += bytes;
@@ -106,9 +107,13 @@ impl Store {
             for (table, segments) in &run.segments {
                 for (_, meta) in segments {
                     let bytes = self.get_opt(&meta.location).await?.ok_or_else(|| {
-                        Error::corrupt(&meta.location, "segment vanished during compaction (another compaction won; retry)")
+                        Error::corrupt(
+                            &meta.location,
+                            "segment vanished during compaction (another compaction won; retry)",
+                        )
                     })?;
-                    let rows = segment::decode(*table, project, &run.run_id, bytes, &meta.location)?;
+                    let rows =
+                        segment::decode(*table, project, &run.run_id, bytes, &meta.location)?;
                     tables.entry(*table).or_default().extend(rows);
                 }
             }
@@ -151,7 +156,9 @@ impl Store {
             .map(|(run, _)| {
                 let mut segments: BTreeMap<String, (u64, u64)> = BTreeMap::new();
                 for (name, _) in run.segments.values().flatten() {
-                    let e = segments.entry(name.writer.clone()).or_insert((name.seq, name.seq));
+                    let e = segments
+                        .entry(name.writer.clone())
+                        .or_insert((name.seq, name.seq));
                     e.0 = e.0.min(name.seq);
                     e.1 = e.1.max(name.seq);
                 }
@@ -174,7 +181,11 @@ impl Store {
                 .is_some_and(|cs| cs.iter().any(|k| k.overlaps(c)))
         });
         if raced {
-            tracing::info!(project, runs = ours.len(), "another compaction claimed these runs first; skipping");
+            tracing::info!(
+                project,
+                runs = ours.len(),
+                "another compaction claimed these runs first; skipping"
+            );
             self.delete_all(written).await?;
             return Ok(());
         }
@@ -187,14 +198,22 @@ impl Store {
             files,
         };
         let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
-        self.put(&self.layout().manifest_entry(project, &entry_id), Bytes::from(body))
-            .await?;
+        self.put(
+            &self.layout().manifest_entry(project, &entry_id),
+            Bytes::from(body),
+        )
+        .await?;
         report.runs += runs.len();
 
         // The runs are compacted: their live objects are garbage now.
         let mut consumed = Vec::new();
         for (run, _) in &runs {
-            consumed.extend(run.segments.values().flatten().map(|(_, m)| m.location.clone()));
+            consumed.extend(
+                run.segments
+                    .values()
+                    .flatten()
+                    .map(|(_, m)| m.location.clone()),
+            );
             if let Some(stem) = &run.record_snapshot {
                 consumed.push(self.layout().run_meta(project, &run.run_id, stem));
             }
@@ -236,7 +255,9 @@ pub(crate) fn sort_table(table: Table, batches: &[RecordBatch]) -> Result<Record
         .collect();
     // A row-number tie breaker keeps the sort stable.
     cols.push(SortColumn {
-        values: Arc::new(arrow::array::UInt32Array::from_iter_values(0..all.num_rows() as u32)),
+        values: Arc::new(arrow::array::UInt32Array::from_iter_values(
+            0..all.num_rows() as u32,
+        )),
         options: None,
     });
     let idx = lexsort_to_indices(&cols, None)?;
@@ -285,8 +306,20 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
             if v.is_nan() {
                 continue;
             }
-            min = Some(min.map_or(v, |m: f64| if v < m || (v == m && v.is_sign_negative()) { v } else { m }));
-            max = Some(max.map_or(v, |m: f64| if v > m || (v == m && m.is_sign_negative()) { v } else { m }));
+            min = Some(min.map_or(v, |m: f64| {
+                if v < m || (v == m && v.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
+            max = Some(max.map_or(v, |m: f64| {
+                if v > m || (v == m && m.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
         }
         let last = end - 1;
         b_project.append_value(project.value(start));
@@ -383,8 +416,16 @@ mod tests {
                 Arc::new(arrow::array::StringArray::from(vec!["r"; n])),
                 Arc::new(arrow::array::StringArray::from(vec!["k"; n])),
                 Arc::new(arrow::array::Int64Array::from(vec![0, 1, 2, 3])),
-                Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![1, 2, 3, 4]).with_timezone("UTC")),
-                Arc::new(arrow::array::Float64Array::from(vec![f64::NAN, 0.0, -0.0, f64::NAN])),
+                Arc::new(
+                    arrow::array::TimestampMicrosecondArray::from(vec![1, 2, 3, 4])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(arrow::array::Float64Array::from(vec![
+                    f64::NAN,
+                    0.0,
+                    -0.0,
+                    f64::NAN,
+                ])),
             ],
         )
         .unwrap_or_else(|e| panic!("{e}"));

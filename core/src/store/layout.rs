@@ -103,7 +103,14 @@ impl Layout {
             .join(format!("{snapshot}.json"))
     }
 
-    pub fn segment(&self, project: &str, run_id: &str, table: Table, writer: &str, seq: u64) -> Path {
+    pub fn segment(
+        &self,
+        project: &str,
+        run_id: &str,
+        table: Table,
+        writer: &str,
+        seq: u64,
+    ) -> Path {
         self.run(project, run_id)
             .join(table.name())
             .join(format!("{writer}-{seq:010}.arrow"))
@@ -180,7 +187,10 @@ mod tests {
             assert!(!enc.contains('/') && !enc.contains('%') && !enc.contains('#'));
             assert_eq!(decode_name(&enc).as_deref(), Some(name));
             // object_store must not re-encode it.
-            assert_eq!(object_store::path::PathPart::from(enc.as_str()).as_ref(), enc);
+            assert_eq!(
+                object_store::path::PathPart::from(enc.as_str()).as_ref(),
+                enc
+            );
         }
     }
 

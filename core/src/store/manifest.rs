@@ -50,12 +50,10 @@ impl RunClaim {
     }
 
     pub(crate) fn overlaps(&self, other: &RunClaim) -> bool {
-        self.segments.iter().any(|(w, (a, b))| {
-            other
-                .segments
-                .get(w)
-                .is_some_and(|(c, d)| a <= d && c <= b)
-        }) || (self.segments.is_empty() && other.segments.is_empty() && self.meta == other.meta)
+        self.segments
+            .iter()
+            .any(|(w, (a, b))| other.segments.get(w).is_some_and(|(c, d)| a <= d && c <= b))
+            || (self.segments.is_empty() && other.segments.is_empty() && self.meta == other.meta)
     }
 
     /// Whether this claim consumed segment `seq` of `writer`.
@@ -100,8 +98,12 @@ impl Manifest {
                     None => list.push((entry.id.clone(), claim.clone())),
                     Some(i) => {
                         if claim.segment_count() > list[i].1.segment_count() {
-                            let (loser, _) = std::mem::replace(&mut list[i], (entry.id.clone(), claim.clone()));
-                            excluded.entry(loser).or_default().insert(claim.run_id.clone());
+                            let (loser, _) =
+                                std::mem::replace(&mut list[i], (entry.id.clone(), claim.clone()));
+                            excluded
+                                .entry(loser)
+                                .or_default()
+                                .insert(claim.run_id.clone());
                         } else {
                             excluded
                                 .entry(entry.id.clone())

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use compact::CompactReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
-pub use read::{ProjectSnapshot, RunData, Scan, LiveRun};
+pub use read::{LiveRun, ProjectSnapshot, RunData, Scan};
 
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, now_us, validate_project};
@@ -57,7 +57,9 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("url", &self.inner.url).finish()
+        f.debug_struct("Store")
+            .field("url", &self.inner.url)
+            .finish()
     }
 }
 
@@ -109,7 +111,7 @@ impl Store {
         if trimmed.is_empty() {
             return Err(bad("the URL is empty".into()));
         }
-        let (objects, root, local_root): (Arc<dyn ObjectStore>, Path, Option<PathBuf>) =
+        let (objects, root, local_root): Backend =
             if trimmed == "memory://" || trimmed.starts_with("memory://") {
                 (Arc::new(InMemory::new()), Path::default(), None)
             } else if let Some(rest) = trimmed.strip_prefix("file://") {
@@ -336,7 +338,11 @@ impl Store {
     /// Reads an object; `None` if it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
         match self.inner.objects.get(path).await {
-            Ok(r) => r.bytes().await.map(Some).map_err(|e| Error::storage(path, e)),
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| Error::storage(path, e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::storage(path, e)),
         }
@@ -386,12 +392,17 @@ impl Store {
     }
 }
 
-fn local(dir: &FsPath) -> std::result::Result<(Arc<dyn ObjectStore>, Path, Option<PathBuf>), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+/// An object store, the root path inside it, and the directory when it is local.
+type Backend = (Arc<dyn ObjectStore>, Path, Option<PathBuf>);
+
+fn local(dir: &FsPath) -> std::result::Result<Backend, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     let dir = dir
         .canonicalize()
         .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+    let fs =
+        object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
     Ok((Arc::new(fs), Path::default(), Some(dir)))
 }
 

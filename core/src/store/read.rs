@@ -9,10 +9,10 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::filter_record_batch;
-use futures::stream::{self, StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::ObjectMeta;
 use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -82,7 +82,10 @@ impl LiveRun {
     /// is `crashed`.
     pub fn effective_record(&self, stale_after: std::time::Duration) -> Option<RunRecord> {
         let mut record = self.record.clone()?;
-        let heartbeat = record.heartbeat.unwrap_or(record.created).max(self.last_modified);
+        let heartbeat = record
+            .heartbeat
+            .unwrap_or(record.created)
+            .max(self.last_modified);
         record.heartbeat = Some(heartbeat);
         if record.status == RunStatus::Running
             && now_us() - heartbeat > stale_after.as_micros() as i64
@@ -110,19 +113,25 @@ pub struct RunData {
 
 impl Store {
     /// A snapshot of a project: its manifest and its live runs (only `runs`, when given).
-    pub async fn snapshot(&self, project: &str, runs: Option<&[String]>) -> Result<ProjectSnapshot> {
+    pub async fn snapshot(
+        &self,
+        project: &str,
+        runs: Option<&[String]>,
+    ) -> Result<ProjectSnapshot> {
         let manifest = self.read_manifest(project).await?;
         let live_root = self.layout().live(project);
         let objects: Vec<ObjectMeta> = match runs {
             None => self.list_all(&live_root).await?,
-            Some(ids) => stream::iter(ids.iter())
-                .map(|id| {
-                    let dir = self.layout().run(project, id);
-                    async move { self.list_all(&dir).await }
-                })
-                .buffer_unordered(16)
-                .try_concat()
-                .await?,
+            Some(ids) => {
+                stream::iter(ids.iter())
+                    .map(|id| {
+                        let dir = self.layout().run(project, id);
+                        async move { self.list_all(&dir).await }
+                    })
+                    .buffer_unordered(16)
+                    .try_concat()
+                    .await?
+            }
         };
         let root_depth = live_root.parts().count();
         // run id -> (meta snapshots, segments, newest mtime)
@@ -150,7 +159,9 @@ impl Store {
                 if let Some(stem) = file.strip_suffix(".json") {
                     f.metas.push((stem.to_string(), meta.location.clone()));
                 }
-            } else if let (Some(table), Some(name)) = (Table::from_name(kind), SegmentName::parse(file)) {
+            } else if let (Some(table), Some(name)) =
+                (Table::from_name(kind), SegmentName::parse(file))
+            {
                 if manifest.consumed_segment(run_id, &name.writer, name.seq) {
                     f.garbage.push(meta.location.clone());
                 } else {
@@ -218,7 +229,7 @@ impl Store {
             let snap = self.snapshot(&project, scan.run_ids.as_deref()).await?;
             out.extend(self.read_snapshot(&snap, table, scan).await?);
         }
-        Ok(resolve(table, out)?)
+        resolve(table, out)
     }
 
     /// The run records of a project (or of all projects), newest first.
@@ -242,10 +253,10 @@ impl Store {
             let batches = self
                 .scan(Table::Runs, &Scan::project(&project).runs([run_id]))
                 .await?;
-            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
-                if let Some(r) = records_from_batch(b)?.into_iter().next() {
-                    return Ok(r);
-                }
+            if let Some(b) = batches.iter().find(|b| b.num_rows() > 0)
+                && let Some(r) = records_from_batch(b)?.into_iter().next()
+            {
+                return Ok(r);
             }
         }
         Err(Error::RunNotFound {
@@ -258,7 +269,10 @@ impl Store {
     pub async fn read_run(&self, project: &str, run_id: &str) -> Result<RunData> {
         let scan = Scan::project(project).runs([run_id]);
         let snap = self.snapshot(project, Some(&[run_id.to_string()])).await?;
-        let runs = resolve(Table::Runs, self.read_snapshot(&snap, Table::Runs, &scan).await?)?;
+        let runs = resolve(
+            Table::Runs,
+            self.read_snapshot(&snap, Table::Runs, &scan).await?,
+        )?;
         let record = runs
             .iter()
             .flat_map(|b| records_from_batch(b).unwrap_or_default())
@@ -282,10 +296,14 @@ impl Store {
         table: Table,
         scan: &Scan,
     ) -> Result<Vec<RecordBatch>> {
-        let run_filter: Option<HashSet<&str>> =
-            scan.run_ids.as_ref().map(|r| r.iter().map(String::as_str).collect());
-        let key_filter: Option<HashSet<&str>> =
-            scan.keys.as_ref().map(|r| r.iter().map(String::as_str).collect());
+        let run_filter: Option<HashSet<&str>> = scan
+            .run_ids
+            .as_ref()
+            .map(|r| r.iter().map(String::as_str).collect());
+        let key_filter: Option<HashSet<&str>> = scan
+            .keys
+            .as_ref()
+            .map(|r| r.iter().map(String::as_str).collect());
         let has_key = table.schema().column_with_name("key").is_some();
         let key_filter = if has_key { key_filter } else { None };
 
@@ -313,10 +331,11 @@ impl Store {
             out.extend(self.read_parquet(file, &filter).await?);
         }
 
-        let live_runs = snap
-            .live
-            .values()
-            .filter(|r| run_filter.as_ref().is_none_or(|f| f.contains(r.run_id.as_str())));
+        let live_runs = snap.live.values().filter(|r| {
+            run_filter
+                .as_ref()
+                .is_none_or(|f| f.contains(r.run_id.as_str()))
+        });
         match table {
             Table::Runs => {
                 let records: Vec<RunRecord> = live_runs
@@ -329,7 +348,10 @@ impl Store {
             Table::MetricSummary => {
                 let mut metrics = Vec::new();
                 for run in live_runs {
-                    metrics.extend(self.read_segments(&snap.project, run, Table::Metrics).await?);
+                    metrics.extend(
+                        self.read_segments(&snap.project, run, Table::Metrics)
+                            .await?,
+                    );
                 }
                 let metrics = filter_keys(metrics, key_filter.as_ref())?;
                 if !metrics.is_empty() {
@@ -347,21 +369,29 @@ impl Store {
         Ok(out)
     }
 
-    async fn read_segments(&self, project: &str, run: &LiveRun, table: Table) -> Result<Vec<RecordBatch>> {
+    async fn read_segments(
+        &self,
+        project: &str,
+        run: &LiveRun,
+        table: Table,
+    ) -> Result<Vec<RecordBatch>> {
         let Some(segments) = run.segments.get(&table) else {
             return Ok(Vec::new());
         };
         let decoded: Vec<Vec<RecordBatch>> = stream::iter(segments.iter())
             .map(|(_, meta)| async move {
                 match self.get_opt(&meta.location).await? {
-                    Some(bytes) => segment::decode(table, project, &run.run_id, bytes, &meta.location),
+                    Some(bytes) => {
+                        segment::decode(table, project, &run.run_id, bytes, &meta.location)
+                    }
                     // Compacted and removed since the listing: the manifest now has the rows,
                     // but this snapshot predates it. Report rather than silently drop.
                     None => Err(Error::storage(
                         &meta.location,
                         object_store::Error::NotFound {
                             path: meta.location.to_string(),
-                            source: "segment removed by a concurrent compaction; retry the read".into(),
+                            source: "segment removed by a concurrent compaction; retry the read"
+                                .into(),
                         },
                     )),
                 }
@@ -372,7 +402,11 @@ impl Store {
         Ok(decoded.into_iter().flatten().collect())
     }
 
-    async fn read_parquet(&self, file: &DataFile, filter: &RowFilter<'_>) -> Result<Vec<RecordBatch>> {
+    async fn read_parquet(
+        &self,
+        file: &DataFile,
+        filter: &RowFilter<'_>,
+    ) -> Result<Vec<RecordBatch>> {
         let path = self.layout().absolute(&file.path);
         let reader = ObjectReader {
             store: self.object_store(),
@@ -448,7 +482,12 @@ impl RowFilter<'_> {
     }
 }
 
-fn and_membership(batch: &RecordBatch, column: &str, keep: impl Fn(&str) -> bool, mask: &mut [bool]) {
+fn and_membership(
+    batch: &RecordBatch,
+    column: &str,
+    keep: impl Fn(&str) -> bool,
+    mask: &mut [bool],
+) {
     let Some(col) = batch.column_by_name(column) else {
         return;
     };
@@ -462,7 +501,10 @@ fn and_membership(batch: &RecordBatch, column: &str, keep: impl Fn(&str) -> bool
     }
 }
 
-fn filter_keys(batches: Vec<RecordBatch>, keys: Option<&HashSet<&str>>) -> Result<Vec<RecordBatch>> {
+fn filter_keys(
+    batches: Vec<RecordBatch>,
+    keys: Option<&HashSet<&str>>,
+) -> Result<Vec<RecordBatch>> {
     let Some(keys) = keys else {
         return Ok(batches);
     };
@@ -475,7 +517,10 @@ fn filter_keys(batches: Vec<RecordBatch>, keys: Option<&HashSet<&str>>) -> Resul
     batches.iter().map(|b| f.apply(b)).collect()
 }
 
-fn stats_may_contain(stats: Option<&parquet::file::statistics::Statistics>, wanted: &HashSet<&str>) -> bool {
+fn stats_may_contain(
+    stats: Option<&parquet::file::statistics::Statistics>,
+    wanted: &HashSet<&str>,
+) -> bool {
     let Some(stats) = stats else { return true };
     let (Some(min), Some(max)) = (stats.min_bytes_opt(), stats.max_bytes_opt()) else {
         return true;
@@ -535,12 +580,17 @@ pub fn records_to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
             "git_dirty" | "deleted" => {
                 let mut b = BooleanBuilder::with_capacity(records.len());
                 for r in records {
-                    b.append_option(if name == "deleted" { Some(r.deleted) } else { r.git_dirty });
+                    b.append_option(if name == "deleted" {
+                        Some(r.deleted)
+                    } else {
+                        r.git_dirty
+                    });
                 }
                 Arc::new(b.finish())
             }
             "created" | "started" | "ended" | "heartbeat" => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(records.len()).with_timezone("UTC");
+                let mut b =
+                    TimestampMicrosecondBuilder::with_capacity(records.len()).with_timezone("UTC");
                 for r in records {
                     b.append_option(match name {
                         "created" => Some(r.created),
@@ -566,7 +616,11 @@ pub fn records_to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
                         "command" => r.command.as_deref(),
                         "git_commit" => r.git_commit.as_deref(),
                         "git_branch" => r.git_branch.as_deref(),
-                        other => return Err(Error::Internal(format!("runs column {other} has no source"))),
+                        other => {
+                            return Err(Error::Internal(format!(
+                                "runs column {other} has no source"
+                            )));
+                        }
                     };
                     b.append_option(v);
                 }
@@ -594,14 +648,31 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
             .map(|c| c.as_boolean().clone())
             .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
     };
-    let (project, run_id, name, status, parent, group) =
-        (s("project")?, s("run_id")?, s("name")?, s("status")?, s("parent_run_id")?, s("run_group")?);
-    let (user, host, command, commit, branch) =
-        (s("username")?, s("hostname")?, s("command")?, s("git_commit")?, s("git_branch")?);
-    let (created, started, ended, heartbeat) = (ts("created")?, ts("started")?, ts("ended")?, ts("heartbeat")?);
+    let (project, run_id, name, status, parent, group) = (
+        s("project")?,
+        s("run_id")?,
+        s("name")?,
+        s("status")?,
+        s("parent_run_id")?,
+        s("run_group")?,
+    );
+    let (user, host, command, commit, branch) = (
+        s("username")?,
+        s("hostname")?,
+        s("command")?,
+        s("git_commit")?,
+        s("git_branch")?,
+    );
+    let (created, started, ended, heartbeat) = (
+        ts("created")?,
+        ts("started")?,
+        ts("ended")?,
+        ts("heartbeat")?,
+    );
     let (dirty, deleted) = (b("git_dirty")?, b("deleted")?);
     let opt_s = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-    let opt_t = |a: &arrow::array::TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
+    let opt_t =
+        |a: &arrow::array::TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
     (0..batch.num_rows())
         .map(|i| {
             Ok(RunRecord {
@@ -639,7 +710,10 @@ fn to_parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
 }
 
 impl AsyncFileReader for ObjectReader {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
         async move {
             object_store::ObjectStoreExt::get_range(self.store.as_ref(), &self.path, range)
                 .await

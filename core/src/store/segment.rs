@@ -19,7 +19,13 @@ use crate::schema::Table;
 /// Encodes batches of `table`'s segment schema as one IPC stream.
 pub fn encode(table: Table, batches: &[RecordBatch]) -> Result<Bytes> {
     let schema = table.segment_schema();
-    let mut buf = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size()).sum::<usize>() + 1024);
+    let mut buf = Vec::with_capacity(
+        batches
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>()
+            + 1024,
+    );
     {
         let mut w = StreamWriter::try_new(&mut buf, &schema)?;
         for b in batches {
@@ -55,14 +61,23 @@ pub fn decode(
 }
 
 /// Turns a batch of the segment schema into one of the full schema.
-pub fn widen(table: Table, project: &str, run_id: &str, batch: &RecordBatch) -> Result<RecordBatch> {
+pub fn widen(
+    table: Table,
+    project: &str,
+    run_id: &str,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
     let schema = table.schema();
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let col: ArrayRef = match field.name().as_str() {
-            "project" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(project, n))),
-            "run_id" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(run_id, n))),
+            "project" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                project, n,
+            ))),
+            "run_id" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                run_id, n,
+            ))),
             name => {
                 let src = batch.column_by_name(name).ok_or_else(|| {
                     Error::corrupt(

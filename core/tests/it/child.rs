@@ -11,11 +11,17 @@ use runql_core::{Capture, Store};
 pub fn spawn(role: &str, store: &str, extra: &[(&str, String)]) -> std::process::Child {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "child::entry", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("RUNQL_TEST_CHILD", role)
-        .env("RUNQL_TEST_STORE", store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--exact",
+        "child::entry",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RUNQL_TEST_CHILD", role)
+    .env("RUNQL_TEST_STORE", store)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for (k, v) in extra {
         cmd.env(k, v);
     }

@@ -14,22 +14,41 @@ use crate::util::{block_on, python, python_has, quiet_run, table_rows, temp_stor
 fn fill(store: &Store, project: &str, runs: usize, points: i64) {
     let p = store.project(project);
     for r in 0..runs {
-        let run = quiet_run(&p).name(format!("run-{r}")).start().unwrap_or_else(|e| panic!("{e}"));
-        run.log_params([("lr", format!("0.{r}")), ("seed", r.to_string())]).unwrap_or_else(|e| panic!("{e}"));
+        let run = quiet_run(&p)
+            .name(format!("run-{r}"))
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        run.log_params([("lr", format!("0.{r}")), ("seed", r.to_string())])
+            .unwrap_or_else(|e| panic!("{e}"));
         for step in 0..points {
             let noise = ((step * 7919 + r as i64) % 97) as f32 / 970.0;
-            run.log_metrics(step, [("train/loss", f64::from(2.0f32 / (step as f32 + 1.0) + noise)), ("val/acc", step as f64 / points as f64)])
-                .unwrap_or_else(|e| panic!("{e}"));
+            run.log_metrics(
+                step,
+                [
+                    (
+                        "train/loss",
+                        f64::from(2.0f32 / (step as f32 + 1.0) + noise),
+                    ),
+                    ("val/acc", step as f64 / points as f64),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         }
-        run.set_tag("kind", "fill").unwrap_or_else(|e| panic!("{e}"));
-        run.log_line("stdout", format!("run {r} done")).unwrap_or_else(|e| panic!("{e}"));
-        run.log_artifact_bytes("out.txt", format!("run {r}")).unwrap_or_else(|e| panic!("{e}"));
+        run.set_tag("kind", "fill")
+            .unwrap_or_else(|e| panic!("{e}"));
+        run.log_line("stdout", format!("run {r} done"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        run.log_artifact_bytes("out.txt", format!("run {r}"))
+            .unwrap_or_else(|e| panic!("{e}"));
         run.finish().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
 fn all_tables(store: &Store, project: &str) -> Vec<Vec<String>> {
-    Table::ALL.iter().map(|t| table_rows(store, *t, &Scan::project(project))).collect()
+    Table::ALL
+        .iter()
+        .map(|t| table_rows(store, *t, &Scan::project(project)))
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -58,7 +77,13 @@ fn compaction_leaves_reads_identical_and_is_idempotent() {
     let report = block_on(store.compact("p")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.runs, 6);
     assert_eq!(report.rows[&Table::Metrics], 6 * 1000);
-    assert!(!live.exists() || std::fs::read_dir(&live).map(|mut d| d.next().is_none()).unwrap_or(true), "live area emptied");
+    assert!(
+        !live.exists()
+            || std::fs::read_dir(&live)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
+        "live area emptied"
+    );
     // metric_summary of live data and of compacted data agree.
     assert_eq!(before, all_tables(&store, "p"));
 
@@ -67,7 +92,9 @@ fn compaction_leaves_reads_identical_and_is_idempotent() {
     copy_dir(saved.path(), &live);
     assert_eq!(before, all_tables(&store, "p"));
     // Crash before the manifest: an unreferenced Parquet file changes nothing.
-    let orphan = dir.path().join("projects/p/data/metrics/0000orphan.parquet");
+    let orphan = dir
+        .path()
+        .join("projects/p/data/metrics/0000orphan.parquet");
     std::fs::write(&orphan, b"PAR1 not really").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(before, all_tables(&store, "p"));
 
@@ -101,7 +128,11 @@ fn compacted_parquet_opens_in_duckdb_and_polars() {
     fill(&store, "ext", 3, 300);
     block_on(store.compact("ext")).unwrap_or_else(|e| panic!("{e}"));
     let count = |t: Table| -> usize {
-        block_on(store.scan(t, &Scan::project("ext"))).unwrap_or_default().iter().map(|b| b.num_rows()).sum()
+        block_on(store.scan(t, &Scan::project("ext")))
+            .unwrap_or_default()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
     };
     let base = dir.path().join("projects/ext/data");
     let script = r#"
@@ -126,7 +157,11 @@ for t in tables:
             .args(["-c", script, &base.to_string_lossy(), tool])
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.status.success(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines() {
             let (name, n) = line.split_once(' ').unwrap_or_else(|| panic!("{line}"));

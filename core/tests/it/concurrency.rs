@@ -40,14 +40,23 @@ fn four_processes_by_twenty_five_runs_lose_nothing() {
     assert_eq!(ids.len(), 100);
 
     let check = |what: &str| {
-        let metrics = block_on(store.scan(Table::Metrics, &Scan::project("concurrency"))).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = block_on(store.scan(Table::Metrics, &Scan::project("concurrency")))
+            .unwrap_or_else(|e| panic!("{e}"));
         let per_run = rows_per_run(&metrics);
         assert_eq!(per_run.len(), 100, "{what}");
-        assert!(per_run.values().all(|n| *n == POINTS), "{what}: {per_run:?}");
+        assert!(
+            per_run.values().all(|n| *n == POINTS),
+            "{what}: {per_run:?}"
+        );
         let runs = block_on(store.list_runs(Some("concurrency"))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(runs.len(), 100, "{what}");
-        assert!(runs.iter().all(|r| r.status == RunStatus::Finished && ids.contains(&r.run_id)), "{what}");
-        let params = block_on(store.scan(Table::Params, &Scan::project("concurrency"))).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            runs.iter()
+                .all(|r| r.status == RunStatus::Finished && ids.contains(&r.run_id)),
+            "{what}"
+        );
+        let params = block_on(store.scan(Table::Params, &Scan::project("concurrency")))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows_per_run(&params).len(), 100, "{what}");
     };
     check("live");
@@ -58,13 +67,23 @@ fn four_processes_by_twenty_five_runs_lose_nothing() {
     let b = store.clone();
     let ta = std::thread::spawn(move || block_on(a.compact("concurrency")));
     let tb = std::thread::spawn(move || block_on(b.compact("concurrency")));
-    let ra = ta.join().unwrap_or_else(|_| panic!("compaction a panicked"));
-    let rb = tb.join().unwrap_or_else(|_| panic!("compaction b panicked"));
+    let ra = ta
+        .join()
+        .unwrap_or_else(|_| panic!("compaction a panicked"));
+    let rb = tb
+        .join()
+        .unwrap_or_else(|_| panic!("compaction b panicked"));
     // A loser may fail when the winner removed segments under it; that is allowed, losing
     // rows is not.
-    assert!(ra.is_ok() || rb.is_ok(), "both compactions failed: {ra:?} {rb:?}");
+    assert!(
+        ra.is_ok() || rb.is_ok(),
+        "both compactions failed: {ra:?} {rb:?}"
+    );
     check("after racing compactions");
-    assert_eq!(before, table_rows(&store, Table::Metrics, &Scan::project("concurrency")));
+    assert_eq!(
+        before,
+        table_rows(&store, Table::Metrics, &Scan::project("concurrency"))
+    );
     let again = block_on(store.compact("concurrency")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.runs, 0, "compaction is idempotent");
     check("after a third compaction");

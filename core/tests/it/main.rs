@@ -3,6 +3,9 @@
 //! Tests that need another process (crash, concurrency) re-run this binary as a child with
 //! `RUNQL_TEST_CHILD` set; see `child.rs`.
 
+// Tests may unwrap: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
+
 mod child;
 mod compaction;
 mod concurrency;

@@ -7,38 +7,86 @@ use runql_core::{Error, Input, RunStatus, Scan, Store, Table};
 
 use crate::util::{block_on, metric_points, quiet_run, temp_store};
 
-const SPECIAL: [f64; 7] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, f64::MIN_POSITIVE, f64::MAX];
+const SPECIAL: [f64; 7] = [
+    f64::NAN,
+    f64::INFINITY,
+    f64::NEG_INFINITY,
+    -0.0,
+    0.0,
+    f64::MIN_POSITIVE,
+    f64::MAX,
+];
 
 fn exercise(store: &Store) {
     let project = store.project("mnist");
-    let run = quiet_run(&project).name("baseline").group("seeds").tag("team", "vision").start().unwrap_or_else(|e| panic!("{e}"));
+    let run = quiet_run(&project)
+        .name("baseline")
+        .group("seeds")
+        .tag("team", "vision")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let id = run.id().as_hex();
-    run.log_params([("lr", "0.01"), ("optimizer", "adam"), ("batch", "64")]).unwrap_or_else(|e| panic!("{e}"));
-    run.log_param("lr", "0.01").unwrap_or_else(|e| panic!("same value again is fine: {e}"));
+    run.log_params([("lr", "0.01"), ("optimizer", "adam"), ("batch", "64")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    run.log_param("lr", "0.01")
+        .unwrap_or_else(|e| panic!("same value again is fine: {e}"));
     for (i, v) in SPECIAL.iter().enumerate() {
-        run.log_metric("special", i as i64, *v).unwrap_or_else(|e| panic!("{e}"));
+        run.log_metric("special", i as i64, *v)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     for step in 0..3000 {
-        run.log_metrics(step, [("train/loss", 1.0 / (step as f64 + 1.0)), ("損失/検証", step as f64)]).unwrap_or_else(|e| panic!("{e}"));
+        run.log_metrics(
+            step,
+            [
+                ("train/loss", 1.0 / (step as f64 + 1.0)),
+                ("損失/検証", step as f64),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
-    run.set_tag("stage", "warmup").unwrap_or_else(|e| panic!("{e}"));
-    run.set_tag("stage", "done").unwrap_or_else(|e| panic!("{e}"));
+    run.set_tag("stage", "warmup")
+        .unwrap_or_else(|e| panic!("{e}"));
+    run.set_tag("stage", "done")
+        .unwrap_or_else(|e| panic!("{e}"));
     run.set_note("first try").unwrap_or_else(|e| panic!("{e}"));
-    run.log_input(Input::new("mnist").uri("s3://data/mnist").digest("abc").role("train")).unwrap_or_else(|e| panic!("{e}"));
-    run.log_line("stdout", "epoch 1 done").unwrap_or_else(|e| panic!("{e}"));
-    run.log_system_metric("cpu.util", 42.5).unwrap_or_else(|e| panic!("{e}"));
-    let a1 = run.log_artifact_bytes("models/weights.bin", vec![7u8; 1000]).unwrap_or_else(|e| panic!("{e}"));
-    let a2 = run.log_artifact_bytes("copy/weights.bin", vec![7u8; 1000]).unwrap_or_else(|e| panic!("{e}"));
+    run.log_input(
+        Input::new("mnist")
+            .uri("s3://data/mnist")
+            .digest("abc")
+            .role("train"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    run.log_line("stdout", "epoch 1 done")
+        .unwrap_or_else(|e| panic!("{e}"));
+    run.log_system_metric("cpu.util", 42.5)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a1 = run
+        .log_artifact_bytes("models/weights.bin", vec![7u8; 1000])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a2 = run
+        .log_artifact_bytes("copy/weights.bin", vec![7u8; 1000])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a1.digest, a2.digest, "same content, same blob");
-    let child = run.child().name("trial-0").capture(runql_core::Capture::none()).start().unwrap_or_else(|e| panic!("{e}"));
+    let child = run
+        .child()
+        .name("trial-0")
+        .capture(runql_core::Capture::none())
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let child_id = child.id().as_hex();
-    child.log_metric("objective", 0, 0.5).unwrap_or_else(|e| panic!("{e}"));
+    child
+        .log_metric("objective", 0, 0.5)
+        .unwrap_or_else(|e| panic!("{e}"));
     child.finish().unwrap_or_else(|e| panic!("{e}"));
     run.finish().unwrap_or_else(|e| panic!("{e}"));
 
     // Exactly what was logged, NaN, ±inf and -0.0 included (bit for bit).
     let special = metric_points(store, "mnist", &id, "special");
-    let expected: Vec<(i64, u64)> = SPECIAL.iter().enumerate().map(|(i, v)| (i as i64, v.to_bits())).collect();
+    let expected: Vec<(i64, u64)> = SPECIAL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_bits()))
+        .collect();
     assert_eq!(special, expected);
     assert_eq!(metric_points(store, "mnist", &id, "train/loss").len(), 3000);
     assert_eq!(metric_points(store, "mnist", &id, "損失/検証").len(), 3000);
@@ -50,7 +98,11 @@ fn exercise(store: &Store) {
     assert!(data.record.ended.is_some());
     let rows = |t: Table| data.tables[&t].iter().map(|b| b.num_rows()).sum::<usize>();
     assert_eq!(rows(Table::Params), 3);
-    assert_eq!(rows(Table::Tags), 3, "team, stage (last value only) and the note");
+    assert_eq!(
+        rows(Table::Tags),
+        3,
+        "team, stage (last value only) and the note"
+    );
     assert_eq!(rows(Table::Metrics), 6007);
     assert_eq!(rows(Table::Artifacts), 2);
     assert_eq!(rows(Table::Logs), 1);
@@ -60,10 +112,17 @@ fn exercise(store: &Store) {
     let stage: Vec<String> = tags
         .iter()
         .flat_map(|b| {
-            let k = b.column_by_name("key").map(|c| c.as_string::<i32>().clone());
-            let v = b.column_by_name("value").map(|c| c.as_string::<i32>().clone());
+            let k = b
+                .column_by_name("key")
+                .map(|c| c.as_string::<i32>().clone());
+            let v = b
+                .column_by_name("value")
+                .map(|c| c.as_string::<i32>().clone());
             let (k, v) = (k.unwrap_or_else(|| panic!()), v.unwrap_or_else(|| panic!()));
-            (0..b.num_rows()).filter(|&i| k.value(i) == "stage").map(|i| v.value(i).to_string()).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .filter(|&i| k.value(i) == "stage")
+                .map(|i| v.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
     assert_eq!(stage, vec!["done".to_string()]);
@@ -71,21 +130,43 @@ fn exercise(store: &Store) {
     let nums: Vec<Option<f64>> = params
         .iter()
         .flat_map(|b| {
-            let n = b.column_by_name("value_num").unwrap_or_else(|| panic!()).as_primitive::<arrow::datatypes::Float64Type>().clone();
-            (0..n.len()).map(|i| n.is_valid(i).then(|| n.value(i))).collect::<Vec<_>>()
+            let n = b
+                .column_by_name("value_num")
+                .unwrap_or_else(|| panic!())
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .clone();
+            (0..n.len())
+                .map(|i| n.is_valid(i).then(|| n.value(i)))
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(nums.iter().filter(|n| n.is_some()).count(), 2, "lr and batch are numbers, adam is not");
+    assert_eq!(
+        nums.iter().filter(|n| n.is_some()).count(),
+        2,
+        "lr and batch are numbers, adam is not"
+    );
 
     let blob = block_on(store.get_blob(&a1.digest)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(blob.as_ref(), &[7u8; 1000][..]);
 
     let runs = block_on(store.list_runs(Some("mnist"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(runs.len(), 2);
-    let child_rec = runs.iter().find(|r| r.run_id == child_id).unwrap_or_else(|| panic!("child missing"));
+    let child_rec = runs
+        .iter()
+        .find(|r| r.run_id == child_id)
+        .unwrap_or_else(|| panic!("child missing"));
     assert_eq!(child_rec.parent_run_id.as_deref(), Some(id.as_str()));
-    assert_eq!(block_on(store.list_projects()).unwrap_or_default(), vec!["mnist".to_string()]);
-    assert_eq!(block_on(store.find_run(&child_id)).map(|r| r.project).ok().as_deref(), Some("mnist"));
+    assert_eq!(
+        block_on(store.list_projects()).unwrap_or_default(),
+        vec!["mnist".to_string()]
+    );
+    assert_eq!(
+        block_on(store.find_run(&child_id))
+            .map(|r| r.project)
+            .ok()
+            .as_deref(),
+        Some("mnist")
+    );
 }
 
 #[test]
@@ -95,10 +176,21 @@ fn local_store_reads_back_exactly() {
     // And again after compaction, from Parquet.
     let report = block_on(store.compact("mnist")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.runs, 2);
-    let ids: Vec<String> = block_on(store.list_runs(Some("mnist"))).unwrap_or_default().into_iter().map(|r| r.run_id).collect();
-    let parent = ids.iter().find(|id| !metric_points(&store, "mnist", id, "special").is_empty()).unwrap_or_else(|| panic!());
+    let ids: Vec<String> = block_on(store.list_runs(Some("mnist")))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    let parent = ids
+        .iter()
+        .find(|id| !metric_points(&store, "mnist", id, "special").is_empty())
+        .unwrap_or_else(|| panic!());
     let special = metric_points(&store, "mnist", parent, "special");
-    let expected: Vec<(i64, u64)> = SPECIAL.iter().enumerate().map(|(i, v)| (i as i64, v.to_bits())).collect();
+    let expected: Vec<(i64, u64)> = SPECIAL
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_bits()))
+        .collect();
     assert_eq!(special, expected);
 }
 
@@ -111,13 +203,18 @@ fn memory_store_reads_back_exactly() {
 #[test]
 fn bad_input_gets_clear_errors() {
     let (_dir, store) = temp_store();
-    let run = quiet_run(&store.project("p")).start().unwrap_or_else(|e| panic!("{e}"));
+    let run = quiet_run(&store.project("p"))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let msg = |e: Error| e.to_string();
     assert!(msg(run.log_metric("", 0, 1.0).unwrap_err()).contains("empty"));
     assert!(msg(run.log_metric(&"k".repeat(300), 0, 1.0).unwrap_err()).contains("limit is 250"));
     run.log_param("lr", 0.1).unwrap_or_else(|e| panic!("{e}"));
     let changed = msg(run.log_param("lr", 0.2).unwrap_err());
-    assert!(changed.contains("\"lr\"") && changed.contains("0.1") && changed.contains("0.2"), "{changed}");
+    assert!(
+        changed.contains("\"lr\"") && changed.contains("0.1") && changed.contains("0.2"),
+        "{changed}"
+    );
     assert!(msg(run.log_artifact_bytes("../escape.txt", "x").unwrap_err()).contains(".."));
     assert!(msg(run.log_artifact_bytes("/etc/passwd", "x").unwrap_err()).contains("absolute"));
     let missing = msg(run.log_artifact("/definitely/not/here.txt").unwrap_err());
@@ -127,7 +224,11 @@ fn bad_input_gets_clear_errors() {
 
     let unknown = block_on(store.read_run("p", "0000000000000000000000000000abcd")).unwrap_err();
     assert!(unknown.is_not_found(), "{unknown}");
-    assert!(block_on(store.find_run("0000000000000000000000000000abcd")).unwrap_err().is_not_found());
+    assert!(
+        block_on(store.find_run("0000000000000000000000000000abcd"))
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!("not-a-run-id".parse::<runql_core::RunId>().is_err());
     let bad_url = Store::open("s3://").unwrap_err().to_string();
     assert!(bad_url.contains("s3://"), "{bad_url}");
@@ -137,43 +238,73 @@ fn bad_input_gets_clear_errors() {
 fn a_store_from_a_newer_runql_is_refused() {
     let (dir, store) = temp_store();
     block_on(store.ensure_writable()).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("runql.json"), r#"{"format":"runql","version":99,"created":0}"#).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("runql.json"),
+        r#"{"format":"runql","version":99,"created":0}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let again = Store::open(&dir.path().to_string_lossy()).unwrap_or_else(|e| panic!("{e}"));
     let err = block_on(again.list_projects()).unwrap_err().to_string();
-    assert!(err.contains("version 99") && err.contains("upgrade"), "{err}");
+    assert!(
+        err.contains("version 99") && err.contains("upgrade"),
+        "{err}"
+    );
 }
 
 #[test]
 fn run_lifecycle_statuses() {
     let (_dir, store) = temp_store();
     let project = store.project("life");
-    let dropped = quiet_run(&project).name("dropped").start().unwrap_or_else(|e| panic!("{e}"));
+    let dropped = quiet_run(&project)
+        .name("dropped")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(dropped);
     let panicked = std::thread::spawn({
         let project = project.clone();
         move || {
-            let _run = quiet_run(&project).name("panicked").start().unwrap_or_else(|e| panic!("{e}"));
+            let _run = quiet_run(&project)
+                .name("panicked")
+                .start()
+                .unwrap_or_else(|e| panic!("{e}"));
             panic!("training diverged");
         }
     })
     .join();
     assert!(panicked.is_err());
-    let failed = quiet_run(&project).name("failed").start().unwrap_or_else(|e| panic!("{e}"));
-    failed.finish_with(RunStatus::Failed).unwrap_or_else(|e| panic!("{e}"));
-    let live = quiet_run(&project).name("live").heartbeat_interval(Duration::from_millis(20)).start().unwrap_or_else(|e| panic!("{e}"));
+    let failed = quiet_run(&project)
+        .name("failed")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    failed
+        .finish_with(RunStatus::Failed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let live = quiet_run(&project)
+        .name("live")
+        .heartbeat_interval(Duration::from_millis(20))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     std::thread::sleep(Duration::from_millis(100));
 
     let status = |name: &str| {
-        block_on(store.with_stale_after(Duration::from_millis(500)).list_runs(Some("life")))
-            .unwrap_or_default()
-            .into_iter()
-            .find(|r| r.name.as_deref() == Some(name))
-            .map(|r| r.status)
+        block_on(
+            store
+                .with_stale_after(Duration::from_millis(500))
+                .list_runs(Some("life")),
+        )
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.name.as_deref() == Some(name))
+        .map(|r| r.status)
     };
     assert_eq!(status("dropped"), Some(RunStatus::Killed));
     assert_eq!(status("panicked"), Some(RunStatus::Failed));
     assert_eq!(status("failed"), Some(RunStatus::Failed));
-    assert_eq!(status("live"), Some(RunStatus::Running), "heartbeats keep a live run running");
+    assert_eq!(
+        status("live"),
+        Some(RunStatus::Running),
+        "heartbeats keep a live run running"
+    );
     // Compaction leaves running runs alone.
     let report = block_on(store.compact("life")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.runs, 3);
@@ -187,27 +318,50 @@ fn run_lifecycle_statuses() {
 fn context_is_captured() {
     let (_dir, store) = temp_store();
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(work.path().join("requirements.txt"), "torch==2.5\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(work.path().join("requirements.txt"), "torch==2.5\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let capture = runql_core::Capture {
         working_dir: Some(work.path().to_path_buf()),
         system_metrics: Some(Duration::from_millis(20)),
         ..runql_core::Capture::default()
     };
-    let run = store.project("ctx").run().capture(capture).start().unwrap_or_else(|e| panic!("{e}"));
+    let run = store
+        .project("ctx")
+        .run()
+        .capture(capture)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
     let id = run.id().as_hex();
     std::thread::sleep(Duration::from_millis(150));
     run.finish().unwrap_or_else(|e| panic!("{e}"));
     let data = block_on(store.read_run("ctx", &id)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(data.record.command.as_deref().is_some_and(|c| !c.is_empty()));
+    assert!(
+        data.record
+            .command
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+    );
     assert!(data.record.hostname.is_some());
     let artifacts: Vec<String> = data.tables[&Table::Artifacts]
         .iter()
         .flat_map(|b| {
-            let p = b.column_by_name("path").unwrap_or_else(|| panic!()).as_string::<i32>().clone();
-            (0..p.len()).map(|i| p.value(i).to_string()).collect::<Vec<_>>()
+            let p = b
+                .column_by_name("path")
+                .unwrap_or_else(|| panic!())
+                .as_string::<i32>()
+                .clone();
+            (0..p.len())
+                .map(|i| p.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert!(artifacts.contains(&"env/requirements.txt".to_string()), "{artifacts:?}");
-    let sys: usize = data.tables[&Table::SystemMetrics].iter().map(|b| b.num_rows()).sum();
+    assert!(
+        artifacts.contains(&"env/requirements.txt".to_string()),
+        "{artifacts:?}"
+    );
+    let sys: usize = data.tables[&Table::SystemMetrics]
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
     assert!(sys > 0, "system metrics were sampled");
 }

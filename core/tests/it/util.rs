@@ -24,13 +24,22 @@ pub fn quiet_run(project: &Project) -> RunBuilder {
 
 /// (step, value bits) of every point of one metric key of one run, sorted by step.
 pub fn metric_points(store: &Store, project: &str, run_id: &str, key: &str) -> Vec<(i64, u64)> {
-    let batches = block_on(store.scan(Table::Metrics, &Scan::project(project).runs([run_id]).keys([key])))
-        .unwrap_or_else(|e| panic!("scan: {e}"));
+    let batches = block_on(store.scan(
+        Table::Metrics,
+        &Scan::project(project).runs([run_id]).keys([key]),
+    ))
+    .unwrap_or_else(|e| panic!("scan: {e}"));
     let mut out = Vec::new();
     for b in &batches {
-        let step = b.column_by_name("step").map(|c| c.as_primitive::<Int64Type>().clone());
-        let value = b.column_by_name("value").map(|c| c.as_primitive::<Float64Type>().clone());
-        let (Some(step), Some(value)) = (step, value) else { panic!("metrics columns missing") };
+        let step = b
+            .column_by_name("step")
+            .map(|c| c.as_primitive::<Int64Type>().clone());
+        let value = b
+            .column_by_name("value")
+            .map(|c| c.as_primitive::<Float64Type>().clone());
+        let (Some(step), Some(value)) = (step, value) else {
+            panic!("metrics columns missing")
+        };
         for i in 0..b.num_rows() {
             out.push((step.value(i), value.value(i).to_bits()));
         }
@@ -43,7 +52,10 @@ pub fn metric_points(store: &Store, project: &str, run_id: &str, key: &str) -> V
 pub fn rows_per_run(batches: &[RecordBatch]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for b in batches {
-        let runs = b.column_by_name("run_id").unwrap_or_else(|| panic!("no run_id")).as_string::<i32>();
+        let runs = b
+            .column_by_name("run_id")
+            .unwrap_or_else(|| panic!("no run_id"))
+            .as_string::<i32>();
         for i in 0..runs.len() {
             *out.entry(runs.value(i).to_string()).or_default() += 1;
         }
@@ -61,11 +73,11 @@ pub fn table_rows(store: &Store, table: Table, scan: &Scan) -> Vec<String> {
             for c in b.columns() {
                 let v = arrow::util::display::array_value_to_string(c, i).unwrap_or_default();
                 // Floats: compare bits so NaN and -0.0 count.
-                if let Some(f) = c.as_primitive_opt::<Float64Type>() {
-                    if f.is_valid(i) {
-                        row.push_str(&format!("{:x}|", f.value(i).to_bits()));
-                        continue;
-                    }
+                if let Some(f) = c.as_primitive_opt::<Float64Type>()
+                    && f.is_valid(i)
+                {
+                    row.push_str(&format!("{:x}|", f.value(i).to_bits()));
+                    continue;
                 }
                 row.push_str(&v);
                 row.push('|');
@@ -90,8 +102,10 @@ pub fn python_has(module: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("python module {module} is missing in CI: .ci/run must install it");
+    if !ok
+        && (std::env::var_os("CI").is_some() || std::env::var_os("RUNQL_REQUIRE_PYTHON").is_some())
+    {
+        panic!("python module {module} is missing: scripts/test installs it");
     }
     if !ok {
         eprintln!("skipping: python module {module} is not installed (.ci/run installs it)");
