@@ -286,9 +286,48 @@ impl Store {
 
     /// Writes an object so that it is complete when it becomes visible.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.put_with(path, bytes, true).await
+    }
+
+    /// Like [`Store::put`], but on a local disk without waiting for the data to reach the disk:
+    /// the object is whole or absent after a process crash, and after a power loss it may be
+    /// torn (readers skip it) until [`Store::sync`] has been called for it.
+    pub async fn put_unsynced(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.put_with(path, bytes, false).await
+    }
+
+    /// Makes objects written by [`Store::put_unsynced`] durable (fsync of the files and their
+    /// directories on a local disk; nothing to do on object stores).
+    pub async fn sync(&self, paths: Vec<Path>) -> Result<()> {
+        let Some(root) = &self.inner.local_root else {
+            return Ok(());
+        };
+        let files: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| local_file(root, self.layout(), p))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut dirs = std::collections::BTreeSet::new();
+            for f in &files {
+                std::fs::File::open(f)?.sync_data()?;
+                if let Some(d) = f.parent() {
+                    dirs.insert(d.to_path_buf());
+                }
+            }
+            for d in dirs {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::storage(self.url(), io_to_store(&Path::default(), e)))
+    }
+
+    async fn put_with(&self, path: &Path, bytes: Bytes, sync: bool) -> Result<()> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, false))
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, false, sync))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .map(|_| ())
@@ -306,7 +345,7 @@ impl Store {
     pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, true))
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, true, true))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(|e| Error::storage(path, io_to_store(path, e)));
@@ -442,7 +481,7 @@ fn io_to_store(path: &Path, e: std::io::Error) -> object_store::Error {
 
 /// temp file, write, fsync, then rename (or hard link when `create_only`), then fsync the
 /// directory: after a crash or power loss the object is either whole or absent.
-fn local_put(file: &FsPath, bytes: &[u8], create_only: bool) -> std::io::Result<bool> {
+fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std::io::Result<bool> {
     use std::io::Write;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = file
@@ -457,7 +496,9 @@ fn local_put(file: &FsPath, bytes: &[u8], create_only: bool) -> std::io::Result<
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if sync {
+            f.sync_data()?;
+        }
         drop(f);
         if create_only {
             match std::fs::hard_link(&tmp, file) {
@@ -469,7 +510,7 @@ fn local_put(file: &FsPath, bytes: &[u8], create_only: bool) -> std::io::Result<
         } else {
             std::fs::rename(&tmp, file)?;
         }
-        if let Ok(d) = std::fs::File::open(dir) {
+        if sync && let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(true)

@@ -14,26 +14,32 @@ use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+
 use crate::schema::Table;
 
 /// Encodes batches of `table`'s segment schema as one IPC stream.
 pub fn encode(table: Table, batches: &[RecordBatch]) -> Result<Bytes> {
-    let schema = table.segment_schema();
-    let mut buf = Vec::with_capacity(
+    let mut buf = Vec::new();
+    encode_into(table, batches, &mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Encodes batches as one IPC stream into `buf` (cleared first; its capacity is reused).
+pub fn encode_into(table: Table, batches: &[RecordBatch], buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    buf.reserve(
         batches
             .iter()
             .map(|b| b.get_array_memory_size())
             .sum::<usize>()
             + 1024,
     );
-    {
-        let mut w = StreamWriter::try_new(&mut buf, &schema)?;
-        for b in batches {
-            w.write(b)?;
-        }
-        w.finish()?;
+    let mut w = StreamWriter::try_new(buf, &table.segment_schema())?;
+    for b in batches {
+        w.write(b)?;
     }
-    Ok(Bytes::from(buf))
+    w.finish()?;
+    Ok(())
 }
 
 /// Decodes a segment into batches of the table's full schema. Whole batches before a torn
@@ -45,8 +51,15 @@ pub fn decode(
     bytes: Bytes,
     path: &dyn std::fmt::Display,
 ) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| Error::corrupt(path, format!("not an Arrow IPC segment: {e}")))?;
+    let reader = match StreamReader::try_new(std::io::Cursor::new(bytes), None) {
+        Ok(r) => r,
+        Err(e) => {
+            // Only a segment torn by a power loss before its writer synced it looks like this
+            // (objects are renamed into place whole): it is incomplete, so it is skipped.
+            tracing::warn!(%path, error = %e, "skipping an incomplete segment");
+            return Ok(Vec::new());
+        }
+    };
     let mut out = Vec::new();
     for batch in reader {
         match batch {
