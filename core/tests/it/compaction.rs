@@ -143,7 +143,7 @@ for t in tables:
     glob = f"{base}/{t}/*.parquet"
     if tool == "duckdb":
         import duckdb
-        n = duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchone()[0]
+        n = duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall()[0][0]
     else:
         import polars as pl
         n = pl.scan_parquet(glob).select(pl.len()).collect().item()
