@@ -77,6 +77,15 @@ impl Store {
             self.put_if_absent(&path, Bytes::from(bytes)).await?;
         } else {
             // Large file on an object store: a multipart upload, visible only when complete.
+            let upload_err = |e: std::io::Error| {
+                Error::storage(
+                    &path,
+                    object_store::Error::Generic {
+                        store: "blob upload",
+                        source: Box::new(e),
+                    },
+                )
+            };
             let mut w = object_store::buffered::BufWriter::new(self.object_store(), path.clone());
             let mut f = tokio::fs::File::open(file).await.map_err(read_err)?;
             let mut buf = vec![0u8; 8 << 20];
@@ -87,25 +96,9 @@ impl Store {
                 if n == 0 {
                     break;
                 }
-                w.write_all(&buf[..n]).await.map_err(|e| {
-                    Error::storage(
-                        &path,
-                        object_store::Error::Generic {
-                            store: "blob upload",
-                            source: Box::new(e),
-                        },
-                    )
-                })?;
+                w.write_all(&buf[..n]).await.map_err(upload_err)?;
             }
-            w.shutdown().await.map_err(|e| {
-                Error::storage(
-                    &path,
-                    object_store::Error::Generic {
-                        store: "blob upload",
-                        source: Box::new(e),
-                    },
-                )
-            })?;
+            w.shutdown().await.map_err(upload_err)?;
         }
         Ok((digest, size))
     }
