@@ -289,7 +289,7 @@ fn run_lifecycle_statuses() {
     let status = |name: &str| {
         block_on(
             store
-                .with_stale_after(Duration::from_millis(500))
+                .with_stale_after(Duration::from_secs(5))
                 .list_runs(Some("life")),
         )
         .unwrap_or_default()
