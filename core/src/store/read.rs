@@ -187,8 +187,12 @@ impl Store {
                                         .map_err(|e| Error::corrupt(&path, e))?;
                                     (Some(rec), Some(stem))
                                 }
-                                // Superseded and deleted between LIST and GET.
-                                None => (None, None),
+                                // Superseded by a newer snapshot (a heartbeat) and deleted
+                                // between LIST and GET: read the newest one now.
+                                None => match self.newest_record(project, &run_id).await? {
+                                    Some((rec, stem)) => (Some(rec), Some(stem)),
+                                    None => (None, None),
+                                },
                             }
                         }
                         Some((_, path)) => {
@@ -215,6 +219,37 @@ impl Store {
             manifest,
             live: live.into_iter().map(|r| (r.run_id.clone(), r)).collect(),
         })
+    }
+
+    /// The newest record snapshot of a live run, listed afresh.
+    async fn newest_record(
+        &self,
+        project: &str,
+        run_id: &str,
+    ) -> Result<Option<(RunRecord, String)>> {
+        let dir = self.layout().run(project, run_id).join("meta");
+        // A snapshot can be superseded again while we read: retry a few times.
+        for _ in 0..3 {
+            let mut metas = self.list_all(&dir).await?;
+            metas.sort_by(|a, b| a.location.cmp(&b.location));
+            let Some(newest) = metas.pop() else {
+                return Ok(None);
+            };
+            let Some(stem) = newest
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .map(str::to_string)
+            else {
+                return Ok(None);
+            };
+            if let Some(bytes) = self.get_opt(&newest.location).await? {
+                let rec: RunRecord = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::corrupt(&newest.location, e))?;
+                return Ok(Some((rec, stem)));
+            }
+        }
+        Ok(None)
     }
 
     /// Rows of `table` selected by `scan`, from every project it names (all by default).
