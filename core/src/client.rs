@@ -1006,9 +1006,8 @@ impl Writer {
 
     /// Writes a chunk as one segment per table it has rows for, retrying transient failures.
     /// `durable`: also sync it and every segment written before it.
-    async fn write_chunk(&mut self, chunk: Chunk, durable: bool) -> Result<()> {
+    async fn write_chunk(&mut self, mut chunk: Chunk, durable: bool) -> Result<()> {
         let seq = chunk.seq;
-        let mut chunk = chunk;
         let metrics = std::mem::take(&mut chunk.m);
         if !metrics.key.is_empty() {
             let (body, cols) =
@@ -1043,23 +1042,21 @@ impl Writer {
             &self.writer_id,
             seq,
         );
-        {
-            let mut delay = Duration::from_millis(50);
-            let mut attempt = 0;
-            loop {
-                match self.store.put_unsynced(&path, body.clone()).await {
-                    Ok(()) => {
-                        self.unsynced.push(path);
-                        return Ok(body);
-                    }
-                    Err(e) if attempt < 6 => {
-                        tracing::warn!(error = %e, attempt, "segment write failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            match self.store.put_unsynced(&path, body.clone()).await {
+                Ok(()) => {
+                    self.unsynced.push(path);
+                    return Ok(body);
                 }
+                Err(e) if attempt < 6 => {
+                    tracing::warn!(error = %e, attempt, "segment write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -1067,7 +1064,7 @@ impl Writer {
 
 /// The segment-schema batches of a chunk, one per table with rows.
 fn chunk_batches(chunk: Chunk) -> Result<Vec<(Table, RecordBatch)>> {
-    // Metrics are encoded by `Writer::write_metrics`, which recycles their vectors.
+    // Metrics are encoded by `encode_metrics`, which recycles their vectors.
     let mut out = Vec::new();
     let ts_array =
         |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
