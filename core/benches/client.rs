@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use runql_core::{Capture, Store, Table};
+use runql_core::{Capture, Run, Store, Table};
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -27,93 +27,27 @@ fn main() {
     println!("| measure | result | goal |");
     println!("|---|---|---|");
 
-    // 1. log_metric with a string key, amortized on the calling thread.
-    {
-        let (_d, store) = temp_store();
-        let run = store
-            .project("bench")
-            .run()
-            .capture(Capture::none())
-            .start()
-            .expect("start");
+    // 1-2. Per-call logging, amortized on the calling thread, then until everything is written.
+    throughput(n, "`log_metric(&str, step, value)`", |run, n| {
         let keys = ["train/loss", "train/acc", "lr", "grad_norm"];
-        let t = Instant::now();
         for step in 0..n / 4 {
             for k in keys {
                 run.log_metric(k, step, step as f64 * 0.5).expect("log");
             }
         }
-        let per_call = t.elapsed().as_nanos() as f64 / n as f64;
-        let t2 = Instant::now();
-        run.finish().expect("finish");
-        let total = t.elapsed();
-        row(
-            "`log_metric(&str, step, value)` amortized",
-            format!("{per_call:.1} ns/call"),
-            "≤ 100 ns",
-        );
-        row(
-            "one run to local disk, `log_metric` loop until `finish` returns",
-            format!(
-                "{:.1} M points/s (finish took {:.0?})",
-                n as f64 / total.as_secs_f64() / 1e6,
-                t2.elapsed()
-            ),
-            "≥ 20 M/s",
-        );
-    }
-
-    // 2. Registered key (`Run::log`).
-    {
-        let (_d, store) = temp_store();
-        let run = store
-            .project("bench")
-            .run()
-            .capture(Capture::none())
-            .start()
-            .expect("start");
+    });
+    throughput(n, "`log(MetricKey, step, value)`", |run, n| {
         let k = run.metric_key("train/loss").expect("key");
-        let t = Instant::now();
         for step in 0..n {
             run.log(k, step, step as f64 * 0.5).expect("log");
         }
-        let per_call = t.elapsed().as_nanos() as f64 / n as f64;
-        run.finish().expect("finish");
-        let total = t.elapsed();
-        row(
-            "`log(MetricKey, step, value)` amortized",
-            format!("{per_call:.1} ns/call"),
-            "≤ 100 ns",
-        );
-        row(
-            "one run to local disk, `log` loop until `finish` returns",
-            format!("{:.1} M points/s", n as f64 / total.as_secs_f64() / 1e6),
-            "≥ 20 M/s",
-        );
-    }
+    });
 
     // 3. Whole series at once (`log_series`), e.g. replaying a curve.
-    {
-        let (_d, store) = temp_store();
-        let run = store
-            .project("bench")
-            .run()
-            .capture(Capture::none())
-            .start()
-            .expect("start");
-        let points: Vec<(i64, f64)> = (0..n).map(|s| (s, s as f64 * 0.5)).collect();
-        let t = Instant::now();
+    let points: Vec<(i64, f64)> = (0..n).map(|s| (s, s as f64 * 0.5)).collect();
+    throughput(n, "`log_series(&str, &[(step, value)])`", |run, _| {
         run.log_series("train/loss", &points).expect("series");
-        run.finish().expect("finish");
-        row(
-            "one run to local disk, `log_series` until `finish` returns",
-            format!(
-                "{:.1} M points/s",
-                n as f64 / t.elapsed().as_secs_f64() / 1e6
-            ),
-            "≥ 20 M/s",
-        );
-    }
+    });
 
     // 4. Start a run, log one value, finish.
     for (label, capture) in [
@@ -217,6 +151,38 @@ fn main() {
             "",
         );
     }
+}
+
+/// Runs `log` (which logs `n` points) on a fresh run and reports the time per point on the
+/// calling thread and the points per second until `finish` returns (everything written).
+fn throughput(n: i64, what: &str, log: impl FnOnce(&Run, i64)) {
+    let (_d, store) = temp_store();
+    let run = store
+        .project("bench")
+        .run()
+        .capture(Capture::none())
+        .start()
+        .expect("start");
+    let t = Instant::now();
+    log(&run, n);
+    let per_call = t.elapsed().as_nanos() as f64 / n as f64;
+    let t2 = Instant::now();
+    run.finish().expect("finish");
+    let total = t.elapsed();
+    row(
+        &format!("{what} amortized"),
+        format!("{per_call:.1} ns/point"),
+        "≤ 100 ns",
+    );
+    row(
+        &format!("one run to local disk, {what} until `finish` returns"),
+        format!(
+            "{:.1} M points/s (finish took {:.0?})",
+            n as f64 / total.as_secs_f64() / 1e6,
+            t2.elapsed()
+        ),
+        "≥ 20 M/s",
+    );
 }
 
 fn file_size(root: &std::path::Path, files: &[String], table: &str) -> u64 {

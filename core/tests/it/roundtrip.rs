@@ -5,7 +5,7 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray};
 use runql_core::{Error, Input, RunStatus, Scan, Store, Table};
 
-use crate::util::{block_on, metric_points, quiet_run, temp_store};
+use crate::util::{block_on, metric_points, quiet_run, strings, temp_store};
 
 const SPECIAL: [f64; 7] = [
     f64::NAN,
@@ -109,21 +109,11 @@ fn exercise(store: &Store) {
     assert_eq!(rows(Table::Inputs), 1);
     assert_eq!(rows(Table::SystemMetrics), 1);
     let tags = &data.tables[&Table::Tags];
-    let stage: Vec<String> = tags
-        .iter()
-        .flat_map(|b| {
-            let k = b
-                .column_by_name("key")
-                .map(|c| c.as_string::<i32>().clone());
-            let v = b
-                .column_by_name("value")
-                .map(|c| c.as_string::<i32>().clone());
-            let (k, v) = (k.unwrap_or_else(|| panic!()), v.unwrap_or_else(|| panic!()));
-            (0..b.num_rows())
-                .filter(|&i| k.value(i) == "stage")
-                .map(|i| v.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
+    let stage: Vec<String> = strings(tags, "key")
+        .into_iter()
+        .zip(strings(tags, "value"))
+        .filter(|(k, _)| k == "stage")
+        .map(|(_, v)| v)
         .collect();
     assert_eq!(stage, vec!["done".to_string()]);
     let params = &data.tables[&Table::Params];
@@ -342,19 +332,7 @@ fn context_is_captured() {
             .is_some_and(|c| !c.is_empty())
     );
     assert!(data.record.hostname.is_some());
-    let artifacts: Vec<String> = data.tables[&Table::Artifacts]
-        .iter()
-        .flat_map(|b| {
-            let p = b
-                .column_by_name("path")
-                .unwrap_or_else(|| panic!())
-                .as_string::<i32>()
-                .clone();
-            (0..p.len())
-                .map(|i| p.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let artifacts = strings(&data.tables[&Table::Artifacts], "path");
     assert!(
         artifacts.contains(&"env/requirements.txt".to_string()),
         "{artifacts:?}"

@@ -48,17 +48,26 @@ pub fn metric_points(store: &Store, project: &str, run_id: &str, key: &str) -> V
     out
 }
 
+/// Every value of a string column across batches, in order.
+pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column_by_name(column)
+                .unwrap_or_else(|| panic!("no column {column}"))
+                .as_string::<i32>()
+                .clone();
+            (0..c.len()).map(move |i| c.value(i).to_string())
+        })
+        .collect()
+}
+
 /// Rows per run id in some batches.
 pub fn rows_per_run(batches: &[RecordBatch]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for b in batches {
-        let runs = b
-            .column_by_name("run_id")
-            .unwrap_or_else(|| panic!("no run_id"))
-            .as_string::<i32>();
-        for i in 0..runs.len() {
-            *out.entry(runs.value(i).to_string()).or_default() += 1;
-        }
+    for run in strings(batches, "run_id") {
+        *out.entry(run).or_default() += 1;
     }
     out
 }
