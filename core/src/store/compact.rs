@@ -127,6 +127,9 @@ impl Store {
             tables.insert(Table::MetricSummary, vec![summary]);
         }
         for (table, batches) in tables {
+            // Params and tags are resolved before they are written (one row per run and key), so
+            // that the files read right by themselves, with DuckDB or Polars too.
+            let batches = super::read::resolve(table, batches)?;
             let sorted = if table == Table::Metrics || table == Table::MetricSummary {
                 concat_batches(&table.schema(), &batches)?
             } else {

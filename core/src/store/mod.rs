@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 pub use compact::CompactReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
-pub use read::{LiveRun, ProjectSnapshot, RunData, Scan};
+pub use read::{
+    LiveRun, ProjectSnapshot, RunData, Scan, records_from_batch, records_to_batch, resolve,
+    summarize_metrics,
+};
 
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, now_us, validate_project};
@@ -148,6 +151,21 @@ impl Store {
                 layout: self.inner.layout.clone(),
                 local_root: self.inner.local_root.clone(),
                 stale_after,
+                format_checked: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// A handle on the same store whose objects are read and written through `objects`, which
+    /// must see the same objects (a wrapper that counts, caches or throttles requests).
+    pub fn with_object_store(&self, objects: Arc<dyn ObjectStore>) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                url: self.inner.url.clone(),
+                objects,
+                layout: self.inner.layout.clone(),
+                local_root: self.inner.local_root.clone(),
+                stale_after: self.inner.stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
             }),
         }

@@ -104,6 +104,33 @@ pub struct ProjectSnapshot {
     pub live: BTreeMap<String, LiveRun>,
 }
 
+impl ProjectSnapshot {
+    /// Runs whose rows of `table` may come from more than one place (several compactions, or a
+    /// compaction and live objects: a run resumed after it was compacted). Their rows of the
+    /// tables with "later event wins" rules (`runs`, `params`, `tags`) and of `metric_summary`
+    /// must be read together and resolved; every other run's rows are already final.
+    pub fn split_runs(&self, table: Table) -> HashSet<String> {
+        let source = match table {
+            Table::MetricSummary => Table::Metrics,
+            t => t,
+        };
+        let mut out = HashSet::new();
+        for (run_id, claims) in &self.manifest.claims {
+            let live = self.live.get(run_id).is_some_and(|r| {
+                if table == Table::Runs {
+                    r.record.is_some()
+                } else {
+                    r.segments.get(&source).is_some_and(|s| !s.is_empty())
+                }
+            });
+            if claims.len() + usize::from(live) > 1 {
+                out.insert(run_id.clone());
+            }
+        }
+        out
+    }
+}
+
 /// Everything one run logged, read back.
 #[derive(Debug, Clone)]
 pub struct RunData {
@@ -123,10 +150,13 @@ impl Store {
         let objects: Vec<ObjectMeta> = match runs {
             None => self.list_all(&live_root).await?,
             Some(ids) => {
-                stream::iter(ids.iter())
-                    .map(|id| {
-                        let dir = self.layout().run(project, id);
-                        async move { self.list_all(&dir).await }
+                // Owned items and an explicit store reference keep the future `Send` for
+                // callers such as DataFusion (borrowed closure arguments make it higher-ranked).
+                let store = self;
+                stream::iter(ids.to_vec())
+                    .map(move |id: String| {
+                        let dir = store.layout().run(project, &id);
+                        async move { store.list_all(&dir).await }
                     })
                     .buffer_unordered(16)
                     .try_concat()
@@ -350,6 +380,16 @@ impl Store {
             .map(|r| r.run_id.as_str())
             .collect();
 
+        // A summary of a run split between places is recomputed from all its metrics below.
+        let split_summaries: HashSet<String> = if table == Table::MetricSummary {
+            snap.split_runs(table)
+                .into_iter()
+                .filter(|r| run_filter.as_ref().is_none_or(|f| f.contains(r.as_str())))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+
         let mut out = Vec::new();
         for (file, excluded) in snap.manifest.files(table) {
             let mut excluded: HashSet<&str> = excluded
@@ -358,6 +398,7 @@ impl Store {
             if table == Table::Runs {
                 excluded.extend(live_records.iter().copied());
             }
+            excluded.extend(split_summaries.iter().map(String::as_str));
             let filter = RowFilter {
                 runs: run_filter.as_ref(),
                 keys: key_filter.as_ref(),
@@ -382,16 +423,24 @@ impl Store {
             }
             Table::MetricSummary => {
                 let mut metrics = Vec::new();
-                for run in live_runs {
+                for run in live_runs.filter(|r| !split_summaries.contains(&r.run_id)) {
                     metrics.extend(
                         self.read_segments(&snap.project, run, Table::Metrics)
                             .await?,
                     );
                 }
+                if !split_summaries.is_empty() {
+                    let split = Scan {
+                        projects: None,
+                        run_ids: Some(split_summaries.iter().cloned().collect()),
+                        keys: scan.keys.clone(),
+                    };
+                    metrics
+                        .extend(Box::pin(self.read_snapshot(snap, Table::Metrics, &split)).await?);
+                }
                 let metrics = filter_keys(metrics, key_filter.as_ref())?;
                 if !metrics.is_empty() {
-                    let sorted = super::compact::sort_table(Table::Metrics, &metrics)?;
-                    out.push(super::compact::summarize(&sorted)?);
+                    out.push(summarize_metrics(&metrics)?);
                 }
             }
             _ => {
@@ -404,7 +453,8 @@ impl Store {
         Ok(out)
     }
 
-    async fn read_segments(
+    /// The rows of one table in a live run's segments, in write order.
+    pub async fn read_segments(
         &self,
         project: &str,
         run: &LiveRun,
@@ -413,9 +463,11 @@ impl Store {
         let Some(segments) = run.segments.get(&table) else {
             return Ok(Vec::new());
         };
-        let decoded: Vec<Vec<RecordBatch>> = stream::iter(segments.iter())
-            .map(|(_, meta)| async move {
-                match self.get_opt(&meta.location).await? {
+        let store = self;
+        let metas: Vec<ObjectMeta> = segments.iter().map(|(_, m)| m.clone()).collect();
+        let decoded: Vec<Vec<RecordBatch>> = stream::iter(metas)
+            .map(move |meta: ObjectMeta| async move {
+                match store.get_opt(&meta.location).await? {
                     Some(bytes) => {
                         segment::decode(table, project, &run.run_id, bytes, &meta.location)
                     }
@@ -566,19 +618,26 @@ fn stats_may_contain(
 }
 
 /// Applies the table's "later event wins" rules to rows read in write order: one row per run
-/// and key in `tags` (the last set) and `params` (the first logged).
-fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let keep_last = match table {
-        Table::Tags => true,
-        Table::Params => false,
+/// and key in `tags` (the last set) and `params` (the first logged), and one row per run in
+/// `runs` (the newest record: compacted files come in manifest order, live records last).
+pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let (keep_last, by_key) = match table {
+        Table::Runs => (true, false),
+        Table::Tags => (true, true),
+        Table::Params => (false, true),
         _ => return Ok(batches),
     };
     let mut winner: HashMap<(String, String), (usize, usize)> = HashMap::new();
     for (bi, b) in batches.iter().enumerate() {
         let runs = string_column(b, "run_id")?;
-        let keys = string_column(b, "key")?;
+        let keys = if by_key {
+            Some(string_column(b, "key")?)
+        } else {
+            None
+        };
         for row in 0..b.num_rows() {
-            let k = (runs.value(row).to_string(), keys.value(row).to_string());
+            let key = keys.map(|k| k.value(row).to_string()).unwrap_or_default();
+            let k = (runs.value(row).to_string(), key);
             if keep_last {
                 winner.insert(k, (bi, row));
             } else {
@@ -603,6 +662,12 @@ pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a string column")))
+}
+
+/// The `metric_summary` rows of some `metrics` rows (any order, any runs).
+pub fn summarize_metrics(metrics: &[RecordBatch]) -> Result<RecordBatch> {
+    let sorted = super::compact::sort_table(Table::Metrics, metrics)?;
+    super::compact::summarize(&sorted)
 }
 
 /// The `runs` table rows of some records.

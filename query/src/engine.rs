@@ -1,0 +1,181 @@
+//! [`Engine`]: a DataFusion session whose catalog is a runql store.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use runql_core::Store;
+
+use crate::catalog::RunqlSchema;
+use crate::error::{Error, Result};
+
+/// The catalog and schema queries resolve unqualified table names in.
+pub const CATALOG: &str = "runql";
+/// See [`CATALOG`].
+pub const SCHEMA: &str = "public";
+
+/// SQL over every run of a store.
+///
+/// ```no_run
+/// # async fn demo() -> runql_query::Result<()> {
+/// let engine = runql_query::Engine::open("~/.runql").await?;
+/// let best = engine
+///     .query("SELECT run_id, min FROM metric_summary WHERE key = 'val_loss' ORDER BY min LIMIT 5")
+///     .await?;
+/// println!("{}", arrow::util::pretty::pretty_format_batches(&best)?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    store: Store,
+    writable: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store.url())
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// Options for an [`Engine`], from [`Engine::builder`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    store: Store,
+    writable: bool,
+    config: SessionConfig,
+}
+
+impl EngineBuilder {
+    /// Allows statements that change things: `CREATE TABLE`, `CREATE VIEW`, `INSERT`, `COPY`…
+    /// They act on the session (in memory) or on files they name, never on the store's runs.
+    pub fn writable(mut self, writable: bool) -> Self {
+        self.writable = writable;
+        self
+    }
+
+    /// DataFusion settings (target partitions, batch size, …). The default catalog and schema
+    /// are always runql's.
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Opens the engine: checks that the store can be read.
+    pub async fn build(self) -> Result<Engine> {
+        self.store.check_readable().await?;
+        let config = self
+            .config
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        let ctx = SessionContext::new_with_config(config);
+        let objects = ObjectStoreUrl::parse("runql://store/")?;
+        ctx.register_object_store(objects.as_ref(), self.store.object_store());
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(
+            SCHEMA,
+            Arc::new(RunqlSchema::new(self.store.clone(), objects.clone())),
+        )?;
+        ctx.register_catalog(CATALOG, Arc::new(catalog));
+        crate::functions::register(&ctx, &self.store, &objects);
+        Ok(Engine {
+            ctx,
+            store: self.store,
+            writable: self.writable,
+        })
+    }
+}
+
+impl Engine {
+    /// Opens a read-only engine over the store at `url` (a path, `file://`, `s3://`, `gs://`,
+    /// `az://` or `memory://`).
+    pub async fn open(url: &str) -> Result<Engine> {
+        Engine::builder(Store::open(url)?).build().await
+    }
+
+    /// A read-only engine over an open store.
+    pub async fn new(store: Store) -> Result<Engine> {
+        Engine::builder(store).build().await
+    }
+
+    /// An engine with options.
+    pub fn builder(store: Store) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            writable: false,
+            config: SessionConfig::new(),
+        }
+    }
+
+    /// The store queried.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The DataFusion session, to register functions or run plans directly.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans `sql` (one statement) and returns it as a DataFusion [`DataFrame`], not run yet.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        if !self.writable
+            && let Some(statement) = refused_statement(&plan)
+        {
+            return Err(Error::ReadOnly { statement });
+        }
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Runs `sql` (one statement) and collects its result.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+
+    /// Registers a table of the embedding program beside runql's, under `name`.
+    pub fn register_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.register_table(name, table)?;
+        Ok(())
+    }
+}
+
+/// The kind of the first statement in `plan` that would change something, if any.
+fn refused_statement(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply(|p| {
+        found = match p {
+            LogicalPlan::Ddl(ddl) => Some(words(ddl.name())),
+            LogicalPlan::Dml(dml) => Some(dml.op.to_string().to_uppercase()),
+            LogicalPlan::Copy(_) => Some("COPY".to_string()),
+            _ => None,
+        };
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+/// `CreateMemoryTable` → `CREATE MEMORY TABLE`.
+fn words(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
+}

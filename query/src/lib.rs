@@ -1,0 +1,25 @@
+//! SQL over every run of a runql store, with Apache DataFusion.
+//!
+//! [`Engine::open`] gives a DataFusion session whose default schema holds the store's tables
+//! (`runs`, `params`, `tags`, `metrics`, `system_metrics`, `artifacts`, `logs`, `inputs`,
+//! `metric_summary`) over every project, live segments and compacted Parquet together, plus the
+//! pivot tables `params_wide` and `metrics_wide` and the table function `curves(points)`.
+//! Filters on `project`, `run_id` and `key` prune what is read before any file is opened.
+//! docs/sql.md lists every table, column and function, with worked examples.
+
+mod catalog;
+mod engine;
+mod error;
+mod functions;
+mod live;
+mod pushdown;
+mod table;
+mod wide;
+
+pub use engine::{CATALOG, Engine, EngineBuilder, SCHEMA};
+pub use error::{Error, Result};
+pub use pushdown::Pushdown;
+pub use table::StoreTable;
+
+/// DataFusion, as this crate uses it: build on the same version.
+pub use datafusion;
