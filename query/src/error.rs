@@ -54,6 +54,12 @@ impl From<DataFusionError> for Error {
     }
 }
 
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Query(e.into())
+    }
+}
+
 /// The error under any context wrappers.
 fn peel(e: DataFusionError) -> DataFusionError {
     match e {

@@ -1,1 +1,6 @@
+//! runql-query's integration tests: one binary, one module per concern.
+#![allow(clippy::unwrap_used)]
 
+mod fixture;
+mod pruning;
+mod slt;
