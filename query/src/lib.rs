@@ -13,6 +13,7 @@ mod error;
 mod functions;
 mod live;
 mod pushdown;
+pub mod reference;
 mod table;
 mod wide;
 
