@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use runql_core::{Input, Scan, Store, Table};
+use runql_core::{Input, Store};
 
 /// A deterministic pseudo-random generator (xorshift), so every run of the example is the same.
 struct Rng(u64);
@@ -134,10 +134,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         trial.finish()?;
     }
+    let sweep_id = sweep.id();
     sweep.finish()?;
     println!("logged 4 runs in {:.0?}", t0.elapsed());
 
-    // Read it back: compaction turns the finished runs' segments into Parquet.
+    // Compaction turns the finished runs' segments into Parquet; then ask SQL which trial won.
     runql_core::block_on(async {
         let report = store.compact("logreg-demo").await?;
         println!(
@@ -146,34 +147,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             report.files.len(),
             report.bytes
         );
-        let runs = store.list_runs(Some("logreg-demo")).await?;
-        println!("{} runs in project logreg-demo (all time)", runs.len());
-        let summary = store
-            .scan(
-                Table::MetricSummary,
-                &Scan::project("logreg-demo").keys(["val/acc"]),
-            )
+        let engine = runql_query::Engine::new(store.clone()).await?;
+        let sql = format!(
+            "SELECT r.name, p.value AS lr, s.last_value AS val_acc, t.last_value AS train_loss
+             FROM runs r
+             JOIN params p ON p.run_id = r.run_id AND p.key = 'lr'
+             JOIN metric_summary s ON s.run_id = r.run_id AND s.key = 'val/acc'
+             JOIN metric_summary t ON t.run_id = r.run_id AND t.key = 'train/loss'
+             WHERE r.parent_run_id = '{}'
+             ORDER BY val_acc DESC, train_loss",
+            sweep_id
+        );
+        println!("\n{sql};");
+        let batches = engine.query(&sql).await?;
+        println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+        let runs = engine
+            .query("SELECT count(*) AS runs FROM runs WHERE project = 'logreg-demo'")
             .await?;
-        let rows: usize = summary.iter().map(|b| b.num_rows()).sum();
-        println!("val/acc summary rows: {rows}");
-        if let Some(b) = summary.first() {
-            println!("{}", arrow_pretty(b));
-        }
-        Ok::<_, runql_core::Error>(())
+        println!("{}", arrow::util::pretty::pretty_format_batches(&runs)?);
+        Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    println!("Ask your own questions: docs/sql.md lists every table, with examples.");
     Ok(())
-}
-
-fn arrow_pretty(batch: &arrow::array::RecordBatch) -> String {
-    let cols = ["run_id", "key", "count", "max", "last_value"];
-    let projected = cols
-        .iter()
-        .filter_map(|c| batch.schema().index_of(c).ok())
-        .collect::<Vec<_>>();
-    match batch.project(&projected) {
-        Ok(b) => arrow::util::pretty::pretty_format_batches(&[b])
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    }
 }

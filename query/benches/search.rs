@@ -19,7 +19,15 @@ use runql_core::{Capture, Store};
 use runql_query::Engine;
 
 const KEYS: [&str; 10] = [
-    "loss", "val_loss", "acc", "val_acc", "lr", "grad_norm", "throughput", "gpu_mem", "epoch_time",
+    "loss",
+    "val_loss",
+    "acc",
+    "val_acc",
+    "lr",
+    "grad_norm",
+    "throughput",
+    "gpu_mem",
+    "epoch_time",
     "weight_norm",
 ];
 const STEPS: i64 = 1000;
@@ -74,7 +82,10 @@ fn main() {
                     .expect("child");
                 let text = String::from_utf8_lossy(&out.stdout);
                 let us: u64 = text.trim().parse().unwrap_or_else(|_| {
-                    panic!("child said {text:?} {}", String::from_utf8_lossy(&out.stderr))
+                    panic!(
+                        "child said {text:?} {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
                 });
                 Duration::from_micros(us)
             })
@@ -82,18 +93,56 @@ fn main() {
     );
 
     let duck = duckdb(&dir, &run_id);
-    println!("Store: {runs} runs × {} keys × {STEPS} steps = {} points, compacted.\n", KEYS.len(), runs as u64 * KEYS.len() as u64 * STEPS as u64);
-    println!("| query | rows | runql | DuckDB, raw metrics | ratio | DuckDB over runql's metric_summary |");
+    println!(
+        "Store: {runs} runs × {} keys × {STEPS} steps = {} points, compacted.\n",
+        KEYS.len(),
+        runs as u64 * KEYS.len() as u64 * STEPS as u64
+    );
+    println!(
+        "| query | rows | runql | DuckDB, raw metrics | ratio | DuckDB over runql's metric_summary |"
+    );
     println!("|---|---|---|---|---|---|");
-    let row = |name: &str, rows: usize, ours: Duration, theirs: Option<f64>, summary: Option<f64>| {
-        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |ms| format!("{ms:.1} ms"));
-        let ratio = theirs.map_or("n/a".to_string(), |t| format!("{:.1}× faster", t / ms(ours)));
-        println!("| {name} | {rows} | {:.1} ms | {} | {ratio} | {} |", ms(ours), fmt(theirs), fmt(summary));
-    };
-    row("(a) lr = 0.01 and last val_loss < 0.5, by val_loss", a_rows, a, duck.get(0).copied(), duck.get(3).copied());
-    row("(b) final val_loss per run, top 10", b_rows, b, duck.get(1).copied(), duck.get(4).copied());
-    row("(c) one run's full history, warm engine", c_rows, c_warm, duck.get(2).copied(), None);
-    row("(c) one run's full history, fresh process", c_rows, c_fresh, duck.get(2).copied(), None);
+    let row =
+        |name: &str, rows: usize, ours: Duration, theirs: Option<f64>, summary: Option<f64>| {
+            let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |ms| format!("{ms:.1} ms"));
+            let ratio = theirs.map_or("n/a".to_string(), |t| {
+                format!("{:.1}× faster", t / ms(ours))
+            });
+            println!(
+                "| {name} | {rows} | {:.1} ms | {} | {ratio} | {} |",
+                ms(ours),
+                fmt(theirs),
+                fmt(summary)
+            );
+        };
+    row(
+        "(a) lr = 0.01 and last val_loss < 0.5, by val_loss",
+        a_rows,
+        a,
+        duck.get(0).copied(),
+        duck.get(3).copied(),
+    );
+    row(
+        "(b) final val_loss per run, top 10",
+        b_rows,
+        b,
+        duck.get(1).copied(),
+        duck.get(4).copied(),
+    );
+    row(
+        "(c) one run's full history, warm engine",
+        c_rows,
+        c_warm,
+        duck.get(2).copied(),
+        None,
+    );
+    row(
+        "(c) one run's full history, fresh process",
+        c_rows,
+        c_fresh,
+        duck.get(2).copied(),
+        None,
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -101,7 +150,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -139,10 +190,57 @@ fn child_history(dir: &str, run_id: &str) {
         .enable_all()
         .build()
         .expect("runtime");
+    let verbose = std::env::var_os("RUNQL_BENCH_VERBOSE").is_some();
     let rows: usize = rt.block_on(async {
         let engine = Engine::open(dir).await.expect("engine");
+        if verbose {
+            eprintln!("open: {:?}", t.elapsed());
+            let m = Instant::now();
+            let store = engine.store();
+            let dir = store.layout().manifest("bench");
+            let metas = store.list_all(&dir).await.expect("list");
+            eprintln!("  list: {:?}", m.elapsed());
+            let mut entries = Vec::new();
+            for meta in metas {
+                let bytes = store
+                    .get_opt(&meta.location)
+                    .await
+                    .expect("get")
+                    .expect("some");
+                let g = Instant::now();
+                let e: runql_core::store::ManifestEntry =
+                    serde_json::from_slice(&bytes).expect("json");
+                eprintln!("  parse {} bytes: {:?}", bytes.len(), g.elapsed());
+                entries.push(e);
+            }
+            eprintln!("  got+parsed: {:?}", m.elapsed());
+            let f = Instant::now();
+            let _ = runql_core::store::Manifest::fold(entries);
+            eprintln!("  fold: {:?}", f.elapsed());
+            let m = Instant::now();
+            engine
+                .store()
+                .read_manifest("bench")
+                .await
+                .expect("manifest");
+            eprintln!("read_manifest: {:?}", m.elapsed());
+        }
         let sql = QUERY_C.replace("{run}", run_id);
-        engine.query(&sql).await.expect("query").iter().map(RecordBatch::num_rows).sum()
+        let df = engine.sql(&sql).await.expect("plan");
+        if verbose {
+            eprintln!("planned: {:?}", t.elapsed());
+        }
+        let rows = df
+            .collect()
+            .await
+            .expect("query")
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        if verbose {
+            eprintln!("collected: {:?}", t.elapsed());
+        }
+        rows
     });
     assert_eq!(rows, KEYS.len() * STEPS as usize);
     println!("{}", t.elapsed().as_micros());
@@ -174,8 +272,12 @@ fn generate(dir: &PathBuf, runs: usize) -> Store {
                     let lr = LRS[r % LRS.len()];
                     run.log_param("lr", lr).expect("param");
                     run.log_param("batch_size", 32 << (r % 3)).expect("param");
-                    run.log_param("optimizer", if r % 2 == 0 { "adam" } else { "sgd" }).expect("param");
-                    let keys: Vec<_> = KEYS.iter().map(|k| run.metric_key(k).expect("key")).collect();
+                    run.log_param("optimizer", if r % 2 == 0 { "adam" } else { "sgd" })
+                        .expect("param");
+                    let keys: Vec<_> = KEYS
+                        .iter()
+                        .map(|k| run.metric_key(k).expect("key"))
+                        .collect();
                     // Each run converges to its own floor, between 0.2 and 1.0.
                     let floor = 0.2 + 0.8 * ((r * 7919) % 1000) as f64 / 1000.0;
                     for step in 0..STEPS {
@@ -208,7 +310,12 @@ fn generate(dir: &PathBuf, runs: usize) -> Store {
     eprintln!("logged {runs} runs in {:?}; compacting", t.elapsed());
     let t = Instant::now();
     let report = runql_core::block_on(store.compact("bench")).expect("compact");
-    eprintln!("compacted {} runs in {:?}: {} bytes", report.runs, t.elapsed(), report.bytes);
+    eprintln!(
+        "compacted {} runs in {:?}: {} bytes",
+        report.runs,
+        t.elapsed(),
+        report.bytes
+    );
     std::fs::write(&done, b"").expect("marker");
     store
 }
@@ -216,8 +323,12 @@ fn generate(dir: &PathBuf, runs: usize) -> Store {
 /// DuckDB over the compacted Parquet: (a), (b), (c) from raw metrics, then (a), (b) over
 /// runql's metric_summary files. Milliseconds, median of 10 (c: fresh connection each time).
 fn duckdb(dir: &std::path::Path, run_id: &str) -> Vec<f64> {
-    let python = std::env::var("RUNQL_PYTHON")
-        .unwrap_or_else(|_| home().join(".cache/runql-venv/bin/python").to_string_lossy().into_owned());
+    let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| {
+        home()
+            .join(".cache/runql-venv/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    });
     let data = dir.join("projects/bench/data");
     let script = format!(
         r#"

@@ -19,6 +19,7 @@ use datafusion::common::{DFSchema, Result as DFResult, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
@@ -79,17 +80,25 @@ impl StoreTable {
             .await
     }
 
-    fn file_source(&self, state: &dyn Session, filters: &[Expr]) -> Arc<ParquetSource> {
+    fn file_source(&self, state: &dyn Session, filters: &[Expr]) -> DFResult<Arc<ParquetSource>> {
         let mut options = state.table_options().parquet.clone();
         // Late materialisation: decode `value` only for rows whose `run_id`/`key` match.
         options.global.pushdown_filters = true;
         options.global.reorder_filters = true;
-        let mut source =
-            ParquetSource::new(self.schema.clone()).with_table_parquet_options(options);
+        // Compacted files never change, so their footers and page indexes are cached for the
+        // session: a second query of the same runs reads only data pages.
+        let runtime = state.runtime_env();
+        let reader = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&self.objects)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let mut source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(reader));
         if let Some(predicate) = self.physical_predicate(state, filters) {
             source = source.with_predicate(predicate);
         }
-        Arc::new(source)
+        Ok(Arc::new(source))
     }
 
     /// The filters as one physical predicate, leaving out any that cannot be planned alone.
@@ -311,7 +320,7 @@ impl StoreTable {
             file_groups[i % n].push(f);
         }
         let file_groups: Vec<FileGroup> = file_groups.into_iter().map(FileGroup::new).collect();
-        let source = self.file_source(state, filters);
+        let source = self.file_source(state, filters)?;
         let builder =
             FileScanConfigBuilder::new(self.objects.clone(), source).with_file_groups(file_groups);
         if skip.is_empty() {

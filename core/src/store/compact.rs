@@ -177,12 +177,9 @@ impl Store {
         // on this batch (its files stay unreferenced, for gc) rather than write a losing claim.
         let current = self.read_manifest(project).await?;
         let ours: HashSet<&str> = claims.iter().map(|c| c.run_id.as_str()).collect();
-        let raced = claims.iter().any(|c| {
-            current
-                .claims
-                .get(&c.run_id)
-                .is_some_and(|cs| cs.iter().any(|k| k.overlaps(c)))
-        });
+        let raced = claims
+            .iter()
+            .any(|c| current.claims(&c.run_id).any(|k| k.overlaps(c)));
         if raced {
             tracing::info!(
                 project,

@@ -16,6 +16,7 @@ mod manifest;
 mod read;
 pub(crate) mod segment;
 
+use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,11 @@ struct Inner {
     local_root: Option<PathBuf>,
     stale_after: Duration,
     format_checked: tokio::sync::OnceCell<()>,
+    /// Per project, the manifest entry names last listed and their folded manifest.
+    manifests: ManifestCache,
 }
+
+type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +142,7 @@ impl Store {
                 local_root,
                 stale_after: DEFAULT_STALE_AFTER,
                 format_checked: tokio::sync::OnceCell::new(),
+                manifests: ManifestCache::default(),
             }),
         })
     }
@@ -152,6 +158,7 @@ impl Store {
                 local_root: self.inner.local_root.clone(),
                 stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
+                manifests: ManifestCache::default(),
             }),
         }
     }
@@ -167,7 +174,27 @@ impl Store {
                 local_root: self.inner.local_root.clone(),
                 stale_after: self.inner.stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
+                manifests: ManifestCache::default(),
             }),
+        }
+    }
+
+    pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {
+        self.inner
+            .manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(project).cloned())
+    }
+
+    pub(crate) fn set_manifest_cache(
+        &self,
+        project: &str,
+        names: Vec<String>,
+        manifest: Arc<Manifest>,
+    ) {
+        if let Ok(mut m) = self.inner.manifests.lock() {
+            m.insert(project.to_string(), (names, manifest));
         }
     }
 

@@ -100,7 +100,7 @@ impl LiveRun {
 #[derive(Debug, Clone)]
 pub struct ProjectSnapshot {
     pub project: String,
-    pub manifest: Manifest,
+    pub manifest: Arc<Manifest>,
     pub live: BTreeMap<String, LiveRun>,
 }
 
@@ -115,7 +115,7 @@ impl ProjectSnapshot {
             t => t,
         };
         let mut out = HashSet::new();
-        for (run_id, claims) in &self.manifest.claims {
+        for (run_id, claims) in self.manifest.claim_counts() {
             let live = self.live.get(run_id).is_some_and(|r| {
                 if table == Table::Runs {
                     r.record.is_some()
@@ -123,8 +123,8 @@ impl ProjectSnapshot {
                     r.segments.get(&source).is_some_and(|s| !s.is_empty())
                 }
             });
-            if claims.len() + usize::from(live) > 1 {
-                out.insert(run_id.clone());
+            if claims + usize::from(live) > 1 {
+                out.insert(run_id.to_string());
             }
         }
         out
