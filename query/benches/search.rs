@@ -196,34 +196,22 @@ fn child_history(dir: &str, run_id: &str) {
         if verbose {
             eprintln!("open: {:?}", t.elapsed());
             let m = Instant::now();
-            let store = engine.store();
-            let dir = store.layout().manifest("bench");
-            let metas = store.list_all(&dir).await.expect("list");
-            eprintln!("  list: {:?}", m.elapsed());
-            let mut entries = Vec::new();
-            for meta in metas {
-                let bytes = store
-                    .get_opt(&meta.location)
-                    .await
-                    .expect("get")
-                    .expect("some");
-                let g = Instant::now();
-                let e: runql_core::store::ManifestEntry =
-                    serde_json::from_slice(&bytes).expect("json");
-                eprintln!("  parse {} bytes: {:?}", bytes.len(), g.elapsed());
-                entries.push(e);
-            }
-            eprintln!("  got+parsed: {:?}", m.elapsed());
-            let f = Instant::now();
-            let _ = runql_core::store::Manifest::fold(entries);
-            eprintln!("  fold: {:?}", f.elapsed());
+            engine.store().list_projects().await.expect("projects");
+            eprintln!("list_projects: {:?}", m.elapsed());
             let m = Instant::now();
             engine
                 .store()
                 .read_manifest("bench")
                 .await
                 .expect("manifest");
-            eprintln!("read_manifest: {:?}", m.elapsed());
+            eprintln!("read_manifest (now cached): {:?}", m.elapsed());
+            let m = Instant::now();
+            engine
+                .store()
+                .snapshot("bench", Some(&[run_id.to_string()]))
+                .await
+                .expect("snap");
+            eprintln!("snapshot: {:?}", m.elapsed());
         }
         let sql = QUERY_C.replace("{run}", run_id);
         let df = engine.sql(&sql).await.expect("plan");
