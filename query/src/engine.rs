@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -13,6 +15,7 @@ use runql_core::Store;
 
 use crate::catalog::RunqlSchema;
 use crate::error::{Error, Result};
+use crate::table::ExtensionTable;
 
 /// The catalog and schema queries resolve unqualified table names in.
 pub const CATALOG: &str = "runql";
@@ -87,11 +90,13 @@ impl EngineBuilder {
         )?;
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         crate::functions::register(&ctx, &self.store, &objects);
-        Ok(Engine {
+        let engine = Engine {
             ctx,
             store: self.store,
             writable: self.writable,
-        })
+        };
+        engine.refresh_tables().await?;
+        Ok(engine)
     }
 }
 
@@ -140,6 +145,31 @@ impl Engine {
     /// Runs `sql` (one statement) and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         Ok(self.sql(sql).await?.collect().await?)
+    }
+
+    /// Discovers the extension tables declared in the store (plugins' tables) and serves each
+    /// namespace as a SQL schema: `SELECT * FROM optuna.trials`. Called by the builder; call it
+    /// again to see tables declared since.
+    pub async fn refresh_tables(&self) -> Result<()> {
+        let defs = self.store.list_tables().await?;
+        let Some(catalog) = self.ctx.catalog(CATALOG) else {
+            return Ok(());
+        };
+        let objects = ObjectStoreUrl::parse("runql://store/")?;
+        let mut schemas: std::collections::BTreeMap<String, Arc<MemorySchemaProvider>> =
+            Default::default();
+        for def in defs {
+            let schema = schemas
+                .entry(def.namespace.clone())
+                .or_insert_with(|| Arc::new(MemorySchemaProvider::new()));
+            let name = def.name.clone();
+            let table = ExtensionTable::new(self.store.clone(), def, objects.clone());
+            schema.register_table(name, Arc::new(table))?;
+        }
+        for (namespace, schema) in schemas {
+            catalog.register_schema(&namespace, schema)?;
+        }
+        Ok(())
     }
 
     /// Registers a table of the embedding program beside runql's, under `name`.

@@ -20,7 +20,7 @@ mod wide;
 pub use engine::{CATALOG, Engine, EngineBuilder, SCHEMA};
 pub use error::{Error, Result};
 pub use pushdown::Pushdown;
-pub use table::StoreTable;
+pub use table::{ExtensionTable, StoreTable};
 
 /// DataFusion, as this crate uses it: build on the same version.
 pub use datafusion;

@@ -35,7 +35,7 @@ use datafusion::prelude::{col, lit};
 use futures::{StreamExt, TryStreamExt, stream};
 use runql_core::Store;
 use runql_core::schema::Table;
-use runql_core::store::{ProjectSnapshot, Scan, resolve};
+use runql_core::store::{ProjectSnapshot, Scan, TableDef, resolve};
 
 use crate::live::{LiveItem, LivePartition, partition};
 use crate::pushdown::Pushdown;
@@ -79,42 +79,86 @@ impl StoreTable {
             .try_collect()
             .await
     }
+}
 
-    fn file_source(&self, state: &dyn Session, filters: &[Expr]) -> DFResult<Arc<ParquetSource>> {
-        let mut options = state.table_options().parquet.clone();
-        // Late materialisation: decode `value` only for rows whose `run_id`/`key` match.
-        options.global.pushdown_filters = true;
-        options.global.reorder_filters = true;
-        // Compacted files never change, so their footers and page indexes are cached for the
-        // session: a second query of the same runs reads only data pages.
-        let runtime = state.runtime_env();
-        let reader = CachedParquetFileReaderFactory::new(
-            runtime.object_store(&self.objects)?,
-            runtime.cache_manager.get_file_metadata_cache(),
-        );
-        let mut source = ParquetSource::new(self.schema.clone())
-            .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(reader));
-        if let Some(predicate) = self.physical_predicate(state, filters) {
-            source = source.with_predicate(predicate);
+/// An extension table (`optuna.trials`): Parquet files appended per project, each made
+/// visible by a manifest entry. Pruned by project; row groups by the Parquet predicate.
+#[derive(Debug)]
+pub struct ExtensionTable {
+    store: Store,
+    def: TableDef,
+    objects: ObjectStoreUrl,
+}
+
+impl ExtensionTable {
+    pub(crate) fn new(store: Store, def: TableDef, objects: ObjectStoreUrl) -> ExtensionTable {
+        ExtensionTable {
+            store,
+            def,
+            objects,
         }
-        Ok(Arc::new(source))
+    }
+}
+
+#[async_trait]
+impl TableProvider for ExtensionTable {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema.clone()
     }
 
-    /// The filters as one physical predicate, leaving out any that cannot be planned alone.
-    fn physical_predicate(
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
         &self,
         state: &dyn Session,
+        projection: Option<&Vec<usize>>,
         filters: &[Expr],
-    ) -> Option<Arc<dyn datafusion::physical_plan::PhysicalExpr>> {
-        let df_schema = DFSchema::try_from(self.schema.as_ref().clone()).ok()?;
-        let usable: Vec<Expr> = filters
-            .iter()
-            .filter(|f| state.create_physical_expr((*f).clone(), &df_schema).is_ok())
-            .cloned()
-            .collect();
-        let expr = conjunction(usable)?;
-        state.create_physical_expr(expr, &df_schema).ok()
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let pushdown = Pushdown::from_filters(filters);
+        let schema = self.def.schema.clone();
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let projects: Vec<String> = match &pushdown.projects {
+            // Only when the table has a project column can the filter name projects.
+            Some(p) if schema.column_with_name("project").is_some() => p.iter().cloned().collect(),
+            _ => self.store.list_projects().await.map_err(external)?,
+        };
+        let qualified = self.def.qualified();
+        let mut files = Vec::new();
+        for project in projects {
+            let manifest = self.store.read_manifest(&project).await.map_err(external)?;
+            for entry in &manifest.entries {
+                for file in entry.files.iter().filter(|f| f.table == qualified) {
+                    let path = self.store.layout().absolute(&file.path);
+                    files.push(PartitionedFile::new(path.to_string(), file.bytes));
+                }
+            }
+        }
+        if files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        parquet_scan(
+            state,
+            &self.objects,
+            &schema,
+            filters,
+            projection,
+            limit,
+            &BTreeSet::new(),
+            files,
+        )
     }
 }
 
@@ -259,9 +303,16 @@ impl TableProvider for StoreTable {
         let partitions = state.config_options().execution.target_partitions.max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         for (skip, files) in groups {
-            children.push(
-                self.parquet_scan(state, filters, projection, limit, &skip, files, partitions)?,
-            );
+            children.push(parquet_scan(
+                state,
+                &self.objects,
+                &self.schema,
+                filters,
+                projection,
+                limit,
+                &skip,
+                files,
+            )?);
         }
         if !live.is_empty() {
             let keys = pushdown.keys.clone().map(Arc::new);
@@ -301,49 +352,89 @@ impl TableProvider for StoreTable {
     }
 }
 
-impl StoreTable {
-    /// A Parquet scan of some compacted files, skipping the rows of `skip`'s runs.
-    #[allow(clippy::too_many_arguments)]
-    fn parquet_scan(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-        projection: Option<&Vec<usize>>,
-        limit: Option<usize>,
-        skip: &BTreeSet<String>,
-        files: Vec<PartitionedFile>,
-        partitions: usize,
-    ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let n = partitions.clamp(1, files.len().max(1));
-        let mut file_groups: Vec<Vec<PartitionedFile>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, f) in files.into_iter().enumerate() {
-            file_groups[i % n].push(f);
-        }
-        let file_groups: Vec<FileGroup> = file_groups.into_iter().map(FileGroup::new).collect();
-        let source = self.file_source(state, filters)?;
-        let builder =
-            FileScanConfigBuilder::new(self.objects.clone(), source).with_file_groups(file_groups);
-        if skip.is_empty() {
-            let config = builder
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-            return Ok(DataSourceExec::from_data_source(config));
-        }
-        // Rows of runs another place owns (a lost compaction race, a resumed run) are dropped.
-        let scan = DataSourceExec::from_data_source(builder.build());
-        let list: Vec<Expr> = skip
-            .iter()
-            .map(|r| lit(ScalarValue::Utf8(Some(r.clone()))))
-            .collect();
-        let predicate = col("run_id").in_list(list, true);
-        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let predicate = state.create_physical_expr(predicate, &df_schema)?;
-        let filter = FilterExecBuilder::new(predicate, scan)
-            .apply_projection(projection.cloned())?
-            .build()?;
-        Ok(Arc::new(filter))
+/// A Parquet scan of some files of a table, skipping the rows of `skip`'s runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parquet_scan(
+    state: &dyn Session,
+    objects: &ObjectStoreUrl,
+    schema: &SchemaRef,
+    filters: &[Expr],
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+    skip: &BTreeSet<String>,
+    files: Vec<PartitionedFile>,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    let partitions = state.config_options().execution.target_partitions.max(1);
+    let n = partitions.clamp(1, files.len().max(1));
+    let mut file_groups: Vec<Vec<PartitionedFile>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, f) in files.into_iter().enumerate() {
+        file_groups[i % n].push(f);
     }
+    let file_groups: Vec<FileGroup> = file_groups.into_iter().map(FileGroup::new).collect();
+    let source = file_source(state, objects, schema, filters)?;
+    let builder = FileScanConfigBuilder::new(objects.clone(), source).with_file_groups(file_groups);
+    if skip.is_empty() {
+        let config = builder
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        return Ok(DataSourceExec::from_data_source(config));
+    }
+    // Rows of runs another place owns (a lost compaction race, a resumed run) are dropped.
+    let scan = DataSourceExec::from_data_source(builder.build());
+    let list: Vec<Expr> = skip
+        .iter()
+        .map(|r| lit(ScalarValue::Utf8(Some(r.clone()))))
+        .collect();
+    let predicate = col("run_id").in_list(list, true);
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let predicate = state.create_physical_expr(predicate, &df_schema)?;
+    let filter = FilterExecBuilder::new(predicate, scan)
+        .apply_projection(projection.cloned())?
+        .build()?;
+    Ok(Arc::new(filter))
+}
+
+fn file_source(
+    state: &dyn Session,
+    objects: &ObjectStoreUrl,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> DFResult<Arc<ParquetSource>> {
+    let mut options = state.table_options().parquet.clone();
+    // Late materialisation: decode `value` only for rows whose `run_id`/`key` match.
+    options.global.pushdown_filters = true;
+    options.global.reorder_filters = true;
+    // Compacted files never change, so their footers and page indexes are cached for the
+    // session: a second query of the same runs reads only data pages.
+    let runtime = state.runtime_env();
+    let reader = CachedParquetFileReaderFactory::new(
+        runtime.object_store(objects)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    );
+    let mut source = ParquetSource::new(schema.clone())
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(reader));
+    if let Some(predicate) = physical_predicate(state, schema, filters) {
+        source = source.with_predicate(predicate);
+    }
+    Ok(Arc::new(source))
+}
+
+/// The filters as one physical predicate, leaving out any that cannot be planned alone.
+fn physical_predicate(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> Option<Arc<dyn datafusion::physical_plan::PhysicalExpr>> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+    let usable: Vec<Expr> = filters
+        .iter()
+        .filter(|f| state.create_physical_expr((*f).clone(), &df_schema).is_ok())
+        .cloned()
+        .collect();
+    let expr = conjunction(usable)?;
+    state.create_physical_expr(expr, &df_schema).ok()
 }
 
 pub(crate) fn external(e: runql_core::Error) -> DataFusionError {

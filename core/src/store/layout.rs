@@ -127,6 +127,24 @@ impl Layout {
         self.project(project).join("manifest")
     }
 
+    /// The declared schema of an extension table `namespace.name`.
+    pub fn table_def(&self, namespace: &str, name: &str) -> Path {
+        self.join(&["tables", namespace, &format!("{name}.arrows")])
+    }
+
+    /// Where extension table definitions live.
+    pub fn table_defs(&self) -> Path {
+        self.join(&["tables"])
+    }
+
+    /// A Parquet file of rows appended to an extension table.
+    pub fn extension_file(&self, project: &str, qualified: &str, id: &str) -> Path {
+        self.project(project)
+            .join("data")
+            .join(qualified)
+            .join(format!("{id}.parquet"))
+    }
+
     pub fn manifest_entry(&self, project: &str, id: &str) -> Path {
         self.manifest(project).join(format!("{id}.json"))
     }

@@ -15,6 +15,7 @@ pub mod layout;
 mod manifest;
 mod read;
 pub(crate) mod segment;
+mod tables;
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -35,6 +36,7 @@ pub use read::{
     LiveRun, ProjectSnapshot, RunData, Scan, records_from_batch, records_to_batch, resolve,
     summarize_metrics,
 };
+pub use tables::TableDef;
 
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, now_us, validate_project};

@@ -10,5 +10,6 @@ mod child;
 mod compaction;
 mod concurrency;
 mod crash;
+mod extension;
 mod roundtrip;
 mod util;

@@ -3,7 +3,11 @@
 //! 1,200 metric keys, a run with no metrics). Run ids and metric timestamps are fixed so that
 //! `.slt` files can spell out results.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 
 use runql_core::model::RunStatus;
 use runql_core::{Capture, Input, Project, Run, RunBuilder, Store};
@@ -148,6 +152,28 @@ pub fn demo() -> Fixture {
             .unwrap();
     }
     resumed.finish().unwrap();
+
+    // An extension table, as a plugin would declare and fill it.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("project", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("number", DataType::Int64, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("state", DataType::Utf8, false),
+    ]));
+    block_on(store.define_table("optuna", "trials", schema.clone())).unwrap();
+    let trials = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["vision"; 3])),
+            Arc::new(StringArray::from(ids::TRIALS.to_vec())),
+            Arc::new(Int64Array::from(vec![0, 1, 2])),
+            Arc::new(Float64Array::from(vec![Some(0.15), Some(0.16), None])),
+            Arc::new(StringArray::from(vec!["COMPLETE", "COMPLETE", "FAIL"])),
+        ],
+    )
+    .unwrap();
+    block_on(store.append_rows("vision", "optuna", "trials", &[trials])).unwrap();
 
     // nlp: live runs only (no compaction).
     let nlp = store.project("nlp");
