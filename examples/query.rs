@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn demo_store() -> Result<Store, Box<dyn std::error::Error>> {
     let store = Store::open("memory://")?;
     let project = store.project("demo");
-    for lr in [0.003, 0.03, 0.3] {
+    for lr in [0.003f64, 0.03, 0.3] {
         let run = project
             .run()
             .name(format!("lr={lr}"))
@@ -87,7 +87,7 @@ fn demo_store() -> Result<Store, Box<dyn std::error::Error>> {
         run.log_param("lr", lr)?;
         for step in 0..100 {
             let x = step as f64;
-            let loss = 0.3 + (1.0 - lr).powf(2.0) * (-x * lr * 2.0).exp();
+            let loss: f64 = 0.3 + (1.0 - lr) * (1.0 - lr) * (-x * lr * 2.0).exp();
             run.log_metric("train/loss", step, loss)?;
             run.log_metric("val/loss", step, loss + 0.05)?;
         }

@@ -119,7 +119,7 @@ fn main() {
         "(a) lr = 0.01 and last val_loss < 0.5, by val_loss",
         a_rows,
         a,
-        duck.get(0).copied(),
+        duck.first().copied(),
         duck.get(3).copied(),
     );
     row(

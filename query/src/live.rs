@@ -90,7 +90,7 @@ impl PartitionStream for LivePartition {
 pub(crate) fn partition(items: Vec<LiveItem>, table: Table, n: usize) -> Vec<Vec<LiveItem>> {
     let n = n.clamp(1, items.len().max(1));
     let mut items: Vec<(u64, LiveItem)> = items.into_iter().map(|i| (i.bytes(table), i)).collect();
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|i| std::cmp::Reverse(i.0));
     let mut parts: Vec<(u64, Vec<LiveItem>)> = (0..n).map(|_| (0, Vec::new())).collect();
     for (bytes, item) in items {
         if let Some(lightest) = parts.iter_mut().min_by_key(|p| p.0) {

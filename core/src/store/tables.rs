@@ -162,7 +162,7 @@ impl Store {
             };
             out.push(self.read_table_def(namespace, name).await?);
         }
-        out.sort_by(|a, b| a.qualified().cmp(&b.qualified()));
+        out.sort_by_key(TableDef::qualified);
         Ok(out)
     }
 

@@ -149,7 +149,7 @@ fn single_run_queries_open_only_that_runs_objects() {
             || path.contains(&format!("/live/{compacted}"))
             || path.ends_with("runql.json")
             || path == "projects"
-            || (*op == "list" && path == "");
+            || (*op == "list" && path.is_empty());
         assert!(ok, "{op} {path} is not the run's: {log:#?}");
     }
     assert!(
@@ -170,7 +170,7 @@ fn single_run_queries_open_only_that_runs_objects() {
             || path.contains(&format!("/live/{live}"))
             || path.ends_with("runql.json")
             || path == "projects"
-            || (*op == "list" && path == "");
+            || (*op == "list" && path.is_empty());
         assert!(ok, "{op} {path} is not the run's: {log:#?}");
     }
     assert!(
