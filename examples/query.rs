@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .query(
             "SELECT r.project, r.name, s.last_value AS final, s.min AS best, s.count AS points
              FROM metric_summary s JOIN runs r USING (project, run_id)
-             WHERE s.key IN ('val/loss', 'train/loss')
+             WHERE s.key = 'val/loss'
              ORDER BY s.last_value LIMIT 5",
         )
         .await?;

@@ -214,6 +214,16 @@ fn child_history(dir: &str, run_id: &str) {
             eprintln!("snapshot: {:?}", m.elapsed());
         }
         let sql = QUERY_C.replace("{run}", run_id);
+        if std::env::var_os("RUNQL_BENCH_EXPLAIN").is_some() {
+            let plan = engine
+                .query(&format!("EXPLAIN ANALYZE {sql}"))
+                .await
+                .expect("explain");
+            eprintln!(
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&plan).expect("fmt")
+            );
+        }
         let df = engine.sql(&sql).await.expect("plan");
         if verbose {
             eprintln!("planned: {:?}", t.elapsed());
