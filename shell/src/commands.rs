@@ -1,0 +1,306 @@
+//! What each subcommand does.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Array, RecordBatch};
+use runql_core::Store;
+use runql_query::Engine;
+use tokio::runtime::Runtime;
+
+use crate::format::{self, Format, Layout};
+use crate::{Cli, Command, demo, repl, split};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let url = cli.store.clone().unwrap_or_else(Store::default_url);
+    match cli.command {
+        None => {
+            let engine = open(&rt, &url)?;
+            repl::run(&rt, engine, &[])
+        }
+        Some(Command::Demo) => run_demo(&rt, cli.store),
+        Some(Command::Sql {
+            query,
+            file,
+            format,
+            output,
+        }) => {
+            let text = match (query, file) {
+                (Some(q), _) => q,
+                (None, Some(f)) if f.as_os_str() == "-" => read_stdin()?,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read SQL file {}", f.display()))?,
+                (None, None) if !std::io::stdin().is_terminal() => read_stdin()?,
+                (None, None) => bail!("give the SQL as an argument, with -f FILE, or on standard input"),
+            };
+            let engine = open(&rt, &url)?;
+            run_sql(&rt, &engine, &text, format, output)
+        }
+        Some(Command::Runs {
+            project,
+            limit,
+            format,
+        }) => {
+            let engine = open(&rt, &url)?;
+            let filter = project
+                .map(|p| format!("WHERE project = {}", quote(&p)))
+                .unwrap_or_default();
+            let sql = format!(
+                "SELECT run_id, project, name, status, parent_run_id IS NOT NULL AS child, \
+                 created, date_trunc('second', coalesce(ended, heartbeat) - started) AS duration \
+                 FROM runs {filter} ORDER BY created DESC, run_id LIMIT {limit}"
+            );
+            run_sql(&rt, &engine, &sql, format, None)
+        }
+        Some(Command::Show { run }) => {
+            let engine = open(&rt, &url)?;
+            show(&rt, &engine, &run)
+        }
+        Some(Command::Compact { project }) => compact(&rt, &url, project),
+    }
+}
+
+/// Opens a read-only engine over the store at `url`.
+pub fn open(rt: &Runtime, url: &str) -> Result<Engine> {
+    rt.block_on(Engine::open(url))
+        .with_context(|| format!("cannot open store {url}"))
+}
+
+fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read SQL from standard input")?;
+    Ok(s)
+}
+
+/// A SQL string literal.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Runs every statement of `text`, writing each result.
+pub fn run_sql(
+    rt: &Runtime,
+    engine: &Engine,
+    text: &str,
+    format: Format,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let (mut statements, rest) = split::split(text);
+    if !split::is_blank(&rest) {
+        statements.push(rest.trim().to_string());
+    }
+    if statements.is_empty() {
+        bail!("no SQL statement to run");
+    }
+    let mut out: Box<dyn Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create output file {}", path.display()))?,
+        )),
+        None => {
+            if format.is_binary() && std::io::stdout().is_terminal() {
+                bail!(
+                    "the {} format is binary: redirect standard output to a file or use -o FILE",
+                    format.name()
+                );
+            }
+            Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+        }
+    };
+    let layout = Layout {
+        width: None,
+        ..Layout::default()
+    };
+    let many = statements.len() > 1;
+    for (i, sql) in statements.iter().enumerate() {
+        let (schema, batches) = rt
+            .block_on(collect(engine, sql))
+            .with_context(|| if many { format!("statement {}", i + 1) } else { String::new() })
+            .map_err(strip_empty_context)?;
+        format::write(&mut *out, format, &schema, &batches, layout)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Drops an empty context layer (single statements need no "statement 1:" prefix).
+fn strip_empty_context(e: anyhow::Error) -> anyhow::Error {
+    if e.to_string().is_empty() {
+        match e.chain().nth(1) {
+            Some(inner) => anyhow::anyhow!("{}", crate::message(&anyhow::anyhow!("{inner}"))),
+            None => e,
+        }
+    } else {
+        e
+    }
+}
+
+/// Plans and runs one statement.
+pub async fn collect(
+    engine: &Engine,
+    sql: &str,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let df = engine.sql(sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(runql_query::Error::from)?;
+    Ok((schema, batches))
+}
+
+fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
+    let (_, found) = rt.block_on(collect(
+        engine,
+        &format!(
+            "SELECT run_id FROM runs WHERE starts_with(run_id, {}) ORDER BY run_id",
+            quote(prefix)
+        ),
+    ))?;
+    let ids: Vec<String> = found
+        .iter()
+        .flat_map(|b| {
+            let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
+            (0..c.len()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    let id = match ids.as_slice() {
+        [] => bail!("no run id starts with {prefix:?}; `runql runs` lists them"),
+        [one] => one.clone(),
+        many => bail!(
+            "{} runs start with {prefix:?} ({}…): give more of the id",
+            many.len(),
+            many.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let id = quote(&id);
+    let mut out = std::io::stdout().lock();
+    let width = terminal_width();
+    let sections = [
+        ("Run", format!("SELECT * FROM runs WHERE run_id = {id}"), true),
+        ("Params", format!("SELECT key, value FROM params WHERE run_id = {id} ORDER BY key"), false),
+        ("Tags", format!("SELECT key, value FROM tags WHERE run_id = {id} ORDER BY key"), false),
+        (
+            "Metrics",
+            format!(
+                "SELECT key, count AS points, last_step, last_value AS last, min, max \
+                 FROM metric_summary WHERE run_id = {id} ORDER BY key"
+            ),
+            false,
+        ),
+        (
+            "Artifacts",
+            format!("SELECT path, size, media_type FROM artifacts WHERE run_id = {id} ORDER BY path"),
+            false,
+        ),
+    ];
+    for (title, sql, expanded) in sections {
+        let (schema, batches) = rt.block_on(collect(engine, &sql))?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            continue;
+        }
+        writeln!(out, "{title}")?;
+        format::write(
+            &mut out,
+            Format::Table,
+            &schema,
+            &batches,
+            Layout {
+                width,
+                expanded,
+                ..Layout::default()
+            },
+        )?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
+    let store = Store::open(url).with_context(|| format!("cannot open store {url}"))?;
+    let projects = match project {
+        Some(p) => vec![p],
+        None => rt.block_on(store.list_projects())?,
+    };
+    for p in projects {
+        let t = Instant::now();
+        let report = rt
+            .block_on(store.compact(&p))
+            .with_context(|| format!("compacting project {p}"))?;
+        println!(
+            "{p}: {} runs compacted into {} files ({} bytes) in {:.1?}",
+            report.runs,
+            report.files.len(),
+            report.bytes,
+            t.elapsed()
+        );
+    }
+    Ok(())
+}
+
+pub fn terminal_width() -> Option<u16> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .or_else(|| comfy_table::Table::new().width())
+}
+
+/// Where `runql demo` keeps its store unless `--store` says otherwise.
+fn demo_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("runql").join("demo")
+}
+
+fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
+    let url = match store {
+        Some(url) => url,
+        None => {
+            let dir = demo_dir();
+            // Only ever remove a folder the demo made (it leaves this marker).
+            if dir.join("runql-demo").exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot clear the old demo store {}", dir.display()))?;
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(dir.join("runql-demo"), "made by `runql demo`; safe to delete\n")?;
+            dir.to_string_lossy().into_owned()
+        }
+    };
+    let store = Store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+    if !rt.block_on(store.list_projects())?.is_empty() {
+        bail!("{url} already holds projects: run `runql demo` without --store, or give an empty folder");
+    }
+    let t = Instant::now();
+    let live = demo::fill(&store).context("filling the demo store")?;
+    eprintln!(
+        "Demo store {url}: 3 projects, 24 runs (one still running), made in {:.1?}.",
+        t.elapsed()
+    );
+    eprintln!("Open it again later with: runql --store {url}\n");
+    let engine = rt.block_on(Engine::new(store))?;
+    if std::io::stdin().is_terminal() {
+        repl::run(rt, engine, &demo::SUGGESTED)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (title, sql) in demo::SUGGESTED {
+            writeln!(out, "-- {title}\n{sql}")?;
+            let (schema, batches) = rt.block_on(collect(&engine, sql))?;
+            format::write(&mut out, Format::Table, &schema, &batches, Layout::default())?;
+            writeln!(out)?;
+        }
+    }
+    drop(live);
+    Ok(())
+}

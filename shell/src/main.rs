@@ -1,0 +1,108 @@
+//! `runql`: the SQL shell, one-shot queries, and store maintenance.
+//!
+//! The binary is thin: clap parses (every subcommand is one variant of [`Command`]), each
+//! command opens the store and calls the library crates, and errors become one message and a
+//! non-zero exit. A closed pipe (`runql sql … | head`) is a normal exit, as in ripgrep.
+
+mod commands;
+mod demo;
+mod format;
+mod meta;
+mod repl;
+mod split;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::format::Format;
+
+/// SQL over every run of your ML experiments.
+#[derive(Debug, Parser)]
+#[command(name = "runql", version, about, long_about = None)]
+pub struct Cli {
+    /// The store: a folder, file://…, s3://bucket/prefix, gs://…, az://… or memory://
+    /// [default: $RUNQL_STORE or ~/.runql]
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The subcommands; `runql` alone opens the SQL shell.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fill a demo store with a week of realistic runs and open the shell on it (without a
+    /// terminal, run the suggested queries and exit)
+    Demo,
+    /// Run SQL (one or more statements separated by `;`) and print the results
+    Sql {
+        /// The SQL; or use -f
+        query: Option<String>,
+        /// Read the SQL from a file (`-` for standard input)
+        #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "query")]
+        file: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Write the output to a file instead of standard output
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List runs, newest first
+    Runs {
+        /// Only this project
+        project: Option<String>,
+        /// How many runs to list
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one run: its record, params, tags and final metrics
+    Show {
+        /// The run id (or a unique prefix of it)
+        run: String,
+    },
+    /// Compact finished runs into Parquet (every project, or one)
+    Compact {
+        /// Only this project
+        project: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runql: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause already in the message.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().contains("Broken pipe")
+    })
+}

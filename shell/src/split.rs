@@ -1,0 +1,120 @@
+//! Splits SQL text into statements at `;`, ignoring semicolons inside quotes and comments, and
+//! says whether the text ends inside an unfinished statement (the shell then asks for more).
+
+/// The complete statements of `text` (without their `;`) and what follows the last `;`.
+pub fn split(text: &str) -> (Vec<String>, String) {
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == q {
+                        // A doubled quote is an escaped quote.
+                        if bytes.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                let s = text[start..i].trim();
+                if !is_blank(s) {
+                    statements.push(s.to_string());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let rest = text.get(start..).unwrap_or("").to_string();
+    (statements, rest)
+}
+
+/// Whether SQL text holds nothing but whitespace and comments.
+pub fn is_blank(sql: &str) -> bool {
+    let (_, rest) = split_comments(sql);
+    rest.trim().is_empty()
+}
+
+fn split_comments(sql: &str) -> ((), String) {
+    let mut out = String::new();
+    let mut lines = sql.lines().peekable();
+    let mut in_block = false;
+    while let Some(line) = lines.next() {
+        let mut l = line;
+        loop {
+            if in_block {
+                match l.find("*/") {
+                    Some(p) => {
+                        l = &l[p + 2..];
+                        in_block = false;
+                    }
+                    None => {
+                        l = "";
+                        break;
+                    }
+                }
+            } else if let Some(p) = l.find("/*") {
+                out.push_str(&l[..p]);
+                l = &l[p + 2..];
+                in_block = true;
+            } else {
+                break;
+            }
+        }
+        let l = match l.find("--") {
+            Some(p) => &l[..p],
+            None => l,
+        };
+        out.push_str(l);
+        out.push('\n');
+    }
+    ((), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semicolons_in_quotes_and_comments_do_not_split() {
+        let (s, rest) = split("SELECT ';', \"a;b\" -- c;\n FROM t; /* ; */ SELECT 'it''s;'; SEL");
+        assert_eq!(
+            s,
+            vec![
+                "SELECT ';', \"a;b\" -- c;\n FROM t".to_string(),
+                "/* ; */ SELECT 'it''s;'".to_string()
+            ]
+        );
+        assert_eq!(rest, " SEL");
+    }
+
+    #[test]
+    fn empty_statements_are_dropped() {
+        let (s, rest) = split(";; -- nothing\n;");
+        assert!(s.is_empty());
+        assert_eq!(rest, "");
+        assert!(is_blank("  -- a comment\n /* another */ "));
+        assert!(!is_blank("-- c\nSELECT 1"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Tests of the `runql` binary: one binary, one module per concern.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
