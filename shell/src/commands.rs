@@ -37,7 +37,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 (None, Some(f)) => std::fs::read_to_string(&f)
                     .with_context(|| format!("cannot read SQL file {}", f.display()))?,
                 (None, None) if !std::io::stdin().is_terminal() => read_stdin()?,
-                (None, None) => bail!("give the SQL as an argument, with -f FILE, or on standard input"),
+                (None, None) => {
+                    bail!("give the SQL as an argument, with -f FILE, or on standard input")
+                }
             };
             let engine = open(&rt, &url)?;
             run_sql(&rt, &engine, &text, format, output)
@@ -53,7 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_default();
             let sql = format!(
                 "SELECT run_id, project, name, status, parent_run_id IS NOT NULL AS child, \
-                 created, date_trunc('second', coalesce(ended, heartbeat) - started) AS duration \
+                 created, coalesce(ended, heartbeat) - started AS duration \
                  FROM runs {filter} ORDER BY created DESC, run_id LIMIT {limit}"
             );
             run_sql(&rt, &engine, &sql, format, None)
@@ -123,7 +125,13 @@ pub fn run_sql(
     for (i, sql) in statements.iter().enumerate() {
         let (schema, batches) = rt
             .block_on(collect(engine, sql))
-            .with_context(|| if many { format!("statement {}", i + 1) } else { String::new() })
+            .with_context(|| {
+                if many {
+                    format!("statement {}", i + 1)
+                } else {
+                    String::new()
+                }
+            })
             .map_err(strip_empty_context)?;
         format::write(&mut *out, format, &schema, &batches, layout)?;
     }
@@ -166,7 +174,9 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
         .iter()
         .flat_map(|b| {
             let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
-            (0..c.len()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+            (0..c.len())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
     let id = match ids.as_slice() {
@@ -182,9 +192,21 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let width = terminal_width();
     let sections = [
-        ("Run", format!("SELECT * FROM runs WHERE run_id = {id}"), true),
-        ("Params", format!("SELECT key, value FROM params WHERE run_id = {id} ORDER BY key"), false),
-        ("Tags", format!("SELECT key, value FROM tags WHERE run_id = {id} ORDER BY key"), false),
+        (
+            "Run",
+            format!("SELECT * FROM runs WHERE run_id = {id}"),
+            true,
+        ),
+        (
+            "Params",
+            format!("SELECT key, value FROM params WHERE run_id = {id} ORDER BY key"),
+            false,
+        ),
+        (
+            "Tags",
+            format!("SELECT key, value FROM tags WHERE run_id = {id} ORDER BY key"),
+            false,
+        ),
         (
             "Metrics",
             format!(
@@ -195,7 +217,9 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
         ),
         (
             "Artifacts",
-            format!("SELECT path, size, media_type FROM artifacts WHERE run_id = {id} ORDER BY path"),
+            format!(
+                "SELECT path, size, media_type FROM artifacts WHERE run_id = {id} ORDER BY path"
+            ),
             false,
         ),
     ];
@@ -269,23 +293,30 @@ fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
             let dir = demo_dir();
             // Only ever remove a folder the demo made (it leaves this marker).
             if dir.join("runql-demo").exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot clear the old demo store {}", dir.display()))?;
+                std::fs::remove_dir_all(&dir).with_context(|| {
+                    format!("cannot clear the old demo store {}", dir.display())
+                })?;
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            std::fs::write(dir.join("runql-demo"), "made by `runql demo`; safe to delete\n")?;
+            std::fs::write(
+                dir.join("runql-demo"),
+                "made by `runql demo`; safe to delete\n",
+            )?;
             dir.to_string_lossy().into_owned()
         }
     };
     let store = Store::open(&url).with_context(|| format!("cannot open store {url}"))?;
     if !rt.block_on(store.list_projects())?.is_empty() {
-        bail!("{url} already holds projects: run `runql demo` without --store, or give an empty folder");
+        bail!(
+            "{url} already holds projects: run `runql demo` without --store, or give an empty folder"
+        );
     }
     let t = Instant::now();
     let live = demo::fill(&store).context("filling the demo store")?;
+    let runs = rt.block_on(store.list_runs(None))?.len();
     eprintln!(
-        "Demo store {url}: 3 projects, 24 runs (one still running), made in {:.1?}.",
+        "Demo store {url}: 3 projects, {runs} runs (one still running), made in {:.1?}.",
         t.elapsed()
     );
     eprintln!("Open it again later with: runql --store {url}\n");
@@ -297,7 +328,13 @@ fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
         for (title, sql) in demo::SUGGESTED {
             writeln!(out, "-- {title}\n{sql}")?;
             let (schema, batches) = rt.block_on(collect(&engine, sql))?;
-            format::write(&mut out, Format::Table, &schema, &batches, Layout::default())?;
+            format::write(
+                &mut out,
+                Format::Table,
+                &schema,
+                &batches,
+                Layout::default(),
+            )?;
             writeln!(out)?;
         }
     }

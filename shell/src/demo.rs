@@ -19,7 +19,7 @@ pub const SUGGESTED: [(&str, &str); 5] = [
     ),
     (
         "The best trial of the learning-rate sweep",
-        "SELECT r.name, p.lr, p.batch_size, round(m.val_loss, 4) AS val_loss\nFROM runs r JOIN params_wide p USING (project, run_id) JOIN metrics_wide m USING (project, run_id)\nWHERE r.parent_run_id IS NOT NULL AND r.project = 'mnist-cnn'\nORDER BY m.val_loss LIMIT 3;",
+        "SELECT r.name, p.lr, p.batch_size, round(m.\"val/loss\", 4) AS val_loss\nFROM runs r JOIN params_wide p USING (project, run_id) JOIN metrics_wide m USING (project, run_id)\nWHERE r.parent_run_id IS NOT NULL AND r.project = 'mnist-cnn'\nORDER BY val_loss LIMIT 3;",
     ),
     (
         "Runs that are still running or crashed",
@@ -27,7 +27,7 @@ pub const SUGGESTED: [(&str, &str); 5] = [
     ),
     (
         "GPU utilisation per run",
-        "SELECT r.name, round(avg(s.value), 1) AS mean_gpu_util, max(s.value) AS peak\nFROM system_metrics s JOIN runs r USING (project, run_id)\nWHERE s.key = 'gpu.0.util' GROUP BY r.name ORDER BY mean_gpu_util DESC LIMIT 5;",
+        "SELECT r.name, round(avg(s.value), 1) AS mean_gpu_util, round(max(s.value), 1) AS peak\nFROM system_metrics s JOIN runs r USING (project, run_id)\nWHERE s.key = 'gpu.0.util' GROUP BY r.name ORDER BY mean_gpu_util DESC LIMIT 5;",
     ),
     (
         "Runs whose eval loss diverged",
@@ -63,7 +63,11 @@ impl Drop for LiveRun {
 }
 
 fn quiet(store: &Store, project: &str, name: &str) -> runql_core::RunBuilder {
-    store.project(project).run().name(name).capture(Capture::none())
+    store
+        .project(project)
+        .run()
+        .name(name)
+        .capture(Capture::none())
 }
 
 /// Fills `store` (which should be empty) and returns the run that is still running.
@@ -71,7 +75,9 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
     let mut noise = Noise(0x5eed_1234);
 
     // A learning-rate × batch-size sweep, compacted.
-    let sweep = quiet(store, "mnist-cnn", "lr-sweep").group("sweep-1").start()?;
+    let sweep = quiet(store, "mnist-cnn", "lr-sweep")
+        .group("sweep-1")
+        .start()?;
     sweep.set_note("Grid over lr and batch size for the small CNN.")?;
     sweep.log_param("grid", "lr x batch_size")?;
     let mut trial = 0;
@@ -113,12 +119,18 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
                 }
             }
             for i in 0..6 {
-                run.log_system_metric("gpu.0.util", 60.0 + 30.0 * (batch as f64 / 128.0) + 5.0 * noise.next() + i as f64)?;
+                run.log_system_metric(
+                    "gpu.0.util",
+                    60.0 + 30.0 * (batch as f64 / 128.0) + 5.0 * noise.next() + i as f64,
+                )?;
                 run.log_system_metric("gpu.0.mem_used", 2.0e9 + batch as f64 * 1.0e7)?;
             }
             run.log_line("stdout", format!("epoch 3/3 done: train/loss {:.4}", floor))?;
             if lr >= 0.1 {
-                run.log_line("stderr", "warning: loss increased for 100 steps; consider a lower lr")?;
+                run.log_line(
+                    "stderr",
+                    "warning: loss increased for 100 steps; consider a lower lr",
+                )?;
             }
             run.log_artifact_bytes(
                 "model/config.json",
@@ -133,15 +145,26 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
     // Fine-tuning runs: two finished, one crashed.
     for (name, lr) in [("lora-r8", 2e-4), ("lora-r16", 1e-4)] {
         let run = quiet(store, "llm-finetune", name).group("lora").start()?;
-        run.log_params([("lr", lr.to_string()), ("base_model", "tiny-llama-1b".into()), ("lora_rank", name[6..].to_string())])?;
+        run.log_params([
+            ("lr", lr.to_string()),
+            ("base_model", "tiny-llama-1b".into()),
+            ("lora_rank", name[6..].to_string()),
+        ])?;
         for step in 0..200 {
             let x = step as f64;
-            run.log_metric("train/loss", step, 1.2 + 1.5 * (-x / 50.0).exp() + 0.03 * noise.next())?;
+            run.log_metric(
+                "train/loss",
+                step,
+                1.2 + 1.5 * (-x / 50.0).exp() + 0.03 * noise.next(),
+            )?;
             if step % 20 == 0 {
                 run.log_metric("eval/val_loss", step, 1.3 + 1.4 * (-x / 60.0).exp())?;
             }
         }
-        run.log_artifact_bytes("adapter/README.md", format!("# {name}\nLoRA adapter, lr {lr}.\n"))?;
+        run.log_artifact_bytes(
+            "adapter/README.md",
+            format!("# {name}\nLoRA adapter, lr {lr}.\n"),
+        )?;
         run.finish()?;
     }
     crashed(store)?;
@@ -163,7 +186,11 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
         .group("lora")
         .heartbeat_interval(Duration::from_secs(2))
         .start()?;
-    live.log_params([("lr", "5e-5"), ("base_model", "tiny-llama-1b"), ("lora_rank", "32")])?;
+    live.log_params([
+        ("lr", "5e-5"),
+        ("base_model", "tiny-llama-1b"),
+        ("lora_rank", "32"),
+    ])?;
     live.flush()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -172,7 +199,11 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
         let mut n = Noise(7);
         while !flag.load(Ordering::Relaxed) {
             let x = step as f64;
-            let _ = live.log_metric("train/loss", step, 1.1 + 1.6 * (-x / 80.0).exp() + 0.03 * n.next());
+            let _ = live.log_metric(
+                "train/loss",
+                step,
+                1.1 + 1.6 * (-x / 80.0).exp() + 0.03 * n.next(),
+            );
             let _ = live.log_system_metric("gpu.0.util", 90.0 + 5.0 * n.next());
             step += 1;
             std::thread::sleep(Duration::from_millis(500));
@@ -191,11 +222,22 @@ fn crashed(store: &Store) -> Result<()> {
         .group("lora")
         .heartbeat_interval(Duration::from_secs(24 * 3600))
         .start()?;
-    run.log_params([("lr", "3e-4"), ("base_model", "tiny-llama-1b"), ("lora_rank", "64")])?;
+    run.log_params([
+        ("lr", "3e-4"),
+        ("base_model", "tiny-llama-1b"),
+        ("lora_rank", "64"),
+    ])?;
     for step in 0..80 {
-        run.log_metric("train/loss", step, 1.4 + 1.3 * (-(step as f64) / 50.0).exp())?;
+        run.log_metric(
+            "train/loss",
+            step,
+            1.4 + 1.3 * (-(step as f64) / 50.0).exp(),
+        )?;
     }
-    run.log_line("stderr", "CUDA error: out of memory (tried to allocate 2.00 GiB)")?;
+    run.log_line(
+        "stderr",
+        "CUDA error: out of memory (tried to allocate 2.00 GiB)",
+    )?;
     run.flush()?;
     let id = run.id().to_string();
     // As if the process had been killed: no finish, no more heartbeats…
@@ -221,7 +263,10 @@ fn age(dir: &Path, when: SystemTime) -> std::io::Result<()> {
         if path.is_dir() {
             age(&path, when)?;
         } else {
-            std::fs::File::options().write(true).open(&path)?.set_modified(when)?;
+            std::fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(when)?;
         }
     }
     Ok(())

@@ -138,16 +138,25 @@ pub fn write(
             writeln!(out, "{table}")?;
         }
         Format::Markdown => {
-            let names: Vec<String> = schema.fields().iter().map(|f| f.name().to_string()).collect();
+            let names: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().to_string())
+                .collect();
             writeln!(out, "| {} |", names.join(" | "))?;
             writeln!(out, "|{}", "---|".repeat(names.len()))?;
             for row in cells(batches)? {
-                let row: Vec<String> = row.iter().map(|c| c.replace('|', "\\|").replace('\n', " ")).collect();
+                let row: Vec<String> = row
+                    .iter()
+                    .map(|c| c.replace('|', "\\|").replace('\n', " "))
+                    .collect();
                 writeln!(out, "| {} |", row.join(" | "))?;
             }
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             if batches.is_empty() {
                 // A header even for no rows.
                 w.write(&RecordBatch::new_empty(schema.clone()))?;
@@ -208,7 +217,12 @@ fn write_expanded(
         .map(|w| (w as usize).saturating_sub(width + 3).max(20))
         .unwrap_or(layout.max_cell * 4);
     for (i, row) in cells(batches)?.iter().enumerate() {
-        writeln!(out, "-[ RECORD {} ]{}", i + 1, "-".repeat(width.saturating_sub(8)))?;
+        writeln!(
+            out,
+            "-[ RECORD {} ]{}",
+            i + 1,
+            "-".repeat(width.saturating_sub(8))
+        )?;
         for (name, value) in names.iter().zip(row) {
             writeln!(out, "{name:<width$} | {}", cut(value, max))?;
         }

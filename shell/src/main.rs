@@ -42,7 +42,12 @@ pub enum Command {
         /// The SQL; or use -f
         query: Option<String>,
         /// Read the SQL from a file (`-` for standard input)
-        #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "query")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "FILE",
+            conflicts_with = "query"
+        )]
         file: Option<PathBuf>,
         /// Output format
         #[arg(long, value_enum, default_value = "table")]

@@ -19,15 +19,55 @@ pub enum Meta {
 
 /// Name(s), arguments and help of every command.
 pub const META: &[(Meta, &[&str], &str, &str)] = &[
-    (Meta::Describe, &["\\d"], "[TABLE]", "list tables, or show one's columns, types and meaning"),
-    (Meta::Projects, &["\\dp"], "", "list projects with their runs"),
-    (Meta::Runs, &["\\runs"], "[PROJECT]", "the latest runs (of one project)"),
-    (Meta::Timing, &["\\timing"], "[on|off]", "print how long each statement took"),
-    (Meta::Expanded, &["\\x"], "[on|off]", "expanded output: one block per row"),
-    (Meta::Format, &["\\format"], "[FORMAT]", "output format: table, csv, json, ndjson, markdown"),
-    (Meta::Output, &["\\o"], "[FILE]", "write results to FILE (no argument: back to the terminal)"),
+    (
+        Meta::Describe,
+        &["\\d"],
+        "[TABLE]",
+        "list tables, or show one's columns, types and meaning",
+    ),
+    (
+        Meta::Projects,
+        &["\\dp"],
+        "",
+        "list projects with their runs",
+    ),
+    (
+        Meta::Runs,
+        &["\\runs"],
+        "[PROJECT]",
+        "the latest runs (of one project)",
+    ),
+    (
+        Meta::Timing,
+        &["\\timing"],
+        "[on|off]",
+        "print how long each statement took",
+    ),
+    (
+        Meta::Expanded,
+        &["\\x"],
+        "[on|off]",
+        "expanded output: one block per row",
+    ),
+    (
+        Meta::Format,
+        &["\\format"],
+        "[FORMAT]",
+        "output format: table, csv, json, ndjson, markdown",
+    ),
+    (
+        Meta::Output,
+        &["\\o"],
+        "[FILE]",
+        "write results to FILE (no argument: back to the terminal)",
+    ),
     (Meta::Include, &["\\i"], "FILE", "run the SQL in FILE"),
-    (Meta::Edit, &["\\e"], "", "edit the current (or last) statement in $EDITOR, then run it"),
+    (
+        Meta::Edit,
+        &["\\e"],
+        "",
+        "edit the current (or last) statement in $EDITOR, then run it",
+    ),
     (Meta::Help, &["\\help", "\\?", "\\h"], "", "this list"),
     (Meta::Quit, &["\\q", "\\quit"], "", "quit (also Ctrl-D)"),
 ];
@@ -43,12 +83,15 @@ pub fn parse(line: &str) -> Option<(Meta, String)> {
 
 /// Every command name, for completion.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    META.iter().flat_map(|(_, names, _, _)| names.iter().copied())
+    META.iter()
+        .flat_map(|(_, names, _, _)| names.iter().copied())
 }
 
 /// The `\help` text.
 pub fn help() -> String {
-    let mut out = String::from("Statements end with `;` and may span lines. Ctrl-C cancels a running query.\n\n");
+    let mut out = String::from(
+        "Statements end with `;` and may span lines. Ctrl-C cancels a running query.\n\n",
+    );
     for (_, names, args, help) in META {
         let left = format!("{} {args}", names[0]);
         out.push_str(&format!("  {left:<18} {help}\n"));
@@ -63,7 +106,10 @@ mod tests {
 
     #[test]
     fn commands_parse_with_arguments() {
-        assert_eq!(parse("\\d metrics"), Some((Meta::Describe, "metrics".into())));
+        assert_eq!(
+            parse("\\d metrics"),
+            Some((Meta::Describe, "metrics".into()))
+        );
         assert_eq!(parse("\\x on;"), Some((Meta::Expanded, "on".into())));
         assert_eq!(parse("\\?"), Some((Meta::Help, String::new())));
         assert_eq!(parse("\\nope"), None);

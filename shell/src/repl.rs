@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use arrow::array::Array;
+use runql_core::schema::Table;
+use runql_query::Engine;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -15,8 +17,6 @@ use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{Editor, Helper};
-use runql_core::schema::Table;
-use runql_query::Engine;
 use tokio::runtime::Runtime;
 
 use crate::commands::{collect, quote, terminal_width};
@@ -25,12 +25,60 @@ use crate::meta::{self, Meta};
 use crate::split;
 
 const KEYWORDS: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "HAVING", "LIMIT", "OFFSET", "JOIN",
-    "LEFT JOIN", "FULL JOIN", "USING", "ON", "AS", "AND", "OR", "NOT", "IN", "IS NULL",
-    "IS NOT NULL", "LIKE", "ILIKE", "BETWEEN", "DISTINCT", "COUNT", "MIN", "MAX", "AVG", "SUM",
-    "WITH", "OVER", "PARTITION BY", "ROW_NUMBER", "LAST_VALUE", "FILTER", "CASE", "WHEN",
-    "THEN", "ELSE", "END", "DESC", "ASC", "UNION ALL", "EXPLAIN", "DESCRIBE", "SHOW TABLES",
-    "CAST", "ROUND", "DATE_TRUNC", "NOW", "INTERVAL", "TRUE", "FALSE", "NULL",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP BY",
+    "ORDER BY",
+    "HAVING",
+    "LIMIT",
+    "OFFSET",
+    "JOIN",
+    "LEFT JOIN",
+    "FULL JOIN",
+    "USING",
+    "ON",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "IS NULL",
+    "IS NOT NULL",
+    "LIKE",
+    "ILIKE",
+    "BETWEEN",
+    "DISTINCT",
+    "COUNT",
+    "MIN",
+    "MAX",
+    "AVG",
+    "SUM",
+    "WITH",
+    "OVER",
+    "PARTITION BY",
+    "ROW_NUMBER",
+    "LAST_VALUE",
+    "FILTER",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "DESC",
+    "ASC",
+    "UNION ALL",
+    "EXPLAIN",
+    "DESCRIBE",
+    "SHOW TABLES",
+    "CAST",
+    "ROUND",
+    "DATE_TRUNC",
+    "NOW",
+    "INTERVAL",
+    "TRUE",
+    "FALSE",
+    "NULL",
 ];
 
 /// What the shell completes: SQL words, tables and columns, and (inside quotes) the store's
@@ -89,14 +137,23 @@ impl Completion {
         if in_string {
             return (
                 start,
-                pairs(&mut self.values.iter().map(String::as_str).filter(|v| v.starts_with(prefix))),
+                pairs(
+                    &mut self
+                        .values
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|v| v.starts_with(prefix)),
+                ),
             );
         }
         if prefix.is_empty() {
             return (start, Vec::new());
         }
         if prefix.starts_with('\\') {
-            return (start, pairs(&mut meta::names().filter(|n| n.starts_with(prefix))));
+            return (
+                start,
+                pairs(&mut meta::names().filter(|n| n.starts_with(prefix))),
+            );
         }
         let lower = prefix.chars().all(|c| !c.is_uppercase());
         let found: Vec<Pair> = self
@@ -195,7 +252,11 @@ pub fn run(rt: &Runtime, engine: Engine, suggested: &[(&str, &str)]) -> Result<(
     };
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "runql> " } else { "   ...> " };
+        let prompt = if buffer.is_empty() {
+            "runql> "
+        } else {
+            "   ...> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 if buffer.trim().is_empty() && line.trim_start().starts_with('\\') {
@@ -224,7 +285,11 @@ pub fn run(rt: &Runtime, engine: Engine, suggested: &[(&str, &str)]) -> Result<(
                     for sql in statements {
                         run_statement(rt, &engine, &mut state, &sql);
                     }
-                    buffer = if split::is_blank(&rest) { String::new() } else { rest };
+                    buffer = if split::is_blank(&rest) {
+                        String::new()
+                    } else {
+                        rest
+                    };
                 }
             }
             Err(ReadlineError::Interrupted) => {
@@ -267,7 +332,11 @@ fn run_statement(rt: &Runtime, engine: &Engine, state: &mut State, sql: &str) {
         Some(Ok((schema, batches))) => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let layout = Layout {
-                width: if state.output.is_none() { terminal_width() } else { None },
+                width: if state.output.is_none() {
+                    terminal_width()
+                } else {
+                    None
+                },
                 expanded: state.expanded,
                 ..Layout::default()
             };
@@ -367,13 +436,19 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
         }
         Meta::Expanded => {
             state.expanded = on_off(args, state.expanded)?;
-            println!("expanded display is {}", if state.expanded { "on" } else { "off" });
+            println!(
+                "expanded display is {}",
+                if state.expanded { "on" } else { "off" }
+            );
         }
         Meta::Format if args.is_empty() => println!("format is {}", state.format.name()),
         Meta::Format => {
             let f = Format::parse(args)?;
             if f.is_binary() && state.output.is_none() {
-                anyhow::bail!("{} is binary: send it to a file with \\o FILE first", f.name());
+                anyhow::bail!(
+                    "{} is binary: send it to a file with \\o FILE first",
+                    f.name()
+                );
             }
             state.format = f;
         }
@@ -389,8 +464,8 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
             state.output = Some((path, file));
         }
         Meta::Include => {
-            let text = std::fs::read_to_string(args)
-                .with_context(|| format!("cannot read {args}"))?;
+            let text =
+                std::fs::read_to_string(args).with_context(|| format!("cannot read {args}"))?;
             run_text(rt, engine, state, &text);
         }
         Meta::Help => print!("{}", meta::help()),

@@ -52,15 +52,14 @@ pub fn split(text: &str) -> (Vec<String>, String) {
 
 /// Whether SQL text holds nothing but whitespace and comments.
 pub fn is_blank(sql: &str) -> bool {
-    let (_, rest) = split_comments(sql);
-    rest.trim().is_empty()
+    strip_comments(sql).trim().is_empty()
 }
 
-fn split_comments(sql: &str) -> ((), String) {
+/// `sql` without its `--` and `/* */` comments.
+fn strip_comments(sql: &str) -> String {
     let mut out = String::new();
-    let mut lines = sql.lines().peekable();
     let mut in_block = false;
-    while let Some(line) = lines.next() {
+    for line in sql.lines() {
         let mut l = line;
         loop {
             if in_block {
@@ -89,7 +88,7 @@ fn split_comments(sql: &str) -> ((), String) {
         out.push_str(l);
         out.push('\n');
     }
-    ((), out)
+    out
 }
 
 #[cfg(test)]

@@ -1,13 +1,216 @@
-//! The one-shot commands, run as a user would: the real binary in a child process.
+//! The one-shot commands, run as a user would: the real binary in a child process, over a
+//! store made by `runql demo`. Outputs are insta snapshots: review every change as a change
+//! users will see.
 
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
-fn runql() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_runql"))
+pub fn runql() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runql"));
+    c.env_remove("RUNQL_STORE").env("COLUMNS", "100");
+    c
+}
+
+/// A demo store in a temp dir.
+pub fn demo_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runql()
+        .args(["--store", &dir.path().to_string_lossy(), "demo"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn sql(store: &Path, args: &[&str]) -> Output {
+    runql()
+        .args(["--store", &store.to_string_lossy(), "sql"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const RUNS: &str = "SELECT name, status, parent_run_id IS NULL AS top FROM runs \
+                    WHERE project = 'mnist-cnn' AND name IN ('lr-sweep', 'trial-0', 'trial-7') ORDER BY name";
+
+#[test]
+fn every_output_format() {
+    let dir = demo_store();
+    for format in ["table", "csv", "json", "ndjson", "markdown"] {
+        let out = stdout(&sql(dir.path(), &[RUNS, "--format", format]));
+        insta::assert_snapshot!(format!("format_{format}"), out);
+    }
+    let file = dir.path().join("out.parquet");
+    let out = sql(
+        dir.path(),
+        &[RUNS, "--format", "parquet", "-o", &file.to_string_lossy()],
+    );
+    stdout(&out);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+    let out = stdout(&sql(dir.path(), &[RUNS, "--format", "arrow"]));
+    assert!(!out.is_empty());
 }
 
 #[test]
-fn placeholder_runs() {
-    let out = runql().arg("--version").stdout(Stdio::piped()).output().unwrap();
-    assert!(out.status.success());
+fn files_with_several_statements_print_each_result() {
+    let dir = demo_store();
+    let file = dir.path().join("q.sql");
+    std::fs::write(
+        &file,
+        "-- two questions\nSELECT count(*) AS runs FROM runs;\n\
+         SELECT project, count(*) AS n FROM runs GROUP BY project ORDER BY project;",
+    )
+    .unwrap();
+    let out = stdout(&sql(
+        dir.path(),
+        &["-f", &file.to_string_lossy(), "--format", "csv"],
+    ));
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn errors_are_one_clear_line_and_a_failure_exit() {
+    let dir = demo_store();
+    let cases = [
+        ("unknown_table", "SELECT * FROM nope"),
+        ("read_only", "DROP TABLE runs"),
+        ("syntax", "SELEC 1"),
+    ];
+    for (name, q) in cases {
+        let out = sql(dir.path(), &[q]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        insta::assert_snapshot!(format!("error_{name}"), err);
+    }
+    let out = sql(dir.path(), &["SELECT 1", "--format", "yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = runql()
+        .args(["--store", &dir.path().to_string_lossy(), "show", "ffff"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!("error_show_unknown", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let dir = demo_store();
+    let mut child = runql()
+        .args([
+            "--store",
+            &dir.path().to_string_lossy(),
+            "sql",
+            "--format",
+            "csv",
+        ])
+        .arg("SELECT * FROM metrics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sql_reads_standard_input() {
+    let dir = demo_store();
+    let mut child = runql()
+        .args([
+            "--store",
+            &dir.path().to_string_lossy(),
+            "sql",
+            "--format",
+            "csv",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(DISTINCT project) AS projects FROM runs;")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "projects\n3\n");
+}
+
+#[test]
+fn runs_show_and_compact() {
+    let dir = demo_store();
+    let store = dir.path().to_string_lossy().into_owned();
+    let out = stdout(
+        &runql()
+            .args(["--store", &store, "runs", "rl-cartpole", "--format", "csv"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let id = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let shown = stdout(
+        &runql()
+            .args(["--store", &store, "show", &id[..12]])
+            .output()
+            .unwrap(),
+    );
+    for part in ["Run", "Params", "algo", "ppo", "Metrics", "episode/return"] {
+        assert!(shown.contains(part), "{part} missing from:\n{shown}");
+    }
+    let compacted = stdout(
+        &runql()
+            .args(["--store", &store, "compact"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        compacted.contains("rl-cartpole: 2 runs compacted"),
+        "{compacted}"
+    );
+    // Still the same answers after compaction.
+    let again = stdout(
+        &runql()
+            .args(["--store", &store, "runs", "rl-cartpole", "--format", "csv"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(again.lines().count(), 3);
 }
