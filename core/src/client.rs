@@ -94,6 +94,7 @@ impl Project {
             flush_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
             run_id: None,
+            command: None,
         }
     }
 }
@@ -111,9 +112,17 @@ pub struct RunBuilder {
     flush_interval: Duration,
     heartbeat_interval: Duration,
     run_id: Option<RunId>,
+    command: Option<String>,
 }
 
 impl RunBuilder {
+    /// The command line to record instead of this process's own (for a wrapper that runs
+    /// another program as the run, like `runql run -- python train.py`).
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+
     /// A human-readable name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -183,7 +192,9 @@ impl RunBuilder {
         record.name = self.name.clone();
         record.parent_run_id = self.parent.clone();
         record.run_group = self.group.clone();
-        if self.capture.command {
+        if let Some(command) = &self.command {
+            record.command = Some(command.clone());
+        } else if self.capture.command {
             record.command = Some(capture::command_line());
         }
         if self.capture.host {

@@ -65,6 +65,27 @@ pub fn run(cli: Cli) -> Result<()> {
             show(&rt, &engine, &run)
         }
         Some(Command::Compact { project }) => compact(&rt, &url, project),
+        Some(Command::Run {
+            project,
+            name,
+            group,
+            command,
+        }) => {
+            let store = Store::open(&url).with_context(|| format!("cannot open store {url}"))?;
+            // The program gets Ctrl-C; this process waits to record how it ended.
+            rt.spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
+            let code = crate::wrap::run(
+                &store,
+                crate::wrap::Wrap {
+                    project,
+                    name,
+                    group,
+                    command,
+                },
+            )?;
+            drop(rt);
+            std::process::exit(code);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod format;
 mod meta;
 mod repl;
 mod split;
+mod wrap;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,22 @@ pub enum Command {
     Show {
         /// The run id (or a unique prefix of it)
         run: String,
+    },
+    /// Run a command as a run: its argv, output, exit status, git state and system metrics are
+    /// recorded; it can log metrics by printing `@runql metric key=value step=N` lines
+    Run {
+        /// The project the run belongs to
+        #[arg(long, short = 'p', default_value = "default")]
+        project: String,
+        /// The run's name [default: the program and its script]
+        #[arg(long)]
+        name: Option<String>,
+        /// A group (e.g. a sweep) to put the run in
+        #[arg(long)]
+        group: Option<String>,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {
