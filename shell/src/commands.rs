@@ -65,6 +65,22 @@ pub fn run(cli: Cli) -> Result<()> {
             show(&rt, &engine, &run)
         }
         Some(Command::Compact { project }) => compact(&rt, &url, project),
+        Some(Command::Compare { runs, format }) => {
+            let engine = open(&rt, &url)?;
+            compare(&rt, &engine, &runs, format)
+        }
+        Some(Command::Gc {
+            project,
+            grace_minutes,
+        }) => gc(&rt, &url, project, grace_minutes),
+        Some(Command::Export {
+            dir,
+            project,
+            format,
+        }) => {
+            let engine = open(&rt, &url)?;
+            export(&rt, &engine, &dir, project, format)
+        }
         Some(Command::Run {
             project,
             name,
@@ -183,7 +199,8 @@ pub async fn collect(
     Ok((schema, batches))
 }
 
-fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
+/// The one run id that starts with `prefix`.
+fn resolve_run(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<String> {
     let (_, found) = rt.block_on(collect(
         engine,
         &format!(
@@ -200,16 +217,19 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let id = match ids.as_slice() {
+    match ids.as_slice() {
         [] => bail!("no run id starts with {prefix:?}; `runql runs` lists them"),
-        [one] => one.clone(),
+        [one] => Ok(one.clone()),
         many => bail!(
             "{} runs start with {prefix:?} ({}…): give more of the id",
             many.len(),
             many.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         ),
-    };
-    let id = quote(&id);
+    }
+}
+
+fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
+    let id = quote(&resolve_run(rt, engine, prefix)?);
     let mut out = std::io::stdout().lock();
     let width = terminal_width();
     let sections = [
@@ -266,6 +286,158 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+fn compare(rt: &Runtime, engine: &Engine, prefixes: &[String], format: Format) -> Result<()> {
+    let ids = prefixes
+        .iter()
+        .map(|p| resolve_run(rt, engine, p))
+        .collect::<Result<Vec<_>>>()?;
+    let list = ids.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ");
+    // Column names: the run's name and the start of its id, so two runs named alike differ.
+    let (_, names) = rt.block_on(collect(
+        engine,
+        &format!("SELECT run_id, coalesce(name, '') FROM runs WHERE run_id IN ({list})"),
+    ))?;
+    let mut label = std::collections::HashMap::new();
+    for b in &names {
+        let id = arrow::array::AsArray::as_string::<i32>(b.column(0));
+        let name = arrow::array::AsArray::as_string::<i32>(b.column(1));
+        for i in 0..b.num_rows() {
+            label.insert(
+                id.value(i).to_string(),
+                format!("{} …{}", name.value(i), tail(id.value(i), 6))
+                    .trim()
+                    .to_string(),
+            );
+        }
+    }
+    let n = ids.len();
+    let columns = |value: &str| {
+        ids.iter()
+            .map(|id| {
+                format!(
+                    "max({value}) FILTER (WHERE run_id = {}) AS \"{}\"",
+                    quote(id),
+                    label
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| id.clone())
+                        .replace('"', "")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let params = format!(
+        "SELECT key AS param, {}, CASE WHEN count(DISTINCT value) > 1 OR count(*) < {n} \
+         THEN '≠' ELSE '' END AS differs FROM params WHERE run_id IN ({list}) \
+         GROUP BY key ORDER BY differs DESC, key",
+        columns("value")
+    );
+    let metrics = format!(
+        "SELECT key AS metric, {} FROM metric_summary WHERE run_id IN ({list}) \
+         GROUP BY key ORDER BY key",
+        columns("last_value")
+    );
+    let width = terminal_width();
+    let mut out = std::io::stdout().lock();
+    for (title, sql) in [("Params", params), ("Final metrics (last value)", metrics)] {
+        let (schema, batches) = rt.block_on(collect(engine, &sql))?;
+        if format == Format::Table {
+            writeln!(out, "{title}")?;
+        }
+        format::write(
+            &mut out,
+            format,
+            &schema,
+            &batches,
+            Layout {
+                width,
+                ..Layout::default()
+            },
+        )?;
+        if format == Format::Table {
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The last `n` characters of an id (UUIDv7s share their leading, time-ordered digits).
+fn tail(id: &str, n: usize) -> &str {
+    &id[id.len().saturating_sub(n)..]
+}
+
+fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> Result<()> {
+    let store = Store::open(url).with_context(|| format!("cannot open store {url}"))?;
+    let projects = match project {
+        Some(p) => vec![p],
+        None => rt.block_on(store.list_projects())?,
+    };
+    let grace = std::time::Duration::from_secs(grace_minutes * 60);
+    for p in projects {
+        let r = rt
+            .block_on(store.gc(&p, grace))
+            .with_context(|| format!("collecting garbage in project {p}"))?;
+        writeln!(
+            std::io::stdout(),
+            "{p}: removed {} consumed live objects, {} unreferenced files, {} temporary files ({} bytes)",
+            r.live_objects,
+            r.unreferenced_files,
+            r.temp_files,
+            r.bytes
+        )?;
+    }
+    Ok(())
+}
+
+fn export(
+    rt: &Runtime,
+    engine: &Engine,
+    dir: &std::path::Path,
+    project: Option<String>,
+    format: Format,
+) -> Result<()> {
+    let ext = match format {
+        Format::Parquet => "parquet",
+        Format::Csv => "csv",
+        Format::Ndjson => "ndjson",
+        Format::Json => "json",
+        Format::Arrow => "arrows",
+        Format::Table | Format::Markdown => {
+            bail!(
+                "export writes parquet, csv, ndjson, json or arrow files, not {}",
+                format.name()
+            )
+        }
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let filter = project
+        .map(|p| format!(" WHERE project = {}", quote(&p)))
+        .unwrap_or_default();
+    for table in runql_core::schema::Table::ALL {
+        let path = dir.join(format!("{}.{ext}", table.name()));
+        let t = Instant::now();
+        let (schema, batches) = rt.block_on(collect(
+            engine,
+            &format!("SELECT * FROM {}{filter}", table.name()),
+        ))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        format::write(&mut file, format, &schema, &batches, Layout::default())?;
+        file.flush()?;
+        writeln!(
+            std::io::stdout(),
+            "{}: {rows} rows in {:.1?}",
+            path.display(),
+            t.elapsed()
+        )?;
+    }
+    Ok(())
+}
+
 fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
     let store = Store::open(url).with_context(|| format!("cannot open store {url}"))?;
     let projects = match project {
@@ -277,13 +449,14 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
         let report = rt
             .block_on(store.compact(&p))
             .with_context(|| format!("compacting project {p}"))?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{p}: {} runs compacted into {} files ({} bytes) in {:.1?}",
             report.runs,
             report.files.len(),
             report.bytes,
             t.elapsed()
-        );
+        )?;
     }
     Ok(())
 }

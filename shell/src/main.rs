@@ -89,6 +89,34 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Compare runs: params that differ, and final metrics side by side
+    Compare {
+        /// Two or more run ids (or unique prefixes)
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Remove garbage: consumed live objects, unreferenced files, interrupted writes
+    Gc {
+        /// Only this project
+        project: Option<String>,
+        /// Keep unreferenced files younger than this many minutes (a compaction may be writing)
+        #[arg(long, default_value_t = 60)]
+        grace_minutes: u64,
+    },
+    /// Export every table (of every project, or one) to a folder of Parquet, CSV or NDJSON files
+    Export {
+        /// The folder to write (created if missing)
+        dir: PathBuf,
+        /// Only this project
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+        /// File format
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: Format,
+    },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {
         /// Only this project

@@ -11,6 +11,7 @@
 
 mod blob;
 mod compact;
+mod gc;
 pub mod layout;
 mod manifest;
 mod read;
@@ -30,6 +31,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 use serde::{Deserialize, Serialize};
 
 pub use compact::CompactReport;
+pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
 pub use read::{

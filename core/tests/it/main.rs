@@ -11,5 +11,6 @@ mod compaction;
 mod concurrency;
 mod crash;
 mod extension;
+mod gc;
 mod roundtrip;
 mod util;

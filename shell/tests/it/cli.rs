@@ -214,3 +214,63 @@ fn runs_show_and_compact() {
     );
     assert_eq!(again.lines().count(), 3);
 }
+
+#[test]
+fn compare_export_and_gc() {
+    let dir = demo_store();
+    let store = dir.path().to_string_lossy().into_owned();
+    let ids = stdout(&sql(
+        dir.path(),
+        &[
+            "SELECT run_id FROM runs WHERE project = 'mnist-cnn' AND name IN ('trial-0', 'trial-3') ORDER BY name",
+            "--format",
+            "csv",
+        ],
+    ));
+    let ids: Vec<&str> = ids.lines().skip(1).collect();
+    let out = stdout(
+        &runql()
+            .args([
+                "--store", &store, "compare", ids[0], ids[1], "--format", "csv",
+            ])
+            .output()
+            .unwrap(),
+    );
+    let params: Vec<&str> = out.lines().take(5).collect();
+    assert!(params[0].starts_with("param,trial-0 …"), "{out}");
+    assert!(params[1].starts_with("batch_size,32,128,≠"), "{out}");
+    assert!(params[2].starts_with("lr,0.1,0.03,≠"), "{out}");
+    assert!(params[3].starts_with("model,cnn-small,cnn-small,"), "{out}");
+
+    let export = dir.path().join("export");
+    stdout(
+        &runql()
+            .args([
+                "--store",
+                &store,
+                "export",
+                &export.to_string_lossy(),
+                "-p",
+                "rl-cartpole",
+                "--format",
+                "csv",
+            ])
+            .output()
+            .unwrap(),
+    );
+    let runs = std::fs::read_to_string(export.join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 3, "{runs}");
+    let metrics = std::fs::read_to_string(export.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 2 * 2 * 150);
+
+    let count = || {
+        stdout(&sql(
+            dir.path(),
+            &["SELECT count(*) AS n FROM metrics", "--format", "csv"],
+        ))
+    };
+    let before = count();
+    let out = stdout(&runql().args(["--store", &store, "gc"]).output().unwrap());
+    assert!(out.contains("mnist-cnn: removed"), "{out}");
+    assert_eq!(count(), before, "gc changed what queries see");
+}
