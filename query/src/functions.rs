@@ -31,15 +31,24 @@ use runql_core::schema::Table;
 use crate::table::StoreTable;
 
 /// runql's functions with what they do, for the SQL reference.
-pub(crate) const FUNCTIONS: &[(&str, &str)] = &[(
-    "curves([points])",
-    "Table function: the `metrics` rows of each (project, run, key) series, at most `points` \
+pub(crate) const FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "sparkline(step, value [, width])",
+        "Aggregate: draws the series as `width` (default 20) block characters `▁▂▃▄▅▆▇█`, each \
+         the mean of a bucket of steps, scaled between the series' lowest and highest mean \
+         (NaN and ±inf left out; NULL when nothing is left). A learning curve in a table cell: \
+         `SELECT run_id, sparkline(step, value) FROM metrics WHERE key = 'loss' GROUP BY run_id`.",
+    ),
+    (
+        "curves([points])",
+        "Table function: the `metrics` rows of each (project, run, key) series, at most `points` \
      (default 1000, at least 4) per series: the first, last, lowest and highest point of each of \
      `points / 4` step buckets (M4 downsampling, which keeps the shape a chart draws, spikes \
      included). Shorter series come back whole. `WHERE` filters on its columns apply before \
      downsampling and prune what is read: `SELECT * FROM curves(500) WHERE run_id IN (…) AND key \
      = 'val_loss'`.",
-)];
+    ),
+];
 
 /// Points per series when `curves()` is called without an argument.
 pub const DEFAULT_CURVE_POINTS: i64 = 1000;
@@ -52,6 +61,9 @@ pub(crate) fn register(ctx: &SessionContext, store: &Store, objects: &ObjectStor
         objects.clone(),
     ));
     ctx.register_udtf("curves", Arc::new(Curves { metrics }));
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
+        crate::sparkline::Sparkline::new(),
+    ));
 }
 
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //! [`Engine::open`] gives a DataFusion session whose default schema holds the store's tables
 //! (`runs`, `params`, `tags`, `metrics`, `system_metrics`, `artifacts`, `logs`, `inputs`,
 //! `metric_summary`) over every project, live segments and compacted Parquet together, plus the
-//! pivot tables `params_wide` and `metrics_wide` and the table function `curves(points)`.
+//! pivot tables `params_wide` and `metrics_wide`, the table function `curves(points)` and the
+//! aggregate `sparkline(step, value)`.
 //! Filters on `project`, `run_id` and `key` prune what is read before any file is opened.
 //! docs/sql.md lists every table, column and function, with worked examples.
 
@@ -14,6 +15,7 @@ mod functions;
 mod live;
 mod pushdown;
 pub mod reference;
+mod sparkline;
 mod table;
 mod wide;
 

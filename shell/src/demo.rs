@@ -12,7 +12,7 @@ use runql_core::model::{RunStatus, now_us};
 use runql_core::{Capture, Input, Run, Store};
 
 /// Queries printed (and, without a terminal, run) after the demo store is made.
-pub const SUGGESTED: [(&str, &str); 5] = [
+pub const SUGGESTED: [(&str, &str); 6] = [
     (
         "Runs per project, and how many are running",
         "SELECT project, count(*) AS runs, count(*) FILTER (WHERE status = 'running') AS running\nFROM runs GROUP BY project ORDER BY project;",
@@ -20,6 +20,10 @@ pub const SUGGESTED: [(&str, &str); 5] = [
     (
         "The best trial of the learning-rate sweep",
         "SELECT r.name, p.lr, p.batch_size, round(m.\"val/loss\", 4) AS val_loss\nFROM runs r JOIN params_wide p USING (project, run_id) JOIN metrics_wide m USING (project, run_id)\nWHERE r.parent_run_id IS NOT NULL AND r.project = 'mnist-cnn'\nORDER BY val_loss LIMIT 3;",
+    ),
+    (
+        "Learning curves at a glance",
+        "SELECT r.name, sparkline(m.step, m.value) AS \"train/loss\"\nFROM metrics m JOIN runs r USING (project, run_id)\nWHERE m.key = 'train/loss' AND r.project = 'mnist-cnn' GROUP BY r.name ORDER BY r.name;",
     ),
     (
         "Runs that are still running or crashed",

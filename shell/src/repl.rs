@@ -95,7 +95,7 @@ impl Completion {
             words.push(t.name().to_string());
             words.extend(t.columns().iter().map(|c| c.name.to_string()));
         }
-        words.extend(["params_wide", "metrics_wide", "curves"].map(String::from));
+        words.extend(["params_wide", "metrics_wide", "curves", "sparkline"].map(String::from));
         words.sort();
         words.dedup();
         let mut values = Vec::new();
