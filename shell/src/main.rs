@@ -8,6 +8,7 @@ mod commands;
 mod demo;
 mod format;
 mod meta;
+mod plot;
 mod repl;
 mod split;
 mod wrap;
@@ -88,6 +89,16 @@ pub enum Command {
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Draw runs' learning curves of one metric as a terminal chart, or write an SVG
+    Plot {
+        /// The metric key, e.g. val_loss
+        key: String,
+        /// Run ids or unique prefixes [default: the 5 latest runs that logged KEY]
+        runs: Vec<String>,
+        /// Write an SVG file instead of drawing in the terminal
+        #[arg(long, value_name = "FILE.svg")]
+        out: Option<PathBuf>,
     },
     /// Compare runs: params that differ, and final metrics side by side
     Compare {

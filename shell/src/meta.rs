@@ -13,6 +13,7 @@ pub enum Meta {
     Output,
     Include,
     Edit,
+    Plot,
     Help,
     Quit,
 }
@@ -67,6 +68,12 @@ pub const META: &[(Meta, &[&str], &str, &str)] = &[
         &["\\e"],
         "",
         "edit the current (or last) statement in $EDITOR, then run it",
+    ),
+    (
+        Meta::Plot,
+        &["\\plot"],
+        "KEY [RUN…] [--out F.svg]",
+        "draw runs' curves of a metric (default: the 5 latest runs)",
     ),
     (Meta::Help, &["\\help", "\\?", "\\h"], "", "this list"),
     (Meta::Quit, &["\\q", "\\quit"], "", "quit (also Ctrl-D)"),

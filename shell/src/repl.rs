@@ -468,6 +468,21 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
                 std::fs::read_to_string(args).with_context(|| format!("cannot read {args}"))?;
             run_text(rt, engine, state, &text);
         }
+        Meta::Plot => {
+            let mut words: Vec<String> = args.split_whitespace().map(String::from).collect();
+            let mut out = None;
+            if let Some(i) = words.iter().position(|w| w == "--out") {
+                out = words.get(i + 1).map(PathBuf::from);
+                words.drain(i..(i + 2).min(words.len()));
+            }
+            let Some((key, runs)) = words.split_first() else {
+                anyhow::bail!("\\plot KEY [RUN…] [--out FILE.svg]");
+            };
+            print!(
+                "{}",
+                crate::commands::plot(rt, engine, key, runs, out.as_deref())?
+            );
+        }
         Meta::Help => print!("{}", meta::help()),
         Meta::Edit | Meta::Quit => {}
     }

@@ -274,3 +274,51 @@ fn compare_export_and_gc() {
     assert!(out.contains("mnist-cnn: removed"), "{out}");
     assert_eq!(count(), before, "gc changed what queries see");
 }
+
+#[test]
+fn plot_draws_curves_in_the_terminal_and_to_svg() {
+    let dir = demo_store();
+    let store = dir.path().to_string_lossy().into_owned();
+    let chart = stdout(
+        &runql()
+            .args(["--store", &store, "plot", "episode/return"])
+            .output()
+            .unwrap(),
+    );
+    assert!(chart.starts_with("episode/return\n"), "{chart}");
+    assert!(
+        chart.contains("[1] ppo-seed") && chart.contains("[2] ppo-seed"),
+        "{chart}"
+    );
+    assert!(
+        chart
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "{chart}"
+    );
+    let svg = dir.path().join("curves.svg");
+    stdout(
+        &runql()
+            .args([
+                "--store",
+                &store,
+                "plot",
+                "val/loss",
+                "--out",
+                &svg.to_string_lossy(),
+            ])
+            .output()
+            .unwrap(),
+    );
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(
+        doc.matches("<polyline").count(),
+        5,
+        "the 5 latest runs with val/loss"
+    );
+    let out = runql()
+        .args(["--store", &store, "plot", "no-such-key"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
