@@ -166,8 +166,10 @@ pub fn run_sql(
     };
     let many = statements.len() > 1;
     for (i, sql) in statements.iter().enumerate() {
-        let (schema, batches) = rt
-            .block_on(collect(engine, sql))
+        let spinner = crate::progress::Spinner::start("running the query");
+        let result = rt.block_on(collect(engine, sql));
+        drop(spinner);
+        let (schema, batches) = result
             .with_context(|| {
                 if many {
                     format!("statement {}", i + 1)
@@ -484,9 +486,11 @@ fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> R
     };
     let grace = std::time::Duration::from_secs(grace_minutes * 60);
     for p in projects {
+        let spinner = crate::progress::Spinner::start(format!("collecting garbage in {p}"));
         let r = rt
             .block_on(store.gc(&p, grace))
             .with_context(|| format!("collecting garbage in project {p}"))?;
+        drop(spinner);
         writeln!(
             std::io::stdout(),
             "{p}: removed {} consumed live objects, {} unreferenced files, {} temporary files ({} bytes)",
@@ -526,6 +530,7 @@ fn export(
     for table in runql_core::schema::Table::ALL {
         let path = dir.join(format!("{}.{ext}", table.name()));
         let t = Instant::now();
+        let spinner = crate::progress::Spinner::start(format!("exporting {}", table.name()));
         let (schema, batches) = rt.block_on(collect(
             engine,
             &format!("SELECT * FROM {}{filter}", table.name()),
@@ -537,6 +542,7 @@ fn export(
         );
         format::write(&mut file, format, &schema, &batches, Layout::default())?;
         file.flush()?;
+        drop(spinner);
         writeln!(
             std::io::stdout(),
             "{}: {rows} rows in {:.1?}",
@@ -555,9 +561,11 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
     };
     for p in projects {
         let t = Instant::now();
+        let spinner = crate::progress::Spinner::start(format!("compacting {p}"));
         let report = rt
             .block_on(store.compact(&p))
             .with_context(|| format!("compacting project {p}"))?;
+        drop(spinner);
         writeln!(
             std::io::stdout(),
             "{p}: {} runs compacted into {} files ({} bytes) in {:.1?}",
@@ -616,7 +624,9 @@ fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
         );
     }
     let t = Instant::now();
+    let spinner = crate::progress::Spinner::start("filling the demo store");
     let live = demo::fill(&store).context("filling the demo store")?;
+    drop(spinner);
     let runs = rt.block_on(store.list_runs(None))?.len();
     eprintln!(
         "Demo store {url}: 3 projects, {runs} runs (one still running), made in {:.1?}.",

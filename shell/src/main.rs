@@ -9,6 +9,7 @@ mod demo;
 mod format;
 mod meta;
 mod plot;
+mod progress;
 mod repl;
 mod split;
 mod wrap;

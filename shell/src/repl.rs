@@ -319,6 +319,7 @@ fn run_text(rt: &Runtime, engine: &Engine, state: &mut State, text: &str) {
 fn run_statement(rt: &Runtime, engine: &Engine, state: &mut State, sql: &str) {
     state.last = Some(sql.to_string());
     let t = Instant::now();
+    let spinner = crate::progress::Spinner::start("running (Ctrl-C cancels)");
     let result = rt.block_on(async {
         tokio::select! {
             r = collect(engine, sql) => Some(r),
@@ -326,6 +327,7 @@ fn run_statement(rt: &Runtime, engine: &Engine, state: &mut State, sql: &str) {
         }
     });
     let elapsed = t.elapsed();
+    drop(spinner);
     match result {
         None => eprintln!("cancelled"),
         Some(Err(e)) => eprintln!("error: {}", crate::message(&e)),
