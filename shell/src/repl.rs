@@ -96,6 +96,19 @@ impl Completion {
             words.extend(t.columns().iter().map(|c| c.name.to_string()));
         }
         words.extend(["params_wide", "metrics_wide", "curves", "sparkline"].map(String::from));
+        // Extension tables (plugins), as schema.table, and their columns.
+        if let Ok((_, batches)) = rt.block_on(collect(
+            engine,
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+             WHERE table_schema NOT IN ('public', 'information_schema') \
+             UNION ALL SELECT column_name FROM information_schema.columns \
+             WHERE table_schema NOT IN ('public', 'information_schema')",
+        )) {
+            for b in &batches {
+                let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
+                words.extend((0..c.len()).map(|i| c.value(i).to_string()));
+            }
+        }
         words.sort();
         words.dedup();
         let mut values = Vec::new();
@@ -123,7 +136,7 @@ impl Completion {
             before.rfind('\'').map_or(0, |i| i + 1)
         } else {
             before
-                .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\'))
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\' || c == '.'))
                 .map_or(0, |i| i + 1)
         };
         let prefix = &before[start..];
@@ -155,19 +168,27 @@ impl Completion {
                 pairs(&mut meta::names().filter(|n| n.starts_with(prefix))),
             );
         }
-        let lower = prefix.chars().all(|c| !c.is_uppercase());
-        let found: Vec<Pair> = self
-            .words
-            .iter()
-            .filter(|w| w.to_lowercase().starts_with(&prefix.to_lowercase()))
-            .map(|w| {
-                let w = if lower { w.to_lowercase() } else { w.clone() };
-                Pair {
-                    display: w.clone(),
-                    replacement: w,
-                }
-            })
-            .collect();
+        let matching = |prefix: &str| -> Vec<Pair> {
+            let lower = prefix.chars().all(|c| !c.is_uppercase());
+            self.words
+                .iter()
+                .filter(|w| w.to_lowercase().starts_with(&prefix.to_lowercase()))
+                .map(|w| {
+                    let w = if lower { w.to_lowercase() } else { w.clone() };
+                    Pair {
+                        display: w.clone(),
+                        replacement: w,
+                    }
+                })
+                .collect()
+        };
+        let found = matching(prefix);
+        // `alias.col` and `schema.table`: complete what follows the last dot.
+        if found.is_empty()
+            && let Some(dot) = prefix.rfind('.')
+        {
+            return (start + dot + 1, matching(&prefix[dot + 1..]));
+        }
         (start, found)
     }
 }
@@ -516,4 +537,50 @@ fn edit(text: &str) -> Result<Option<String>> {
     }
     println!("{}", edited.trim());
     Ok(Some(edited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion() -> Completion {
+        Completion {
+            words: [
+                "metric_summary",
+                "metrics",
+                "name",
+                "optuna.trials",
+                "SELECT",
+            ]
+            .map(String::from)
+            .to_vec(),
+            values: ["mnist", "val/loss"].map(String::from).to_vec(),
+        }
+    }
+
+    fn names(c: (usize, Vec<Pair>)) -> (usize, Vec<String>) {
+        (c.0, c.1.into_iter().map(|p| p.replacement).collect())
+    }
+
+    #[test]
+    fn completes_words_dotted_names_and_values_in_quotes() {
+        let c = completion();
+        assert_eq!(names(c.complete("sel", 3)), (0, vec!["select".to_string()]));
+        assert_eq!(
+            names(c.complete("FROM metric_", 12)).1,
+            vec!["metric_summary"]
+        );
+        assert_eq!(
+            names(c.complete("FROM optuna.t", 13)),
+            (5, vec!["optuna.trials".to_string()])
+        );
+        assert_eq!(
+            names(c.complete("SELECT r.na", 11)),
+            (9, vec!["name".to_string()])
+        );
+        assert_eq!(
+            names(c.complete("WHERE key = 'val", 16)),
+            (13, vec!["val/loss".to_string()])
+        );
+    }
 }
