@@ -65,6 +65,48 @@ pub fn run(cli: Cli) -> Result<()> {
             show(&rt, &engine, &run)
         }
         Some(Command::Compact { project }) => compact(&rt, &url, project),
+        Some(Command::Serve {
+            host,
+            port,
+            tokens,
+            tokens_file,
+            allow_anonymous,
+            max_body_mb,
+        }) => {
+            let mut access = runql_server::Access::loopback_only().anonymous(allow_anonymous);
+            for t in tokens {
+                if t.len() < 16 {
+                    bail!("--token must be at least 16 characters");
+                }
+                access = access.token(t, runql_server::Scope::Write);
+            }
+            if let Some(f) = tokens_file {
+                access = access.tokens_file(&f).map_err(anyhow::Error::msg)?;
+            }
+            let options = runql_server::Options {
+                access,
+                max_body: max_body_mb.saturating_mul(1 << 20),
+            };
+            let engine = open(&rt, &url)?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                    .await
+                    .with_context(|| format!("cannot listen on {host}:{port}"))?;
+                let addr = listener.local_addr()?;
+                eprintln!("runql serving {url} on http://{addr} (Ctrl-C stops)");
+                if !options.access.has_tokens() && !allow_anonymous && !addr.ip().is_loopback() {
+                    eprintln!(
+                        "runql: no --token given: only clients on this machine will be answered"
+                    );
+                }
+                let app = runql_server::router(engine, options);
+                runql_server::serve(listener, app, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("the server stopped")
+            })
+        }
         Some(Command::Plot { key, runs, out }) => {
             let engine = open(&rt, &url)?;
             let text = plot(&rt, &engine, &key, &runs, out.as_deref())?;

@@ -129,6 +129,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "parquet")]
         format: Format,
     },
+    /// Serve the store over HTTP: read-only SQL at POST /api/sql (JSON, CSV or Arrow)
+    Serve {
+        /// Address to listen on (0.0.0.0 for every interface)
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// A bearer token with write (and read) access; repeat for several
+        #[arg(long = "token", value_name = "TOKEN", env = "RUNQL_TOKEN")]
+        tokens: Vec<String>,
+        /// A file of `read TOKEN` / `write TOKEN` lines
+        #[arg(long, value_name = "FILE")]
+        tokens_file: Option<PathBuf>,
+        /// Serve clients on other machines without a token (they get write access)
+        #[arg(long)]
+        allow_anonymous: bool,
+        /// Largest request body, in MiB
+        #[arg(long, default_value_t = 32)]
+        max_body_mb: usize,
+    },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {
         /// Only this project

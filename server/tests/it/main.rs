@@ -1,0 +1,4 @@
+//! runql-server over real HTTP: a server on a loopback port, a reqwest client.
+#![allow(clippy::unwrap_used)]
+
+mod sql;
