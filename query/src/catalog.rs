@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{Result as DFResult, plan_err};
+use datafusion::datasource::TableType;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use runql_core::Store;
 use runql_core::schema::Table;
@@ -63,6 +64,21 @@ impl SchemaProvider for RunqlSchema {
             return wide_table(&self.store, name).await.map(Some);
         }
         Ok(self.user.read().ok().and_then(|u| u.get(name).cloned()))
+    }
+
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        // Without building a pivot table (a scan) just to say what kind it is.
+        if self.core.contains_key(name) {
+            return Ok(Some(TableType::Base));
+        }
+        if WIDE_TABLES.iter().any(|(n, _)| *n == name) {
+            return Ok(Some(TableType::View));
+        }
+        Ok(self
+            .user
+            .read()
+            .ok()
+            .and_then(|u| u.get(name).map(|t| t.table_type())))
     }
 
     fn register_table(

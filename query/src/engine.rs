@@ -184,7 +184,10 @@ fn refused_statement(plan: &LogicalPlan) -> Option<String> {
     let mut found = None;
     let _ = plan.apply(|p| {
         found = match p {
-            LogicalPlan::Ddl(ddl) => Some(words(ddl.name())),
+            LogicalPlan::Ddl(ddl) => Some(match ddl.name() {
+                "CreateMemoryTable" => "CREATE TABLE".to_string(),
+                other => words(other),
+            }),
             LogicalPlan::Dml(dml) => Some(dml.op.to_string().to_uppercase()),
             LogicalPlan::Copy(_) => Some("COPY".to_string()),
             _ => None,

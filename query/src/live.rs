@@ -71,6 +71,11 @@ impl PartitionStream for LivePartition {
                         .read_segments(&item.project, &item.run, source_table(table))
                         .await
                         .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    // One item is one run's rows in write order: apply "first param, last
+                    // tag" here (a live run may set a tag twice, or log its params again when
+                    // a second process resumes it).
+                    let rows = runql_core::store::resolve(table, rows)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     let mut rows = filter_keys(rows, keys.as_deref())?;
                     if table == Table::MetricSummary && !rows.is_empty() {
                         rows = vec![

@@ -100,8 +100,9 @@ fn string_set(e: &Expr, column: &str) -> Option<BTreeSet<String>> {
 fn is_column(e: &Expr, column: &str) -> bool {
     match e {
         Expr::Column(c) => c.name == column,
-        // The planner may wrap a dictionary or view column in a cast to compare it.
-        Expr::Cast(c) => is_column(&c.expr, column),
+        // The planner may wrap a dictionary or view column in a cast to compare it; only a
+        // string-to-string cast keeps equality meaning equality.
+        Expr::Cast(c) if is_string(c.field.data_type()) => is_column(&c.expr, column),
         _ => false,
     }
 }
@@ -114,8 +115,17 @@ fn literal(e: &Expr) -> Option<String> {
             | ScalarValue::Utf8View(Some(v)),
             _,
         ) => Some(v.clone()),
-        Expr::Cast(c) => literal(&c.expr),
+        Expr::Cast(c) if is_string(c.field.data_type()) => literal(&c.expr),
         _ => None,
+    }
+}
+
+fn is_string(t: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_string(v),
+        _ => false,
     }
 }
 
@@ -148,6 +158,19 @@ mod tests {
             in_list(col("project"), vec![lit("p")], true),
         ]);
         assert_eq!(p, Pushdown::default());
+    }
+
+    #[test]
+    fn lossy_casts_select_everything() {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::cast;
+        let p =
+            Pushdown::from_filters(&[
+                cast(cast(col("project"), DataType::Int64), DataType::Utf8).eq(lit("1"))
+            ]);
+        assert_eq!(p.projects, None);
+        let p = Pushdown::from_filters(&[cast(col("project"), DataType::Utf8View).eq(lit("p"))]);
+        assert_eq!(p.projects, set(&["p"]));
     }
 
     #[test]

@@ -163,10 +163,10 @@ fn draw(points: &mut [(i64, f64)], width: usize) -> Option<String> {
     let finite: Vec<(i64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
     let (first, last) = (finite.first()?.0, finite.last()?.0);
     let buckets = width.min(finite.len()).max(1);
-    let span = (last - first) as i128 + 1;
+    let span = last as i128 - first as i128 + 1;
     let mut sums = vec![(0.0f64, 0usize); buckets];
     for (s, v) in &finite {
-        let b = (((*s - first) as i128 * buckets as i128) / span) as usize;
+        let b = (((*s as i128 - first as i128) * buckets as i128) / span) as usize;
         let e = &mut sums[b.min(buckets - 1)];
         e.0 += v;
         e.1 += 1;
@@ -210,6 +210,14 @@ mod tests {
         let line = draw(&mut p, 8).unwrap();
         assert_eq!(line.chars().count(), 8);
         assert!(line.starts_with('█') && line.ends_with('▁'), "{line}");
+    }
+
+    #[test]
+    fn extreme_steps_do_not_overflow() {
+        assert_eq!(
+            draw(&mut [(i64::MIN, 0.0), (i64::MAX, 1.0)], 4).as_deref(),
+            Some("▁█")
+        );
     }
 
     #[test]

@@ -337,10 +337,16 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
 }
 
 fn compare(rt: &Runtime, engine: &Engine, prefixes: &[String], format: Format) -> Result<()> {
-    let ids = prefixes
-        .iter()
-        .map(|p| resolve_run(rt, engine, p))
-        .collect::<Result<Vec<_>>>()?;
+    let mut ids: Vec<String> = Vec::new();
+    for p in prefixes {
+        let id = resolve_run(rt, engine, p)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() < 2 {
+        bail!("compare needs two different runs");
+    }
     let list = ids.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ");
     // Column names: the run's name and the start of its id, so two runs named alike differ.
     let (_, names) = rt.block_on(collect(
@@ -516,8 +522,9 @@ fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
 }
 
 /// The last `n` characters of an id (UUIDv7s share their leading, time-ordered digits).
-fn tail(id: &str, n: usize) -> &str {
-    &id[id.len().saturating_sub(n)..]
+fn tail(id: &str, n: usize) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
 }
 
 fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> Result<()> {
@@ -526,7 +533,7 @@ fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> R
         Some(p) => vec![p],
         None => rt.block_on(store.list_projects())?,
     };
-    let grace = std::time::Duration::from_secs(grace_minutes * 60);
+    let grace = std::time::Duration::from_secs(grace_minutes.saturating_mul(60));
     for p in projects {
         let spinner = crate::progress::Spinner::start(format!("collecting garbage in {p}"));
         let r = rt

@@ -172,9 +172,6 @@ pub fn write(
             }
             w.finish()?;
             drop(w);
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                write!(out, "[]")?;
-            }
             writeln!(out)?;
         }
         Format::Ndjson => {

@@ -96,12 +96,10 @@ impl Completion {
             words.extend(t.columns().iter().map(|c| c.name.to_string()));
         }
         words.extend(["params_wide", "metrics_wide", "curves", "sparkline"].map(String::from));
-        // Extension tables (plugins), as schema.table, and their columns.
+        // Extension tables (plugins), as schema.table.
         if let Ok((_, batches)) = rt.block_on(collect(
             engine,
             "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-             WHERE table_schema NOT IN ('public', 'information_schema') \
-             UNION ALL SELECT column_name FROM information_schema.columns \
              WHERE table_schema NOT IN ('public', 'information_schema')",
         )) {
             for b in &batches {
@@ -132,12 +130,15 @@ impl Completion {
     fn complete(&self, line: &str, pos: usize) -> (usize, Vec<Pair>) {
         let before = &line[..pos];
         let in_string = before.matches('\'').count() % 2 == 1;
+        // Byte index just after the last character that ends a word (char-aware: a pasted
+        // non-breaking space or curly quote is several bytes).
+        let after = |i: usize| i + before[i..].chars().next().map_or(1, char::len_utf8);
         let start = if in_string {
-            before.rfind('\'').map_or(0, |i| i + 1)
+            before.rfind('\'').map_or(0, after)
         } else {
             before
                 .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\' || c == '.'))
-                .map_or(0, |i| i + 1)
+                .map_or(0, after)
         };
         let prefix = &before[start..];
         let pairs = |it: &mut dyn Iterator<Item = &str>| -> Vec<Pair> {
@@ -477,6 +478,9 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
         }
         Meta::Output if args.is_empty() => {
             state.output = None;
+            if state.format.is_binary() {
+                state.format = Format::Table;
+            }
             println!("output goes to the terminal");
         }
         Meta::Output => {

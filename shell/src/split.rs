@@ -2,16 +2,29 @@
 //! says whether the text ends inside an unfinished statement (the shell then asks for more).
 
 /// The complete statements of `text` (without their `;`) and what follows the last `;`.
+///
+/// Understands what DataFusion's SQL dialect does: `'…'` strings with `''` escapes, `E'…'`
+/// strings with backslash escapes, `$tag$…$tag$` strings, `"…"` and `` `…` `` identifiers,
+/// `--` comments and nested `/* … */` comments.
 pub fn split(text: &str) -> (Vec<String>, String) {
     let mut statements = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            q @ (b'\'' | b'"') => {
+            q @ (b'\'' | b'"' | b'`') => {
+                let backslashes = q == b'\''
+                    && i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && (i < 2 || !ident(bytes[i - 2]));
                 i += 1;
                 while i < bytes.len() {
+                    if backslashes && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
                     if bytes[i] == q {
                         // A doubled quote is an escaped quote.
                         if bytes.get(i + 1) == Some(&q) {
@@ -23,17 +36,43 @@ pub fn split(text: &str) -> (Vec<String>, String) {
                     i += 1;
                 }
             }
+            b'$' if i == 0 || !ident(bytes[i - 1]) => {
+                // `$tag$ … $tag$` (the tag may be empty; `$1` is a placeholder, not a quote).
+                let tag_end = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| !ident(b))
+                    .map(|p| i + 1 + p);
+                if let Some(te) = tag_end
+                    && bytes[te] == b'$'
+                    && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                {
+                    let tag = &text[i..=te];
+                    match text[te + 1..].find(tag) {
+                        Some(p) => i = te + 1 + p + tag.len() - 1,
+                        None => i = bytes.len(),
+                    }
+                }
+            }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
                 }
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let mut depth = 1;
                 i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
+                while i < bytes.len() && depth > 0 {
+                    if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                    } else {
+                        i += 1;
+                    }
                 }
-                i += 1;
+                continue;
             }
             b';' => {
                 let s = text[start..i].trim();
@@ -106,6 +145,23 @@ mod tests {
             ]
         );
         assert_eq!(rest, " SEL");
+    }
+
+    #[test]
+    fn escapes_dollar_quotes_backticks_and_nested_comments() {
+        let texts = [
+            r"SELECT E'it\'s;x'",
+            "SELECT $$a;b$$",
+            "SELECT $tag$ ; $ $tag$",
+            "/* a /* b */ ; */ SELECT 1",
+            "SELECT 1 AS `a;b`",
+            "SELECT $1",
+        ];
+        for t in texts {
+            let (s, rest) = split(&format!("{t}; SELECT 2;"));
+            assert_eq!(s, vec![t.to_string(), "SELECT 2".to_string()], "{t}");
+            assert_eq!(rest, "");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runql_core::capture::shell_quote;
@@ -79,7 +81,7 @@ fn protocol(run: &Run, line: &str, steps: &mut HashMap<String, i64>) -> Result<(
             for (k, v) in values {
                 let next = steps.entry(k.clone()).or_insert(0);
                 let s = step.unwrap_or(*next);
-                *next = s + 1;
+                *next = s.saturating_add(1);
                 run.log_metric(&k, s, v).map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -100,16 +102,18 @@ fn protocol(run: &Run, line: &str, steps: &mut HashMap<String, i64>) -> Result<(
     }
 }
 
-/// Copies one stream of the child line by line: into `logs`, and to our own stream.
-fn pump(
-    run: &Run,
-    stream: &'static str,
-    from: impl Read,
-    mut to: impl Write,
-) -> std::thread::Result<()> {
+/// What the pump threads hand to the thread that owns the run.
+enum Event {
+    Line(&'static str, String),
+    Protocol(String),
+}
+
+/// Copies the child's standard output: each line is shown and logged, `@runql` lines are
+/// handed over instead. Runs until the pipe closes.
+fn pump_stdout(from: impl Read, tx: mpsc::Sender<Event>) {
     let mut reader = BufReader::new(from);
     let mut buf = Vec::new();
-    let mut steps = HashMap::new();
+    let mut out = std::io::stdout();
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf) {
@@ -118,20 +122,57 @@ fn pump(
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
-        if stream == "stdout"
-            && let Some(cmd) = line.strip_prefix("@runql ")
-        {
-            if let Err(e) = protocol(run, cmd, &mut steps) {
-                let _ = writeln!(std::io::stderr(), "runql: ignored `@runql {cmd}`: {e}");
+        let event = match line.strip_prefix("@runql ") {
+            Some(cmd) => Event::Protocol(cmd.to_string()),
+            None => {
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+                Event::Line("stdout", line.to_string())
             }
-            continue;
+        };
+        if tx.send(event).is_err() {
+            break;
         }
-        let _ = to.write_all(&buf);
-        let _ = to.flush();
-        let _ = run.log_line(stream, line);
     }
-    Ok(())
 }
+
+/// Copies the child's standard error byte for byte as it arrives (progress bars redraw with
+/// `\r`), and logs it split into lines at `\n` or `\r`.
+fn pump_stderr(mut from: impl Read, tx: mpsc::Sender<Event>) {
+    let mut chunk = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let mut err = std::io::stderr();
+    let flush_line = |line: &mut Vec<u8>| {
+        if !line.is_empty() {
+            let text = String::from_utf8_lossy(line).into_owned();
+            line.clear();
+            tx.send(Event::Line("stderr", text)).is_ok()
+        } else {
+            true
+        }
+    };
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let _ = err.write_all(&chunk[..n]);
+        let _ = err.flush();
+        for &b in &chunk[..n] {
+            if b == b'\n' || b == b'\r' {
+                if !flush_line(&mut line) {
+                    return;
+                }
+            } else if line.len() < MAX_LINE {
+                line.push(b);
+            }
+        }
+    }
+    flush_line(&mut line);
+}
+
+/// Longest line kept in `logs`; the rest of a longer line is shown but not stored.
+const MAX_LINE: usize = 64 * 1024;
 
 /// Runs the command as a run; returns the exit code to exit with.
 pub fn run(store: &Store, wrap: Wrap) -> Result<i32> {
@@ -193,13 +234,40 @@ pub fn run(store: &Store, wrap: Wrap) -> Result<i32> {
     };
     let out = child.stdout.take().context("child stdout")?;
     let err = child.stderr.take().context("child stderr")?;
-    let status = std::thread::scope(|s| {
-        let run = &run;
-        s.spawn(move || pump(run, "stdout", out, std::io::stdout()));
-        s.spawn(move || pump(run, "stderr", err, std::io::stderr()));
-        child.wait()
-    })
-    .context("waiting for the command")?;
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || pump_stdout(out, tx));
+    std::thread::spawn(move || pump_stderr(err, tx2));
+    let mut steps = HashMap::new();
+    let mut handle = |event: Event| match event {
+        Event::Line(stream, line) => {
+            let _ = run.log_line(stream, line);
+        }
+        Event::Protocol(cmd) => {
+            if let Err(e) = protocol(&run, &cmd, &mut steps) {
+                eprintln!("runql: ignored `@runql {cmd}`: {e}");
+            }
+        }
+    };
+    // Log output while the program runs; once it has exited, take what is left in its pipes,
+    // but do not wait for a background process that inherited them.
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => handle(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break child.wait()?,
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(event) => handle(event),
+            Err(_) => break,
+        }
+    }
 
     let (state, code) = match status.code() {
         Some(0) => (RunStatus::Finished, 0),

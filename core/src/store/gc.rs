@@ -77,7 +77,7 @@ impl Store {
 
 /// Microseconds since the epoch, `grace` ago.
 fn chrono_cutoff(grace: Duration) -> i64 {
-    crate::model::now_us() - grace.as_micros() as i64
+    crate::model::now_us().saturating_sub(i64::try_from(grace.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn remove_temp_files(dir: &std::path::Path, deadline: SystemTime, report: &mut GcReport) {

@@ -101,25 +101,36 @@ impl Manifest {
         for (ei, entry) in entries.iter().enumerate() {
             for (ci, claim) in entry.runs.iter().enumerate() {
                 let list = kept.entry(claim.run_id.as_str()).or_default();
-                let clash = list
-                    .iter()
-                    .position(|&(e, c)| entries[e as usize].runs[c as usize].overlaps(claim));
-                match clash {
-                    None => list.push((ei as u32, ci as u32)),
-                    Some(i) => {
-                        let (le, lc) = list[i];
-                        let old = &entries[le as usize].runs[lc as usize];
-                        let loser = if claim.segment_count() > old.segment_count() {
-                            list[i] = (ei as u32, ci as u32);
-                            &entries[le as usize].id
-                        } else {
-                            &entry.id
-                        };
+                let clashes: Vec<usize> = (0..list.len())
+                    .filter(|&i| {
+                        let (e, c) = list[i];
+                        entries[e as usize].runs[c as usize].overlaps(claim)
+                    })
+                    .collect();
+                if clashes.is_empty() {
+                    list.push((ei as u32, ci as u32));
+                    continue;
+                }
+                // The claim that consumed more segments wins against every claim it overlaps;
+                // each loser's rows of this run are ignored.
+                let wins = clashes.iter().all(|&i| {
+                    let (e, c) = list[i];
+                    claim.segment_count() > entries[e as usize].runs[c as usize].segment_count()
+                });
+                if wins {
+                    for &i in clashes.iter().rev() {
+                        let (le, _) = list.remove(i);
                         excluded
-                            .entry(loser.clone())
+                            .entry(entries[le as usize].id.clone())
                             .or_default()
                             .insert(claim.run_id.clone());
                     }
+                    list.push((ei as u32, ci as u32));
+                } else {
+                    excluded
+                        .entry(entry.id.clone())
+                        .or_default()
+                        .insert(claim.run_id.clone());
                 }
             }
         }
@@ -240,7 +251,11 @@ impl Store {
             .await?;
         entries.extend(fetched);
         let manifest = Arc::new(Manifest::fold(entries));
-        self.set_manifest_cache(project, names, manifest.clone());
+        // Only projects with entries are cached: a server asked about many non-existent
+        // projects must not grow the cache.
+        if !names.is_empty() {
+            self.set_manifest_cache(project, names, manifest.clone());
+        }
         Ok(manifest)
     }
 }

@@ -8,7 +8,7 @@
 //! nothing half-visible. The query engine discovers the declarations and serves each namespace
 //! as a SQL schema.
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
@@ -201,6 +201,36 @@ impl Store {
         let all = concat_batches(&def.schema, batches)?;
         if all.num_rows() == 0 {
             return Ok(0);
+        }
+        // Queries prune by `project`, trusting that a project's files hold its rows only.
+        if let Some(col) = all.column_by_name("project") {
+            let wrong = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .map(|p| (0..p.len()).find(|&i| p.is_null(i) || p.value(i) != project));
+            match wrong {
+                None => {
+                    return Err(Error::InvalidValue {
+                        what: "rows",
+                        reason: format!("{}.project must be a string column", def.qualified()),
+                    });
+                }
+                Some(Some(i)) => {
+                    return Err(Error::InvalidValue {
+                        what: "rows",
+                        reason: format!(
+                            "row {i} of {} has project {:?}, but the rows are appended to \
+                             project {project:?}",
+                            def.qualified(),
+                            col.as_any()
+                                .downcast_ref::<arrow::array::StringArray>()
+                                .filter(|p| p.is_valid(i))
+                                .map(|p| p.value(i).to_string())
+                        ),
+                    });
+                }
+                Some(None) => {}
+            }
         }
         self.create_project(project).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();

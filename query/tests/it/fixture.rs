@@ -195,6 +195,9 @@ pub fn demo() -> Fixture {
         .unwrap();
     }
     edge.log_param("model", "tiny-ßert").unwrap();
+    edge.log_param("model", "tiny-ßert").unwrap();
+    edge.set_tag("stage", "draft").unwrap();
+    edge.set_tag("stage", "final").unwrap();
     edge.log_param("lr", 0.0003).unwrap();
     edge.finish().unwrap();
 

@@ -143,3 +143,36 @@ fn a_missing_program_fails_clearly() {
         "status\nfailed\n"
     );
 }
+
+#[test]
+fn a_background_process_holding_the_pipes_does_not_hold_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let out = wrap(dir.path(), "sleep 600 & echo started", &[]);
+    // A hang detector, not a timing: the background sleep would hold us for ten minutes.
+    assert!(t.elapsed() < std::time::Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        csv(dir.path(), "SELECT status FROM runs"),
+        "status\nfinished\n"
+    );
+    assert!(csv(dir.path(), "SELECT line FROM logs").contains("started"));
+}
+
+#[test]
+fn progress_bars_on_stderr_pass_through_and_are_logged_per_redraw() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wrap(dir.path(), r"printf '10%%\r50%%\r100%%\n' >&2", &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).matches("100%").count(),
+        1
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10%\r50%\r100%"));
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT count(*) AS n FROM logs WHERE stream = 'stderr'"
+        ),
+        "n\n3\n"
+    );
+}
