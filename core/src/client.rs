@@ -95,7 +95,34 @@ impl Project {
             heartbeat_interval: Duration::from_secs(10),
             run_id: None,
             command: None,
+            resume: None,
         }
+    }
+
+    /// Reopens an existing run of this project to log more into it: an MLflow client resuming
+    /// a run, a second process of the same job, a server restarted mid-run. The run keeps its
+    /// name, parent, group, command and start time, and is `running` again until it finishes.
+    /// Params it logged before stay (first value wins); nothing is captured again.
+    pub async fn resume(&self, run_id: RunId) -> Result<RunBuilder> {
+        let id = run_id.to_string();
+        let batches = self
+            .store
+            .scan(
+                crate::schema::Table::Runs,
+                &crate::store::Scan::project(&self.name).runs([id.as_str()]),
+            )
+            .await?;
+        let record = batches
+            .iter()
+            .flat_map(|b| crate::store::records_from_batch(b).unwrap_or_default())
+            .next()
+            .ok_or_else(|| Error::RunNotFound {
+                run_id: id,
+                project: Some(self.name.clone()),
+            })?;
+        let mut builder = self.run().capture(Capture::none()).run_id(run_id);
+        builder.resume = Some(record);
+        Ok(builder)
     }
 }
 
@@ -113,6 +140,8 @@ pub struct RunBuilder {
     heartbeat_interval: Duration,
     run_id: Option<RunId>,
     command: Option<String>,
+    /// The record of the run being resumed.
+    resume: Option<RunRecord>,
 }
 
 impl RunBuilder {
@@ -188,10 +217,25 @@ impl RunBuilder {
         }
         let run_id = self.run_id.unwrap_or_default();
         let now = now_us();
-        let mut record = RunRecord::new(&self.project, run_id, now);
-        record.name = self.name.clone();
-        record.parent_run_id = self.parent.clone();
-        record.run_group = self.group.clone();
+        let mut record = match &self.resume {
+            Some(previous) => {
+                let mut r = previous.clone();
+                r.status = RunStatus::Running;
+                r.ended = None;
+                r.heartbeat = Some(now);
+                r
+            }
+            None => RunRecord::new(&self.project, run_id, now),
+        };
+        if self.resume.is_none() || self.name.is_some() {
+            record.name = self.name.clone();
+        }
+        if self.resume.is_none() || self.parent.is_some() {
+            record.parent_run_id = self.parent.clone();
+        }
+        if self.resume.is_none() || self.group.is_some() {
+            record.run_group = self.group.clone();
+        }
         if let Some(command) = &self.command {
             record.command = Some(command.clone());
         } else if self.capture.command {

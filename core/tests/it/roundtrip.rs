@@ -343,3 +343,50 @@ fn context_is_captured() {
         .sum();
     assert!(sys > 0, "system metrics were sampled");
 }
+
+#[test]
+fn a_resumed_run_keeps_its_identity_and_adds_to_its_data() {
+    let (_dir, store) = temp_store();
+    let project = store.project("p");
+    let run = quiet_run(&project)
+        .name("first")
+        .group("g")
+        .start()
+        .unwrap();
+    let id = run.id();
+    run.log_param("lr", 0.1).unwrap();
+    for step in 0..5 {
+        run.log_metric("loss", step, 1.0).unwrap();
+    }
+    run.finish().unwrap();
+    block_on(store.compact("p")).unwrap();
+    let before = block_on(store.read_run("p", &id.to_string()))
+        .unwrap()
+        .record;
+
+    let again = block_on(project.resume(id)).unwrap().start().unwrap();
+    assert_eq!(again.id(), id);
+    again.log_param("lr", 0.1).unwrap();
+    for step in 5..8 {
+        again.log_metric("loss", step, 0.5).unwrap();
+    }
+    again.finish().unwrap();
+
+    let after = block_on(store.read_run("p", &id.to_string())).unwrap();
+    assert_eq!(after.record.name.as_deref(), Some("first"));
+    assert_eq!(after.record.run_group.as_deref(), Some("g"));
+    assert_eq!(after.record.created, before.created);
+    assert_eq!(after.record.started, before.started);
+    assert_eq!(after.record.status, runql_core::RunStatus::Finished);
+    assert!(after.record.ended >= before.ended);
+    assert_eq!(metric_points(&store, "p", &id.to_string(), "loss").len(), 8);
+    let params =
+        block_on(store.scan(runql_core::Table::Params, &runql_core::Scan::project("p"))).unwrap();
+    assert_eq!(params.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+
+    let missing = block_on(project.resume(runql_core::RunId::new())).unwrap_err();
+    assert!(
+        matches!(missing, runql_core::Error::RunNotFound { .. }),
+        "{missing}"
+    );
+}
