@@ -120,8 +120,24 @@ impl Project {
                 run_id: id,
                 project: Some(self.name.clone()),
             })?;
+        // The params it logged before: a changed value must still be refused.
+        let params = self
+            .store
+            .scan(
+                crate::schema::Table::Params,
+                &crate::store::Scan::project(&self.name).runs([record.run_id.as_str()]),
+            )
+            .await?;
+        let mut known = HashMap::new();
+        for b in &params {
+            let keys = crate::store::read::string_column(b, "key")?;
+            let values = crate::store::read::string_column(b, "value")?;
+            for i in 0..b.num_rows() {
+                known.insert(keys.value(i).to_string(), values.value(i).to_string());
+            }
+        }
         let mut builder = self.run().capture(Capture::none()).run_id(run_id);
-        builder.resume = Some(record);
+        builder.resume = Some((record, known));
         Ok(builder)
     }
 }
@@ -140,8 +156,8 @@ pub struct RunBuilder {
     heartbeat_interval: Duration,
     run_id: Option<RunId>,
     command: Option<String>,
-    /// The record of the run being resumed.
-    resume: Option<RunRecord>,
+    /// The record and params of the run being resumed.
+    resume: Option<(RunRecord, HashMap<String, String>)>,
 }
 
 impl RunBuilder {
@@ -217,7 +233,7 @@ impl RunBuilder {
         }
         let run_id = self.run_id.unwrap_or_default();
         let now = now_us();
-        let mut record = match &self.resume {
+        let mut record = match self.resume.as_ref().map(|r| &r.0) {
             Some(previous) => {
                 let mut r = previous.clone();
                 r.status = RunStatus::Running;
@@ -254,7 +270,12 @@ impl RunBuilder {
             tx,
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
-            params: Mutex::new(HashMap::new()),
+            params: Mutex::new(
+                self.resume
+                    .as_ref()
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default(),
+            ),
         });
         {
             let mut b = shared.lock();

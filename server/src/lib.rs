@@ -9,6 +9,7 @@
 //! handler serves both APIs.
 
 mod auth;
+mod mlflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ impl Default for Options {
 struct AppState {
     engine: Engine,
     access: Access,
+    runs: mlflow::Runs,
 }
 
 type Shared = Arc<AppState>;
@@ -127,11 +129,13 @@ pub fn router(engine: Engine, options: Options) -> Router {
     let state = Arc::new(AppState {
         engine,
         access: options.access,
+        runs: mlflow::Runs::default(),
     });
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/api/sql", post(sql))
+        .merge(mlflow::routes())
         .layer(DefaultBodyLimit::max(options.max_body))
         .with_state(state)
 }

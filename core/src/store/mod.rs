@@ -14,7 +14,7 @@ mod compact;
 mod gc;
 pub mod layout;
 mod manifest;
-mod read;
+pub(crate) mod read;
 pub(crate) mod segment;
 mod tables;
 

@@ -1,0 +1,865 @@
+//! The MLflow tracking REST API (`/api/2.0/mlflow/…` and its `/ajax-api/…` twin), so that the
+//! official `mlflow` client logs into a runql store unchanged.
+//!
+//! Mapping: an MLflow experiment is the runql project of the same name, and its experiment id
+//! is that name (`"0"` is MLflow's Default experiment: the project `Default`). MLflow run ids
+//! are runql run ids. The server keeps a [`Run`] handle per run being logged; a run it does not
+//! hold (after a restart, or logged into after it ended) is reopened with `Project::resume`.
+//! Reads of a run the server is writing flush it first, so the client reads what it wrote.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use runql_core::model::RunStatus;
+use runql_core::{Capture, Run, RunId, RunRecord, Scan, Store, Table};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{ApiError, Scope, Shared, authorize};
+
+/// MLflow's limits per `log-batch` request.
+const MAX_METRICS: usize = 1000;
+const MAX_PARAMS: usize = 100;
+const MAX_TAGS: usize = 100;
+/// MLflow's Default experiment.
+const DEFAULT_ID: &str = "0";
+const DEFAULT_PROJECT: &str = "Default";
+
+/// Run handles the server is writing through.
+#[derive(Default)]
+pub(crate) struct Runs {
+    open: std::sync::Mutex<HashMap<String, Arc<Run>>>,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runs").finish_non_exhaustive()
+    }
+}
+
+fn project_of(experiment_id: &str) -> &str {
+    if experiment_id == DEFAULT_ID {
+        DEFAULT_PROJECT
+    } else {
+        experiment_id
+    }
+}
+
+fn experiment_id_of(project: &str) -> &str {
+    if project == DEFAULT_PROJECT {
+        DEFAULT_ID
+    } else {
+        project
+    }
+}
+
+fn not_found(what: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", what)
+}
+
+fn store_error(e: runql_core::Error) -> ApiError {
+    match e {
+        runql_core::Error::RunNotFound { run_id, .. } => {
+            not_found(format!("Run '{run_id}' not found"))
+        }
+        runql_core::Error::InvalidName { .. }
+        | runql_core::Error::InvalidValue { .. }
+        | runql_core::Error::ParamChanged { .. } => ApiError::invalid(e.to_string()),
+        other => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            other.to_string(),
+        ),
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        e.to_string(),
+    )
+}
+
+/// The MLflow routes, under both prefixes.
+pub(crate) fn routes() -> Router<Shared> {
+    let api = Router::new()
+        .route("/experiments/create", post(create_experiment))
+        .route("/experiments/get-by-name", get(get_experiment_by_name))
+        .route("/experiments/get", get(get_experiment))
+        .route(
+            "/experiments/search",
+            post(search_experiments).get(search_experiments),
+        )
+        .route("/runs/create", post(create_run))
+        .route("/runs/update", post(update_run))
+        .route("/runs/get", get(get_run))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/log-parameter", post(log_param))
+        .route("/runs/set-tag", post(set_tag))
+        .route("/metrics/get-history", get(get_history));
+    Router::new()
+        .nest("/api/2.0/mlflow", api.clone())
+        .nest("/ajax-api/2.0/mlflow", api)
+}
+
+/// Parses a request body, accepting the bare `NaN` / `Infinity` tokens Python's `json` writes.
+fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("the body is not UTF-8"))?;
+    let fixed = quote_non_finite(text);
+    serde_json::from_str(&fixed).map_err(|e| ApiError::invalid(format!("malformed request: {e}")))
+}
+
+/// Rewrites bare `NaN`, `Infinity` and `-Infinity` outside strings as JSON strings.
+fn quote_non_finite(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t));
+        match token {
+            Some(t) => {
+                out.push('"');
+                out.push_str(t);
+                out.push('"');
+                rest = &rest[t.len()..];
+            }
+            None => {
+                if c == '"' {
+                    in_string = true;
+                }
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A double as MLflow clients send it: a number, or "NaN" / "Infinity" / "-Infinity".
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" | "inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            other => other.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// A double as protobuf JSON writes it (non-finite values as strings).
+fn to_json(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v == f64::INFINITY {
+        json!("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(v)
+    }
+}
+
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn experiment_json(project: &str, created_us: i64) -> Value {
+    json!({
+        "experiment_id": experiment_id_of(project),
+        "name": project,
+        "artifact_location": format!("mlflow-artifacts:/{}", experiment_id_of(project)),
+        "lifecycle_stage": "active",
+        "creation_time": created_us / 1000,
+        "last_update_time": created_us / 1000,
+        "tags": [],
+    })
+}
+
+fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "RUNNING",
+        RunStatus::Finished => "FINISHED",
+        RunStatus::Failed | RunStatus::Crashed => "FAILED",
+        RunStatus::Killed => "KILLED",
+    }
+}
+
+fn run_info(r: &RunRecord) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "run_uuid": r.run_id,
+        "run_name": r.name.clone().unwrap_or_default(),
+        "experiment_id": experiment_id_of(&r.project),
+        "user_id": r.username.clone().unwrap_or_default(),
+        "status": status_name(r.status),
+        "start_time": r.started.unwrap_or(r.created) / 1000,
+        "end_time": r.ended.map(|e| e / 1000),
+        "artifact_uri": format!("mlflow-artifacts:/{}/{}/artifacts", experiment_id_of(&r.project), r.run_id),
+        "lifecycle_stage": if r.deleted { "deleted" } else { "active" },
+    })
+}
+
+async fn ensure_project(store: &Store, project: &str) -> Result<i64, ApiError> {
+    match store.project_record(project).await.map_err(store_error)? {
+        Some(p) => Ok(p.created),
+        None if project == DEFAULT_PROJECT => Ok(store
+            .create_project(project)
+            .await
+            .map_err(store_error)?
+            .created),
+        None => Err(not_found(format!(
+            "No Experiment with id={}",
+            experiment_id_of(project)
+        ))),
+    }
+}
+
+async fn create_experiment(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    let name = req
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'name'"))?;
+    let store = s.engine.store();
+    if store
+        .project_record(name)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "RESOURCE_ALREADY_EXISTS",
+            format!("Experiment '{name}' already exists."),
+        ));
+    }
+    store.create_project(name).await.map_err(store_error)?;
+    Ok(axum::Json(json!({"experiment_id": experiment_id_of(name)})).into_response())
+}
+
+#[derive(Deserialize)]
+struct ByName {
+    experiment_name: String,
+}
+
+async fn get_experiment_by_name(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ByName>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    match s
+        .engine
+        .store()
+        .project_record(&q.experiment_name)
+        .await
+        .map_err(store_error)?
+    {
+        Some(p) => Ok(
+            axum::Json(json!({"experiment": experiment_json(&p.name, p.created)})).into_response(),
+        ),
+        None if q.experiment_name == DEFAULT_PROJECT => {
+            let created = ensure_project(s.engine.store(), DEFAULT_PROJECT).await?;
+            Ok(
+                axum::Json(json!({"experiment": experiment_json(DEFAULT_PROJECT, created)}))
+                    .into_response(),
+            )
+        }
+        None => Err(not_found(format!(
+            "Could not find experiment with name '{}'",
+            q.experiment_name
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ById {
+    experiment_id: String,
+}
+
+async fn get_experiment(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ById>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let project = project_of(&q.experiment_id);
+    let created = ensure_project(s.engine.store(), project).await?;
+    Ok(axum::Json(json!({"experiment": experiment_json(project, created)})).into_response())
+}
+
+async fn search_experiments(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let store = s.engine.store();
+    let mut experiments = Vec::new();
+    for p in store.list_projects().await.map_err(store_error)? {
+        if let Some(rec) = store.project_record(&p).await.map_err(store_error)? {
+            experiments.push(experiment_json(&rec.name, rec.created));
+        }
+    }
+    Ok(axum::Json(json!({"experiments": experiments})).into_response())
+}
+
+fn tags_of(req: &Value) -> Vec<(String, String)> {
+    req.get("tags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("key")?.as_str()?.to_string(),
+                        t.get("value")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn create_run(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    let experiment_id = req
+        .get("experiment_id")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_ID)
+        .to_string();
+    let project = project_of(&experiment_id).to_string();
+    ensure_project(s.engine.store(), &project).await?;
+    let tags = tags_of(&req);
+    let name = req
+        .get("run_name")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| {
+            tags.iter()
+                .find(|(k, _)| k == "mlflow.runName")
+                .map(|(_, v)| v.clone())
+        });
+    let parent = tags
+        .iter()
+        .find(|(k, _)| k == "mlflow.parentRunId")
+        .and_then(|(_, v)| v.parse::<RunId>().ok());
+    let store = s.engine.store().clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut b = store.project(&project).run().capture(Capture::none());
+        if let Some(n) = name {
+            b = b.name(n);
+        }
+        if let Some(p) = parent {
+            b = b.parent_id(p);
+        }
+        for (k, v) in tags {
+            b = b.tag(k, v);
+        }
+        b.start()
+    })
+    .await
+    .map_err(join_error)?
+    .map_err(store_error)?;
+    let id = run.id().to_string();
+    let run = Arc::new(run);
+    if let Ok(mut open) = s.runs.open.lock() {
+        open.insert(id.clone(), run.clone());
+    }
+    let record = read_record(&s, &id).await?;
+    Ok(axum::Json(json!({"run": {"info": run_info(&record), "data": {"metrics": [], "params": [], "tags": []}}})).into_response())
+}
+
+/// A run to log into: one the server holds open, or one reopened for this request only.
+enum Handle {
+    Open(Arc<Run>),
+    /// A run that had ended: it is finished again, with its old status, after the request.
+    Reopened(Run, RunStatus),
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        match self {
+            Handle::Open(r) => r,
+            Handle::Reopened(r, _) => r,
+        }
+    }
+}
+
+impl Handle {
+    /// Ends a reopened run again (whatever the request's outcome).
+    async fn close(self) -> Result<(), ApiError> {
+        if let Handle::Reopened(run, status) = self {
+            tokio::task::spawn_blocking(move || run.finish_with(status))
+                .await
+                .map_err(join_error)?
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The server's handle on a run. A run it does not hold is reopened: kept open when it is still
+/// running (this server restarted), reopened for this request only when it had ended (MLflow
+/// lets clients log into finished runs, which stay finished).
+async fn handle(s: &Shared, run_id: &str) -> Result<Handle, ApiError> {
+    if let Some(r) = s.runs.open.lock().ok().and_then(|o| o.get(run_id).cloned()) {
+        return Ok(Handle::Open(r));
+    }
+    let id: RunId = run_id
+        .parse()
+        .map_err(|_| not_found(format!("Run '{run_id}' not found")))?;
+    let store = s.engine.store().clone();
+    let record = store.find_run(run_id).await.map_err(store_error)?;
+    let builder = store
+        .project(&record.project)
+        .resume(id)
+        .await
+        .map_err(store_error)?;
+    let run = tokio::task::spawn_blocking(move || builder.start())
+        .await
+        .map_err(join_error)?
+        .map_err(store_error)?;
+    if record.status != RunStatus::Running {
+        return Ok(Handle::Reopened(run, record.status));
+    }
+    let run = Arc::new(run);
+    match s.runs.open.lock() {
+        Ok(mut open) => Ok(Handle::Open(
+            open.entry(run_id.to_string()).or_insert(run).clone(),
+        )),
+        Err(_) => Ok(Handle::Open(run)),
+    }
+}
+
+/// Runs `f` with the run's handle, closing a reopened run afterwards whatever happened.
+async fn with_run(
+    s: &Shared,
+    run_id: &str,
+    f: impl FnOnce(&Run) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let run = handle(s, run_id).await?;
+    let result = f(&run);
+    let closed = run.close().await;
+    result.and(closed)
+}
+
+async fn read_record(s: &Shared, run_id: &str) -> Result<RunRecord, ApiError> {
+    s.engine.store().find_run(run_id).await.map_err(store_error)
+}
+
+fn run_id_of(req: &Value) -> Result<String, ApiError> {
+    req.get("run_id")
+        .or_else(|| req.get("run_uuid"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))
+}
+
+async fn update_run(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    let run_id = run_id_of(&req)?;
+    let status = match req.get("status").and_then(Value::as_str) {
+        None | Some("RUNNING") | Some("SCHEDULED") => None,
+        Some("FINISHED") => Some(RunStatus::Finished),
+        Some("FAILED") => Some(RunStatus::Failed),
+        Some("KILLED") => Some(RunStatus::Killed),
+        Some(other) => return Err(ApiError::invalid(format!("Invalid run status '{other}'"))),
+    };
+    if let Some(status) = status {
+        // Make sure the run exists (and reopen it if this server does not hold it).
+        if let Handle::Reopened(run, _) = handle(&s, &run_id).await? {
+            tokio::task::spawn_blocking(move || run.finish_with(status))
+                .await
+                .map_err(join_error)?
+                .map_err(store_error)?;
+        }
+        let owned = s.runs.open.lock().ok().and_then(|mut o| o.remove(&run_id));
+        if let Some(run) = owned {
+            // Other requests may still hold the handle for a moment; wait for them.
+            let run = tokio::task::spawn_blocking(move || {
+                let mut run = run;
+                loop {
+                    match Arc::try_unwrap(run) {
+                        Ok(r) => return Some(r),
+                        Err(shared) => {
+                            run = shared;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(join_error)?;
+            if let Some(run) = run {
+                tokio::task::spawn_blocking(move || run.finish_with(status))
+                    .await
+                    .map_err(join_error)?
+                    .map_err(store_error)?;
+            }
+        }
+    }
+    let record = read_record(&s, &run_id).await?;
+    Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response())
+}
+
+fn log_metric_value(run: &Run, m: &Value) -> Result<(), ApiError> {
+    let key = m
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'key'"))?;
+    let value = m
+        .get("value")
+        .and_then(number)
+        .ok_or_else(|| ApiError::invalid(format!("Missing or invalid value for metric '{key}'")))?;
+    let ts = int(m.get("timestamp")).unwrap_or_else(|| runql_core::model::now_us() / 1000);
+    let step = int(m.get("step")).unwrap_or(0);
+    run.log_metric_at(key, step, value, ts.saturating_mul(1000))
+        .map_err(store_error)
+}
+
+fn kv<'a>(v: &'a Value, what: &str) -> Result<(&'a str, String), ApiError> {
+    let key = v.get("key").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(format!("Missing value for required parameter '{what} key'"))
+    })?;
+    let value = match v.get("value") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    Ok((key, value))
+}
+
+async fn log_batch(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    let run_id = run_id_of(&req)?;
+    let list = |name: &str| {
+        req.get(name)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (metrics, params, tags) = (list("metrics"), list("params"), list("tags"));
+    if metrics.len() > MAX_METRICS || params.len() > MAX_PARAMS || tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid(format!(
+            "A batch logging request can contain at most {MAX_METRICS} metrics, {MAX_PARAMS} \
+             params and {MAX_TAGS} tags; got {} metrics, {} params and {} tags",
+            metrics.len(),
+            params.len(),
+            tags.len()
+        )));
+    }
+    with_run(&s, &run_id, |run| {
+        for p in &params {
+            let (k, v) = kv(p, "param")?;
+            run.log_param(k, v).map_err(store_error)?;
+        }
+        for t in &tags {
+            let (k, v) = kv(t, "tag")?;
+            run.set_tag(k, v).map_err(store_error)?;
+        }
+        for m in &metrics {
+            log_metric_value(run, m)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn log_metric(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    with_run(&s, &run_id_of(&req)?, |run| log_metric_value(run, &req)).await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn log_param(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    with_run(&s, &run_id_of(&req)?, |run| {
+        let (k, v) = kv(&req, "param")?;
+        run.log_param(k, v).map_err(store_error)
+    })
+    .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn set_tag(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    with_run(&s, &run_id_of(&req)?, |run| {
+        let (k, v) = kv(&req, "tag")?;
+        run.set_tag(k, v).map_err(store_error)
+    })
+    .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// Makes what the server logged for `run_id` visible to readers.
+async fn flush_if_open(s: &Shared, run_id: &str) -> Result<(), ApiError> {
+    let open = s.runs.open.lock().ok().and_then(|o| o.get(run_id).cloned());
+    if let Some(run) = open {
+        tokio::task::spawn_blocking(move || run.flush())
+            .await
+            .map_err(join_error)?
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+}
+
+async fn get_run(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<RunQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let run_id = q
+        .run_id
+        .or(q.run_uuid)
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?;
+    flush_if_open(&s, &run_id).await?;
+    let record = read_record(&s, &run_id).await?;
+    let store = s.engine.store();
+    let scan = Scan::project(&record.project).runs([run_id.as_str()]);
+    let pairs = |batches: &[arrow::array::RecordBatch]| -> Vec<Value> {
+        let mut out = Vec::new();
+        for b in batches {
+            let (Some(k), Some(v)) = (b.column_by_name("key"), b.column_by_name("value")) else {
+                continue;
+            };
+            let (k, v) = (
+                arrow::array::AsArray::as_string::<i32>(k),
+                arrow::array::AsArray::as_string::<i32>(v),
+            );
+            for i in 0..b.num_rows() {
+                out.push(json!({"key": k.value(i), "value": v.value(i)}));
+            }
+        }
+        out
+    };
+    let params = pairs(
+        &store
+            .scan(Table::Params, &scan)
+            .await
+            .map_err(store_error)?,
+    );
+    let tags = pairs(&store.scan(Table::Tags, &scan).await.map_err(store_error)?);
+    let mut metrics = Vec::new();
+    for b in store
+        .scan(Table::MetricSummary, &scan)
+        .await
+        .map_err(store_error)?
+    {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+        let (Some(k), Some(v), Some(step), Some(ts)) = (
+            b.column_by_name("key"),
+            b.column_by_name("last_value"),
+            b.column_by_name("last_step"),
+            b.column_by_name("last_ts"),
+        ) else {
+            continue;
+        };
+        let (k, v, step, ts) = (
+            k.as_string::<i32>(),
+            v.as_primitive::<Float64Type>(),
+            step.as_primitive::<Int64Type>(),
+            ts.as_primitive::<TimestampMicrosecondType>(),
+        );
+        for i in 0..b.num_rows() {
+            metrics.push(json!({
+                "key": k.value(i),
+                "value": to_json(v.value(i)),
+                "step": step.value(i),
+                "timestamp": ts.value(i) / 1000,
+            }));
+        }
+    }
+    Ok(axum::Json(json!({"run": {
+        "info": run_info(&record),
+        "data": {"metrics": metrics, "params": params, "tags": tags},
+        "inputs": {},
+    }}))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    metric_key: String,
+    max_results: Option<usize>,
+    page_token: Option<String>,
+}
+
+async fn get_history(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let run_id = q
+        .run_id
+        .or(q.run_uuid)
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?;
+    flush_if_open(&s, &run_id).await?;
+    let record = read_record(&s, &run_id).await?;
+    let scan = Scan::project(&record.project)
+        .runs([run_id.as_str()])
+        .keys([q.metric_key.as_str()]);
+    let mut points: Vec<(i64, i64, f64)> = Vec::new();
+    for b in s
+        .engine
+        .store()
+        .scan(Table::Metrics, &scan)
+        .await
+        .map_err(store_error)?
+    {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+        let (Some(step), Some(ts), Some(v)) = (
+            b.column_by_name("step"),
+            b.column_by_name("ts"),
+            b.column_by_name("value"),
+        ) else {
+            continue;
+        };
+        let (step, ts, v) = (
+            step.as_primitive::<Int64Type>(),
+            ts.as_primitive::<TimestampMicrosecondType>(),
+            v.as_primitive::<Float64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            points.push((step.value(i), ts.value(i), v.value(i)));
+        }
+    }
+    points.sort_by_key(|p| (p.0, p.1));
+    let start: usize = q
+        .page_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse()
+                .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let limit = q.max_results.unwrap_or(25_000).clamp(1, 25_000);
+    let page: Vec<Value> = points
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(step, ts, v)| {
+            json!({"key": q.metric_key, "value": to_json(*v), "step": step, "timestamp": ts / 1000})
+        })
+        .collect();
+    let mut out = json!({"metrics": page});
+    if start + limit < points.len() {
+        out["next_page_token"] = json!((start + limit).to_string());
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_non_finite_tokens_become_strings_outside_strings_only() {
+        let fixed = quote_non_finite(
+            r#"{"a": NaN, "b": -Infinity, "c": "NaN and Infinity", "d": [Infinity]}"#,
+        );
+        let v: Value = serde_json::from_str(&fixed).unwrap_or_else(|e| panic!("{e}: {fixed}"));
+        assert!(number(&v["a"]).is_some_and(f64::is_nan));
+        assert_eq!(number(&v["b"]), Some(f64::NEG_INFINITY));
+        assert_eq!(v["c"], "NaN and Infinity");
+        assert_eq!(number(&v["d"][0]), Some(f64::INFINITY));
+    }
+}

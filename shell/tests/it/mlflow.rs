@@ -1,0 +1,118 @@
+//! The official `mlflow` Python client against `runql serve`: the client's own calls and
+//! errors, then the same runs read back with SQL. Skipped without Python and mlflow, unless
+//! RUNQL_REQUIRE_PYTHON is set (scripts/test sets it and installs mlflow-skinny).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::cli::runql;
+
+fn python() -> Option<String> {
+    let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import mlflow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Some(python)
+    } else if std::env::var_os("RUNQL_REQUIRE_PYTHON").is_some() {
+        panic!("{python} cannot import mlflow; scripts/test installs it");
+    } else {
+        eprintln!("skipped: no Python with mlflow ({python})");
+        None
+    }
+}
+
+/// `runql serve` on a free port; killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(store: &std::path::Path) -> Server {
+    let mut child = runql()
+        .args(["--store", &store.to_string_lossy(), "serve", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, url }
+}
+
+#[test]
+fn the_mlflow_client_logs_into_runql() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mlflow_client.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mlflow client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let parent = ids["parent"].as_str().unwrap();
+
+    // The same runs, through SQL.
+    let sql = |q: &str| {
+        let o = runql()
+            .args([
+                "--store",
+                &dir.path().to_string_lossy(),
+                "sql",
+                "--format",
+                "csv",
+                q,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        sql("SELECT name, status FROM runs WHERE project = 'mlflow-compat' ORDER BY name"),
+        "name,status\nbroken,failed\nchild,finished\npaged,finished\nparent,finished\n"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT key, value FROM params WHERE run_id = '{parent}' ORDER BY key"
+        )),
+        "key,value\nepochs,3\nlr,0.01\noptimizer,adam\n"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT isnan(value) AS nan FROM metrics WHERE run_id = '{parent}' AND key = 'weird'"
+        )),
+        "nan\ntrue\n"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT parent_run_id FROM runs WHERE run_id = '{}'",
+            ids["child"].as_str().unwrap()
+        )),
+        format!("parent_run_id\n{parent}\n")
+    );
+}

@@ -1,0 +1,98 @@
+"""Drives a tracking server with the official mlflow client; exits non-zero on any mismatch.
+
+Run by shell/tests/it/mlflow.rs against `runql serve` (MLFLOW_TRACKING_URI is set by it).
+Prints one JSON line with the ids it created, for the Rust side to check through SQL.
+"""
+
+import json
+import math
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+
+def expect_error(code, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except MlflowException as e:
+        assert e.error_code == code, (e.error_code, str(e))
+        return
+    raise AssertionError(f"expected {code} from {fn.__name__}")
+
+
+client = MlflowClient()
+exp = mlflow.set_experiment("mlflow-compat")
+assert exp.name == "mlflow-compat", exp
+
+with mlflow.start_run(run_name="parent") as parent:
+    mlflow.log_param("lr", 0.01)
+    mlflow.log_params({"epochs": 3, "optimizer": "adam"})
+    for step in range(5):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+    mlflow.log_metrics({"acc": 0.9, "weird": float("nan"), "big": float("inf")}, step=5)
+    mlflow.log_metric("no_step", 2.5)
+    mlflow.set_tag("team", "vision")
+    mlflow.set_tags({"stage": "dev"})
+    with mlflow.start_run(run_name="child", nested=True) as child:
+        mlflow.log_metric("x", 1.0)
+    run_id = parent.info.run_id
+
+    history = client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)], history
+    run = client.get_run(run_id)
+    assert run.data.params == {"lr": "0.01", "epochs": "3", "optimizer": "adam"}, run.data.params
+    assert math.isnan(run.data.metrics["weird"]), run.data.metrics
+    assert run.data.metrics["big"] == float("inf"), run.data.metrics
+    assert run.data.metrics["loss"] == 0.2, run.data.metrics
+    assert run.data.metrics["no_step"] == 2.5
+    assert run.data.tags["team"] == "vision" and run.data.tags["stage"] == "dev", run.data.tags
+    assert run.info.status == "RUNNING", run.info
+
+finished = client.get_run(run_id)
+assert finished.info.status == "FINISHED", finished.info
+assert finished.info.run_name == "parent", finished.info
+child_run = client.get_run(child.info.run_id)
+assert child_run.data.tags.get("mlflow.parentRunId") == run_id, child_run.data.tags
+assert child_run.info.experiment_id == exp.experiment_id
+
+# A failed run.
+with_failure = client.create_run(exp.experiment_id, run_name="broken")
+client.set_terminated(with_failure.info.run_id, status="FAILED")
+assert client.get_run(with_failure.info.run_id).info.status == "FAILED"
+
+# Paged history.
+paged = client.create_run(exp.experiment_id, run_name="paged")
+from mlflow.entities import Metric
+client.log_batch(paged.info.run_id, metrics=[Metric("m", float(i), 1700000000000 + i, i) for i in range(1000)])
+client.log_batch(paged.info.run_id, metrics=[Metric("m", float(i), 1700000000000 + i, i) for i in range(1000, 1500)])
+assert len(client.get_metric_history(paged.info.run_id, "m")) == 1500
+
+# Errors, with MLflow's codes.
+expect_error("RESOURCE_DOES_NOT_EXIST", client.get_run, "0" * 32)
+expect_error("RESOURCE_ALREADY_EXISTS", client.create_experiment, "mlflow-compat")
+# The client splits big batches itself; the server enforces MLflow's limit on raw requests.
+import os
+
+import requests
+
+raw = requests.post(
+    os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-batch",
+    json={
+        "run_id": paged.info.run_id,
+        "metrics": [{"key": "m", "value": 1.0, "timestamp": 0, "step": i} for i in range(1001)],
+    },
+)
+assert raw.status_code == 400, raw.text
+assert raw.json()["error_code"] == "INVALID_PARAMETER_VALUE", raw.text
+# Python's json writes bare NaN; the server takes it.
+nan = requests.post(
+    os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric",
+    data='{"run_id": "%s", "key": "bare", "value": NaN, "timestamp": 1, "step": 0}' % paged.info.run_id,
+    headers={"content-type": "application/json"},
+)
+assert nan.status_code == 200, nan.text
+expect_error("INVALID_PARAMETER_VALUE", client.log_param, run_id, "lr", "0.5")
+client.set_terminated(paged.info.run_id)
+
+print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
