@@ -10,6 +10,7 @@
 
 mod auth;
 mod mlflow;
+mod search;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -99,6 +99,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/runs/create", post(create_run))
         .route("/runs/update", post(update_run))
         .route("/runs/get", get(get_run))
+        .route("/runs/search", post(search_runs))
         .route("/runs/log-batch", post(log_batch))
         .route("/runs/log-metric", post(log_metric))
         .route("/runs/log-parameter", post(log_param))
@@ -767,6 +768,165 @@ async fn get_run(
         "inputs": {},
     }}))
     .into_response())
+}
+
+/// Every run the server holds, flushed: searches see what clients just logged.
+async fn flush_all(s: &Shared) -> Result<(), ApiError> {
+    let open: Vec<Arc<Run>> = s
+        .runs
+        .open
+        .lock()
+        .map(|o| o.values().cloned().collect())
+        .unwrap_or_default();
+    tokio::task::spawn_blocking(move || open.iter().try_for_each(|r| r.flush()))
+        .await
+        .map_err(join_error)?
+        .map_err(store_error)
+}
+
+async fn query(s: &Shared, sql: &str) -> Result<Vec<arrow::array::RecordBatch>, ApiError> {
+    Ok(s.engine.query(sql).await?)
+}
+
+/// The runs with these ids, in this order, as MLflow's `Run` objects.
+async fn runs_json(s: &Shared, ids: &[String]) -> Result<Vec<Value>, ApiError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids
+        .iter()
+        .map(|i| format!("'{}'", i.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Per run: its record, params, tags and latest metrics.
+    type Parts = (RunRecord, Vec<Value>, Vec<Value>, Vec<Value>);
+    let mut by_id: HashMap<String, Parts> = HashMap::new();
+    for b in query(s, &format!("SELECT * FROM runs WHERE run_id IN ({list})")).await? {
+        for r in runql_core::store::records_from_batch(&b).map_err(store_error)? {
+            by_id.insert(r.run_id.clone(), (r, Vec::new(), Vec::new(), Vec::new()));
+        }
+    }
+    for (table, slot) in [("params", 1), ("tags", 2)] {
+        for b in query(
+            s,
+            &format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})"),
+        )
+        .await?
+        {
+            let (id, k, v) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_string::<i32>(),
+            );
+            for i in 0..b.num_rows() {
+                if let Some(e) = by_id.get_mut(id.value(i)) {
+                    let kv = json!({"key": k.value(i), "value": v.value(i)});
+                    if slot == 1 {
+                        e.1.push(kv)
+                    } else {
+                        e.2.push(kv)
+                    }
+                }
+            }
+        }
+    }
+    for b in query(
+        s,
+        &format!("SELECT run_id, key, last_value, last_step, last_ts FROM metric_summary WHERE run_id IN ({list})"),
+    )
+    .await?
+    {
+        let id = b.column(0).as_string::<i32>();
+        let k = b.column(1).as_string::<i32>();
+        let v = b.column(2).as_primitive::<Float64Type>();
+        let step = b.column(3).as_primitive::<Int64Type>();
+        let ts = b.column(4).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            if let Some(e) = by_id.get_mut(id.value(i)) {
+                e.3.push(json!({"key": k.value(i), "value": to_json(v.value(i)), "step": step.value(i), "timestamp": ts.value(i) / 1000}));
+            }
+        }
+    }
+    Ok(ids
+        .iter()
+        .filter_map(|id| by_id.remove(id))
+        .map(|(r, params, tags, metrics)| {
+            json!({"info": run_info(&r), "data": {"metrics": metrics, "params": params, "tags": tags}, "inputs": {}})
+        })
+        .collect())
+}
+
+/// `runs/search`: MLflow filter strings, order_by and paging, answered with SQL.
+async fn search_runs(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let req: Value = body(&bytes)?;
+    let projects: Vec<String> = req
+        .get("experiment_ids")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(|i| project_of(i).to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if projects.is_empty() {
+        return Err(ApiError::invalid(
+            "Missing value for required parameter 'experiment_ids'",
+        ));
+    }
+    let filter = req.get("filter").and_then(Value::as_str).unwrap_or("");
+    let order_by: Vec<String> = req
+        .get("order_by")
+        .and_then(Value::as_array)
+        .map(|o| {
+            o.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let deleted = match req
+        .get("run_view_type")
+        .and_then(Value::as_str)
+        .unwrap_or("ACTIVE_ONLY")
+    {
+        "ACTIVE_ONLY" => Some(false),
+        "DELETED_ONLY" => Some(true),
+        _ => None,
+    };
+    let max_results = int(req.get("max_results")).unwrap_or(1000).clamp(1, 50_000) as usize;
+    let offset: usize = match req
+        .get("page_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))?,
+        None => 0,
+    };
+    flush_all(&s).await?;
+    let sql = crate::search::runs_sql(&projects, filter, &order_by, deleted, max_results, offset)?;
+    let mut ids: Vec<String> = Vec::new();
+    for b in query(&s, &sql).await? {
+        let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
+        ids.extend((0..b.num_rows()).map(|i| c.value(i).to_string()));
+    }
+    let more = ids.len() > max_results;
+    ids.truncate(max_results);
+    let mut out = json!({"runs": runs_json(&s, &ids).await?});
+    if more {
+        out["next_page_token"] = json!((offset + max_results).to_string());
+    }
+    Ok(axum::Json(out).into_response())
 }
 
 #[derive(Deserialize)]

@@ -95,4 +95,28 @@ assert nan.status_code == 200, nan.text
 expect_error("INVALID_PARAMETER_VALUE", client.log_param, run_id, "lr", "0.5")
 client.set_terminated(paged.info.run_id)
 
+# Search: MLflow filter strings, order_by, paging.
+ids = lambda runs: [r.info.run_id for r in runs]
+found = client.search_runs([exp.experiment_id], "params.lr = '0.01' and metrics.loss < 0.5")
+assert ids(found) == [run_id], found
+assert ids(client.search_runs([exp.experiment_id], "tags.team = 'vision'")) == [run_id]
+assert ids(client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")) == [with_failure.info.run_id]
+assert ids(client.search_runs([exp.experiment_id], "metrics.loss > 100")) == []
+assert ids(client.search_runs([exp.experiment_id], "run_name IN ('child', 'paged')", order_by=["attributes.run_name DESC"])) == [
+    paged.info.run_id,
+    child.info.run_id,
+]
+by_name = client.search_runs([exp.experiment_id], order_by=["attributes.run_name ASC"])
+assert [r.info.run_name for r in by_name] == ["broken", "child", "paged", "parent"], by_name
+first = client.search_runs([exp.experiment_id], max_results=3, order_by=["attributes.run_name"])
+assert len(first) == 3 and first.token, first
+rest = client.search_runs([exp.experiment_id], max_results=3, order_by=["attributes.run_name"], page_token=first.token)
+assert [r.info.run_name for r in rest] == ["parent"] and not rest.token
+assert found[0].data.params["lr"] == "0.01" and found[0].data.metrics["loss"] == 0.2
+expect_error("INVALID_PARAMETER_VALUE", client.search_runs, [exp.experiment_id], "metrics.loss <")
+fluent = mlflow.search_runs(
+    experiment_names=["mlflow-compat"], filter_string="metrics.loss < 0.5", output_format="list"
+)
+assert ids(fluent) == [run_id], fluent
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
