@@ -137,6 +137,16 @@ pub fn router(engine: Engine, options: Options) -> Router {
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/api/sql", post(sql))
         .merge(mlflow::routes())
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ENDPOINT_NOT_FOUND",
+                format!(
+                    "runql does not serve {} (docs/mlflow.md lists what it does)",
+                    uri.path()
+                ),
+            )
+        })
         .layer(DefaultBodyLimit::max(options.max_body))
         .with_state(state)
 }

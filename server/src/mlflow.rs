@@ -104,10 +104,190 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/runs/log-metric", post(log_metric))
         .route("/runs/log-parameter", post(log_param))
         .route("/runs/set-tag", post(set_tag))
-        .route("/metrics/get-history", get(get_history));
+        .route("/metrics/get-history", get(get_history))
+        // runql has no logged models (MLflow 3): an empty search, so artifact listing works.
+        .route(
+            "/logged-models/search",
+            post(|| async { axum::Json(json!({"models": []})) }),
+        );
+    let artifacts = Router::new()
+        .route("/artifacts", get(list_artifacts))
+        .route(
+            "/artifacts/{*path}",
+            get(download_artifact)
+                .put(upload_artifact)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT)),
+        );
     Router::new()
         .nest("/api/2.0/mlflow", api.clone())
         .nest("/ajax-api/2.0/mlflow", api)
+        .nest("/api/2.0/mlflow-artifacts", artifacts.clone())
+        .nest("/ajax-api/2.0/mlflow-artifacts", artifacts)
+}
+
+/// Largest artifact accepted in one upload (1 GiB; bodies are held in memory for now).
+const MAX_ARTIFACT: usize = 1 << 30;
+
+/// `<experiment>/<run>/artifacts/<path>` → (run id, path inside the run). `..`, absolute and
+/// empty paths are refused.
+fn artifact_location(path: &str) -> Result<(String, String), ApiError> {
+    let mut parts = path.trim_start_matches('/').splitn(4, '/');
+    let (_exp, run, marker, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    match (run, marker) {
+        (Some(run), Some("artifacts")) if !run.is_empty() => {
+            let rest = rest.unwrap_or("");
+            let normalized = if rest.is_empty() {
+                String::new()
+            } else {
+                runql_core::model::normalize_artifact_path(rest)
+                    .map_err(|e| ApiError::invalid(e.to_string()))?
+            };
+            Ok((run.to_string(), normalized))
+        }
+        _ => Err(ApiError::invalid(format!(
+            "artifact path {path:?} is not <experiment>/<run>/artifacts/<path>"
+        ))),
+    }
+}
+
+async fn upload_artifact(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let (run_id, rel) = artifact_location(&path)?;
+    if rel.is_empty() {
+        return Err(ApiError::invalid("an artifact needs a file name"));
+    }
+    // Blob writes block (hashing, fsync): off the async threads.
+    let run = handle(&s, &run_id).await?;
+    let (run, result) = tokio::task::spawn_blocking(move || {
+        let r = run
+            .log_artifact_bytes(&rel, bytes)
+            .map(|_| ())
+            .map_err(store_error);
+        (run, r)
+    })
+    .await
+    .map_err(join_error)?;
+    let closed = run.close().await;
+    result.and(closed)?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// The artifacts rows of a run (path, digest, size), the server's writes flushed first.
+async fn artifacts_of(s: &Shared, run_id: &str) -> Result<Vec<(String, String, u64)>, ApiError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    flush_if_open(s, run_id).await?;
+    let record = read_record(s, run_id).await?;
+    let scan = Scan::project(&record.project).runs([run_id]);
+    let mut out = Vec::new();
+    for b in s
+        .engine
+        .store()
+        .scan(Table::Artifacts, &scan)
+        .await
+        .map_err(store_error)?
+    {
+        let (Some(p), Some(d), Some(n)) = (
+            b.column_by_name("path"),
+            b.column_by_name("digest"),
+            b.column_by_name("size"),
+        ) else {
+            continue;
+        };
+        let (p, d, n) = (
+            p.as_string::<i32>(),
+            d.as_string::<i32>(),
+            n.as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            out.push((
+                p.value(i).to_string(),
+                d.value(i).to_string(),
+                n.value(i).max(0) as u64,
+            ));
+        }
+    }
+    // A path logged twice: the last upload wins.
+    let mut seen = std::collections::HashSet::new();
+    out.reverse();
+    out.retain(|(p, _, _)| seen.insert(p.clone()));
+    out.reverse();
+    Ok(out)
+}
+
+async fn download_artifact(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let (run_id, rel) = artifact_location(&path)?;
+    let found = artifacts_of(&s, &run_id)
+        .await?
+        .into_iter()
+        .find(|(p, _, _)| *p == rel)
+        .ok_or_else(|| not_found(format!("No artifact {rel:?} in run {run_id}")))?;
+    let bytes = s
+        .engine
+        .store()
+        .get_blob(&found.1)
+        .await
+        .map_err(store_error)?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    path: Option<String>,
+}
+
+async fn list_artifacts(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let (run_id, dir) = artifact_location(q.path.as_deref().unwrap_or(""))?;
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut entries: std::collections::BTreeMap<String, Option<u64>> = Default::default();
+    for (path, _, size) in artifacts_of(&s, &run_id).await? {
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        match rest.split_once('/') {
+            Some((sub, _)) => {
+                entries.insert(sub.to_string(), None);
+            }
+            None => {
+                entries.insert(rest.to_string(), Some(size));
+            }
+        }
+    }
+    let files: Vec<Value> = entries
+        .into_iter()
+        .map(|(name, size)| match size {
+            Some(n) => json!({"path": name, "is_dir": false, "file_size": n}),
+            None => json!({"path": name, "is_dir": true}),
+        })
+        .collect();
+    Ok(axum::Json(json!({"files": files})).into_response())
 }
 
 /// Parses a request body, accepting the bare `NaN` / `Infinity` tokens Python's `json` writes.

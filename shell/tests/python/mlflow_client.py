@@ -49,6 +49,15 @@ with mlflow.start_run(run_name="parent") as parent:
     assert run.data.tags["team"] == "vision" and run.data.tags["stage"] == "dev", run.data.tags
     assert run.info.status == "RUNNING", run.info
 
+    # Artifacts, through the mlflow-artifacts proxy.
+    mlflow.log_text("hello", "notes/hello.txt")
+    mlflow.log_dict({"a": 1}, "config.json")
+    listed = client.list_artifacts(run_id)
+    assert [(a.path, a.is_dir) for a in listed] == [("config.json", False), ("notes", True)], listed
+    assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/hello.txt"]
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="notes/hello.txt")
+    assert open(local).read() == "hello"
+
 finished = client.get_run(run_id)
 assert finished.info.status == "FINISHED", finished.info
 assert finished.info.run_name == "parent", finished.info
@@ -92,6 +101,13 @@ nan = requests.post(
     headers={"content-type": "application/json"},
 )
 assert nan.status_code == 200, nan.text
+# Artifact paths that leave the run are refused.
+escape = requests.put(
+    os.environ["MLFLOW_TRACKING_URI"]
+    + f"/api/2.0/mlflow-artifacts/artifacts/{exp.experiment_id}/{paged.info.run_id}/artifacts/%2E%2E/%2E%2E/x",
+    data=b"nope",
+)
+assert escape.status_code == 400, (escape.status_code, escape.text)
 expect_error("INVALID_PARAMETER_VALUE", client.log_param, run_id, "lr", "0.5")
 client.set_terminated(paged.info.run_id)
 
