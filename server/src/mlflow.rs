@@ -104,6 +104,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/runs/log-metric", post(log_metric))
         .route("/runs/log-parameter", post(log_param))
         .route("/runs/set-tag", post(set_tag))
+        .route("/runs/log-inputs", post(log_inputs))
         .route("/metrics/get-history", get(get_history))
         // runql has no logged models (MLflow 3): an empty search, so artifact listing works.
         .route(
@@ -850,6 +851,57 @@ async fn set_tag(
     with_run(&s, &run_id_of(&req)?, |run| {
         let (k, v) = kv(&req, "tag")?;
         run.set_tag(k, v).map_err(store_error)
+    })
+    .await?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// `runs/log-inputs`: MLflow datasets become rows of `inputs` (name, source as uri, digest, and
+/// the `mlflow.data.context` tag as role).
+async fn log_inputs(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    let req: Value = body(&bytes)?;
+    let datasets = req
+        .get("datasets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    with_run(&s, &run_id_of(&req)?, |run| {
+        for d in &datasets {
+            let Some(ds) = d.get("dataset") else { continue };
+            let text = |k: &str| ds.get(k).and_then(Value::as_str).map(String::from);
+            let name = text("name").unwrap_or_else(|| "dataset".into());
+            let mut input = runql_core::Input::new(name);
+            if let Some(src) = text("source") {
+                // MLflow sends the source as JSON text, e.g. {"uri": "s3://…"} or {"url": …}.
+                let uri = serde_json::from_str::<Value>(&src)
+                    .ok()
+                    .and_then(|v| {
+                        ["uri", "url", "path"]
+                            .iter()
+                            .find_map(|k| v.get(k).and_then(Value::as_str).map(String::from))
+                    })
+                    .unwrap_or(src);
+                input = input.uri(uri);
+            }
+            if let Some(digest) = text("digest") {
+                input = input.digest(digest);
+            }
+            let context = tags_of(d)
+                .into_iter()
+                .find(|(k, _)| k == "mlflow.data.context")
+                .map(|(_, v)| v);
+            if let Some(role) = context {
+                input = input.role(role);
+            }
+            run.log_input(input).map_err(store_error)?;
+        }
+        Ok(())
     })
     .await?;
     Ok(axum::Json(json!({})).into_response())

@@ -49,6 +49,17 @@ with mlflow.start_run(run_name="parent") as parent:
     assert run.data.tags["team"] == "vision" and run.data.tags["stage"] == "dev", run.data.tags
     assert run.info.status == "RUNNING", run.info
 
+    # A dataset as an input.
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name="cifar10",
+        digest="c1f4",
+        source_type="http",
+        source='{"url": "https://data.example/cifar10.tar"}',
+    )
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
     # Artifacts, through the mlflow-artifacts proxy.
     mlflow.log_text("hello", "notes/hello.txt")
     mlflow.log_dict({"a": 1}, "config.json")
