@@ -34,6 +34,52 @@ const DEFAULT_PROJECT: &str = "Default";
 #[derive(Default)]
 pub(crate) struct Runs {
     open: std::sync::Mutex<HashMap<String, Arc<Run>>>,
+    /// Digests of recent metric-logging requests: a client retrying a request whose answer it
+    /// lost (the mlflow client retries up to 7 times) must not log the points twice.
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// The last [`RECENT`] request digests, oldest first.
+#[derive(Default)]
+struct Recent {
+    order: std::collections::VecDeque<[u8; 32]>,
+    seen: std::collections::HashSet<[u8; 32]>,
+}
+
+const RECENT: usize = 4096;
+
+impl Runs {
+    fn digest(path: &str, body: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(body);
+        h.finalize().into()
+    }
+
+    /// Whether this exact request was applied recently.
+    fn applied(&self, path: &str, body: &[u8]) -> bool {
+        let d = Runs::digest(path, body);
+        self.recent.lock().is_ok_and(|r| r.seen.contains(&d))
+    }
+
+    /// Remembers a request that was applied (a failed one may be retried and applied later).
+    fn remember(&self, path: &str, body: &[u8]) {
+        let d = Runs::digest(path, body);
+        let Ok(mut r) = self.recent.lock() else {
+            return;
+        };
+        if !r.seen.insert(d) {
+            return;
+        }
+        r.order.push_back(d);
+        if r.order.len() > RECENT
+            && let Some(old) = r.order.pop_front()
+        {
+            r.seen.remove(&old);
+        }
+    }
 }
 
 impl std::fmt::Debug for Runs {
@@ -778,6 +824,9 @@ async fn log_batch(
     authorize(&s, peer, &headers, Scope::Write)?;
     let req: Value = body(&bytes)?;
     let run_id = run_id_of(&req)?;
+    if s.runs.applied("log-batch", &bytes) {
+        return Ok(axum::Json(json!({})).into_response());
+    }
     let list = |name: &str| {
         req.get(name)
             .and_then(Value::as_array)
@@ -809,6 +858,7 @@ async fn log_batch(
         Ok(())
     })
     .await?;
+    s.runs.remember("log-batch", &bytes);
     Ok(axum::Json(json!({})).into_response())
 }
 
@@ -820,7 +870,11 @@ async fn log_metric(
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Write)?;
     let req: Value = body(&bytes)?;
+    if s.runs.applied("log-metric", &bytes) {
+        return Ok(axum::Json(json!({})).into_response());
+    }
     with_run(&s, &run_id_of(&req)?, |run| log_metric_value(run, &req)).await?;
+    s.runs.remember("log-metric", &bytes);
     Ok(axum::Json(json!({})).into_response())
 }
 

@@ -112,6 +112,11 @@ nan = requests.post(
     headers={"content-type": "application/json"},
 )
 assert nan.status_code == 200, nan.text
+# A retried request (same body) does not log its points twice.
+retry = {"run_id": paged.info.run_id, "metrics": [{"key": "r", "value": 1.0, "timestamp": 5, "step": 1}]}
+for _ in range(3):
+    assert requests.post(os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-batch", json=retry).ok
+assert len(client.get_metric_history(paged.info.run_id, "r")) == 1
 # Artifact paths that leave the run are refused.
 escape = requests.put(
     os.environ["MLFLOW_TRACKING_URI"]
