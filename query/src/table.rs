@@ -264,6 +264,10 @@ impl TableProvider for StoreTable {
                     .values()
                     .filter(|r| pushdown.wants_run(&r.run_id) && !split.contains(&r.run_id))
                     .filter_map(|r| r.effective_record(self.store.stale_after()))
+                    .map(|mut r| {
+                        r.deleted = snap.deleted.contains(&r.run_id);
+                        r
+                    })
                     .collect();
                 if !records.is_empty() {
                     memory.push(runql_core::store::records_to_batch(&records).map_err(external)?);

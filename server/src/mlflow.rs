@@ -151,6 +151,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/runs/log-parameter", post(log_param))
         .route("/runs/set-tag", post(set_tag))
         .route("/runs/log-inputs", post(log_inputs))
+        .route("/runs/delete", post(delete_run))
+        .route("/runs/restore", post(restore_run))
         .route("/metrics/get-history", get(get_history))
         // runql has no logged models (MLflow 3): an empty search, so artifact listing works.
         .route(
@@ -959,6 +961,38 @@ async fn log_inputs(
     })
     .await?;
     Ok(axum::Json(json!({})).into_response())
+}
+
+async fn set_deleted(s: &Shared, bytes: &[u8], deleted: bool) -> Result<Response, ApiError> {
+    let req: Value = body(bytes)?;
+    let run_id = run_id_of(&req)?;
+    let record = read_record(s, &run_id).await?;
+    s.engine
+        .store()
+        .set_run_deleted(&record.project, &run_id, deleted)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn delete_run(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    set_deleted(&s, &bytes, true).await
+}
+
+async fn restore_run(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Write)?;
+    set_deleted(&s, &bytes, false).await
 }
 
 /// Makes what the server logged for `run_id` visible to readers.

@@ -127,6 +127,16 @@ impl Layout {
         self.project(project).join("manifest")
     }
 
+    /// Marker objects of deleted runs (MLflow's delete/restore): `deleted/<run>`.
+    pub fn deleted(&self, project: &str) -> Path {
+        self.project(project).join("deleted")
+    }
+
+    /// The deletion marker of one run.
+    pub fn deleted_marker(&self, project: &str, run_id: &str) -> Path {
+        self.deleted(project).join(run_id)
+    }
+
     /// The declared schema of an extension table `namespace.name`.
     pub fn table_def(&self, namespace: &str, name: &str) -> Path {
         self.join(&["tables", namespace, &format!("{name}.arrows")])

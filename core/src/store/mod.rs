@@ -202,6 +202,19 @@ impl Store {
         }
     }
 
+    /// Marks a run deleted (or restores it): MLflow's delete/restore. The run and its rows stay;
+    /// `runs.deleted` reads true. A marker object, so an active writer's record updates and
+    /// compactions never undo it.
+    pub async fn set_run_deleted(&self, project: &str, run_id: &str, deleted: bool) -> Result<()> {
+        self.ensure_writable().await?;
+        let marker = self.layout().deleted_marker(project, run_id);
+        if deleted {
+            self.put(&marker, Bytes::new()).await
+        } else {
+            self.delete_all([marker]).await
+        }
+    }
+
     /// The URL the store was opened with.
     pub fn url(&self) -> &str {
         &self.inner.url

@@ -102,6 +102,8 @@ pub struct ProjectSnapshot {
     pub project: String,
     pub manifest: Arc<Manifest>,
     pub live: BTreeMap<String, LiveRun>,
+    /// Runs marked deleted (their `runs.deleted` reads true).
+    pub deleted: HashSet<String>,
 }
 
 impl ProjectSnapshot {
@@ -123,7 +125,9 @@ impl ProjectSnapshot {
                     r.segments.get(&source).is_some_and(|s| !s.is_empty())
                 }
             });
-            if claims + usize::from(live) > 1 {
+            // A deleted run's `runs` row is rewritten on the way out, so it is read here.
+            let marked = table == Table::Runs && self.deleted.contains(run_id);
+            if claims + usize::from(live) > 1 || marked {
                 out.insert(run_id.to_string());
             }
         }
@@ -244,10 +248,17 @@ impl Store {
             .buffer_unordered(16)
             .try_collect()
             .await?;
+        let deleted = self
+            .list_all(&self.layout().deleted(project))
+            .await?
+            .into_iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect();
         Ok(ProjectSnapshot {
             project: project.to_string(),
             manifest,
             live: live.into_iter().map(|r| (r.run_id.clone(), r)).collect(),
+            deleted,
         })
     }
 
@@ -419,6 +430,18 @@ impl Store {
                     .collect();
                 if !records.is_empty() {
                     out.push(records_to_batch(&records)?);
+                }
+                if !snap.deleted.is_empty() {
+                    out = out
+                        .iter()
+                        .map(|b| {
+                            let mut records = records_from_batch(b)?;
+                            for r in &mut records {
+                                r.deleted = snap.deleted.contains(&r.run_id);
+                            }
+                            records_to_batch(&records)
+                        })
+                        .collect::<Result<_>>()?;
                 }
             }
             Table::MetricSummary => {

@@ -1,6 +1,7 @@
 //! runql-query's integration tests: one binary, one module per concern.
 #![allow(clippy::unwrap_used)]
 
+mod deleted;
 mod docs;
 mod fixture;
 mod pruning;

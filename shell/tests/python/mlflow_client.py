@@ -146,6 +146,18 @@ rest = client.search_runs([exp.experiment_id], max_results=3, order_by=["attribu
 assert [r.info.run_name for r in rest] == ["parent"] and not rest.token
 assert found[0].data.params["lr"] == "0.01" and found[0].data.metrics["loss"] == 0.2
 expect_error("INVALID_PARAMETER_VALUE", client.search_runs, [exp.experiment_id], "metrics.loss <")
+
+# Delete and restore.
+from mlflow.entities import ViewType
+
+client.delete_run(with_failure.info.run_id)
+assert client.get_run(with_failure.info.run_id).info.lifecycle_stage == "deleted"
+assert with_failure.info.run_id not in ids(client.search_runs([exp.experiment_id]))
+assert ids(client.search_runs([exp.experiment_id], run_view_type=ViewType.DELETED_ONLY)) == [with_failure.info.run_id]
+assert len(client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)) == 4
+client.restore_run(with_failure.info.run_id)
+assert client.get_run(with_failure.info.run_id).info.lifecycle_stage == "active"
+expect_error("RESOURCE_DOES_NOT_EXIST", client.delete_run, "f" * 32)
 fluent = mlflow.search_runs(
     experiment_names=["mlflow-compat"], filter_string="metrics.loss < 0.5", output_format="list"
 )
