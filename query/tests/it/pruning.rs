@@ -144,7 +144,9 @@ fn single_run_queries_open_only_that_runs_objects() {
     let its_file = entry.files.iter().find(|f| f.table == "metrics").unwrap();
     let log = recording.take();
     for (op, path) in &log {
+        // Per project: the manifest and the deletion markers; per run: its own objects.
         let ok = path.contains("/manifest")
+            || path.ends_with("/deleted")
             || path.ends_with(&its_file.path)
             || path.contains(&format!("/live/{compacted}"))
             || path.ends_with("runql.json")
@@ -167,6 +169,7 @@ fn single_run_queries_open_only_that_runs_objects() {
     let log = recording.take();
     for (op, path) in &log {
         let ok = path.contains("/manifest")
+            || path.ends_with("/deleted")
             || path.contains(&format!("/live/{live}"))
             || path.ends_with("runql.json")
             || path == "projects"
