@@ -116,3 +116,49 @@ fn the_mlflow_client_logs_into_runql() {
         format!("parent_run_id\n{parent}\n")
     );
 }
+
+#[test]
+fn sklearn_autolog_logs_into_runql() {
+    let Some(python) = python() else { return };
+    let has_sklearn = Command::new(&python)
+        .args(["-c", "import sklearn"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_sklearn {
+        assert!(
+            std::env::var_os("RUNQL_REQUIRE_PYTHON").is_none(),
+            "{python} cannot import sklearn; scripts/test installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/mlflow_autolog.py"
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "autolog failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = runql()
+        .args([
+            "--store",
+            &dir.path().to_string_lossy(),
+            "sql",
+            "--format",
+            "csv",
+            "SELECT p.value FROM params p JOIN runs r USING (run_id) WHERE r.project = 'autolog' AND p.key = 'C'",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "value\n0.5\n");
+}
