@@ -162,3 +162,98 @@ fn sklearn_autolog_logs_into_runql() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "value\n0.5\n");
 }
+
+/// The Python with the full `mlflow` package (its server), when there is one.
+fn mlflow_server_python() -> Option<String> {
+    let python = std::env::var("RUNQL_MLFLOW_PYTHON").ok()?;
+    let ok = Command::new(&python)
+        .args(["-c", "import mlflow.server, sklearn"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
+/// `mlflow server` (SQLite, proxied artifacts) on a free port; killed when dropped.
+fn mlflow_server(python: &str, dir: &std::path::Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python)
+        .args([
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("artifacts"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = Server { child, url };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && Command::new(python)
+                .args([
+                    "-c",
+                    &format!(
+                        "import urllib.request; urllib.request.urlopen('{}/health')",
+                        server.url
+                    ),
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if up {
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mlflow server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The same client scripts against `mlflow server` itself: they test MLflow's behaviour, not
+/// runql's (documented differences are switched by COMPAT_TARGET).
+#[test]
+fn the_same_client_suite_passes_against_mlflow_server() {
+    let Some(python) = mlflow_server_python() else {
+        assert!(
+            std::env::var_os("RUNQL_REQUIRE_PYTHON").is_none()
+                || std::env::var_os("RUNQL_MLFLOW_PYTHON").is_none(),
+            "RUNQL_MLFLOW_PYTHON cannot import mlflow.server and sklearn"
+        );
+        eprintln!("skipped: set RUNQL_MLFLOW_PYTHON to a Python with the full mlflow package");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = mlflow_server(&python, dir.path());
+    for script in ["mlflow_client.py", "mlflow_autolog.py"] {
+        let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(&python)
+            .arg(&path)
+            .env("MLFLOW_TRACKING_URI", &server.url)
+            .env("COMPAT_TARGET", "mlflow")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} against mlflow server:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
