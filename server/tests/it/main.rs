@@ -1,4 +1,5 @@
 //! runql-server over real HTTP: a server on a loopback port, a reqwest client.
 #![allow(clippy::unwrap_used)]
 
+mod security;
 mod sql;
