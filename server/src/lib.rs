@@ -9,6 +9,7 @@
 //! handler serves both APIs.
 
 mod auth;
+mod events;
 mod mlflow;
 mod search;
 
@@ -49,6 +50,7 @@ struct AppState {
     engine: Engine,
     access: Access,
     runs: mlflow::Runs,
+    events: events::Events,
 }
 
 type Shared = Arc<AppState>;
@@ -131,11 +133,13 @@ pub fn router(engine: Engine, options: Options) -> Router {
         engine,
         access: options.access,
         runs: mlflow::Runs::default(),
+        events: events::Events::default(),
     });
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/api/sql", post(sql))
+        .route("/api/events", get(events::events))
         .merge(mlflow::routes())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(

@@ -1,5 +1,6 @@
 //! runql-server over real HTTP: a server on a loopback port, a reqwest client.
 #![allow(clippy::unwrap_used)]
 
+mod events;
 mod security;
 mod sql;
