@@ -232,7 +232,8 @@ struct State {
     format: Format,
     expanded: bool,
     timing: bool,
-    output: Option<(PathBuf, std::fs::File)>,
+    /// Where results go instead of the terminal, and whether a result went there already.
+    output: Option<(PathBuf, std::fs::File, bool)>,
     last: Option<String>,
 }
 
@@ -365,7 +366,17 @@ fn run_statement(rt: &Runtime, engine: &Engine, state: &mut State, sql: &str) {
                 ..Layout::default()
             };
             let written = match &mut state.output {
-                Some((_, file)) => format::write(file, state.format, &schema, &batches, layout),
+                // A Parquet file or an Arrow stream holds one result: a second one appended
+                // would make it unreadable.
+                Some((path, _, true)) if state.format.is_binary() => Err(anyhow::anyhow!(
+                    "{} already holds a {} result; start another file with \\o FILE",
+                    path.display(),
+                    state.format.name()
+                )),
+                Some((_, file, written)) => {
+                    *written = true;
+                    format::write(file, state.format, &schema, &batches, layout)
+                }
                 None => {
                     let mut out = std::io::stdout().lock();
                     format::write(&mut out, state.format, &schema, &batches, layout)
@@ -488,7 +499,7 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
             let file = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             println!("output goes to {}", path.display());
-            state.output = Some((path, file));
+            state.output = Some((path, file, false));
         }
         Meta::Include => {
             let text =
