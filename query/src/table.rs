@@ -9,7 +9,7 @@
 //! the rest. Every filter is also applied to the rows afterwards (`Inexact`), so pruning is only
 //! ever an optimisation.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -220,13 +220,6 @@ impl TableProvider for StoreTable {
             } else {
                 BTreeSet::new()
             };
-            let live_records: HashSet<&str> = snap
-                .live
-                .values()
-                .filter(|r| r.record.is_some())
-                .map(|r| r.run_id.as_str())
-                .collect();
-
             for entry in &snap.manifest.entries {
                 let claimed: BTreeSet<&str> =
                     entry.runs.iter().map(|c| c.run_id.as_str()).collect();
@@ -237,9 +230,8 @@ impl TableProvider for StoreTable {
                 let skip: BTreeSet<String> = claimed
                     .iter()
                     .filter(|r| {
-                        lost.is_some_and(|l| l.contains(**r))
-                            || split.contains(**r)
-                            || (table == Table::Runs && live_records.contains(**r))
+                        // A compacted run with a newer live record is split, so it is here too.
+                        lost.is_some_and(|l| l.contains(**r)) || split.contains(**r)
                     })
                     .map(|r| r.to_string())
                     .collect();
