@@ -1025,69 +1025,13 @@ async fn get_run(
         .or(q.run_uuid)
         .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?;
     flush_if_open(&s, &run_id).await?;
-    let record = read_record(&s, &run_id).await?;
-    let store = s.engine.store();
-    let scan = Scan::project(&record.project).runs([run_id.as_str()]);
-    let pairs = |batches: &[arrow::array::RecordBatch]| -> Vec<Value> {
-        let mut out = Vec::new();
-        for b in batches {
-            let (Some(k), Some(v)) = (b.column_by_name("key"), b.column_by_name("value")) else {
-                continue;
-            };
-            let (k, v) = (
-                arrow::array::AsArray::as_string::<i32>(k),
-                arrow::array::AsArray::as_string::<i32>(v),
-            );
-            for i in 0..b.num_rows() {
-                out.push(json!({"key": k.value(i), "value": v.value(i)}));
-            }
-        }
-        out
-    };
-    let params = pairs(
-        &store
-            .scan(Table::Params, &scan)
-            .await
-            .map_err(store_error)?,
-    );
-    let tags = pairs(&store.scan(Table::Tags, &scan).await.map_err(store_error)?);
-    let mut metrics = Vec::new();
-    for b in store
-        .scan(Table::MetricSummary, &scan)
-        .await
-        .map_err(store_error)?
-    {
-        use arrow::array::AsArray;
-        use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
-        let (Some(k), Some(v), Some(step), Some(ts)) = (
-            b.column_by_name("key"),
-            b.column_by_name("last_value"),
-            b.column_by_name("last_step"),
-            b.column_by_name("last_ts"),
-        ) else {
-            continue;
-        };
-        let (k, v, step, ts) = (
-            k.as_string::<i32>(),
-            v.as_primitive::<Float64Type>(),
-            step.as_primitive::<Int64Type>(),
-            ts.as_primitive::<TimestampMicrosecondType>(),
-        );
-        for i in 0..b.num_rows() {
-            metrics.push(json!({
-                "key": k.value(i),
-                "value": to_json(v.value(i)),
-                "step": step.value(i),
-                "timestamp": ts.value(i) / 1000,
-            }));
-        }
-    }
-    Ok(axum::Json(json!({"run": {
-        "info": run_info(&record),
-        "data": {"metrics": metrics, "params": params, "tags": tags},
-        "inputs": {},
-    }}))
-    .into_response())
+    // A missing run is RESOURCE_DOES_NOT_EXIST.
+    read_record(&s, &run_id).await?;
+    let run = runs_json(&s, std::slice::from_ref(&run_id))
+        .await?
+        .pop()
+        .ok_or_else(|| not_found(format!("Run '{run_id}' not found")))?;
+    Ok(axum::Json(json!({ "run": run })).into_response())
 }
 
 /// Every run the server holds, flushed: searches see what clients just logged.
