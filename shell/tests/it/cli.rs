@@ -41,6 +41,11 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `runql sql --format csv QUERY` over `store`; its output, after checking it succeeded.
+pub fn csv(store: &Path, query: &str) -> String {
+    stdout(&sql(store, &[query, "--format", "csv"]))
+}
+
 const RUNS: &str = "SELECT name, status, parent_run_id IS NULL AS top FROM runs \
                     WHERE project = 'mnist-cnn' AND name IN ('lr-sweep', 'trial-0', 'trial-7') ORDER BY name";
 
@@ -219,14 +224,10 @@ fn runs_show_and_compact() {
 fn compare_export_and_gc() {
     let dir = demo_store();
     let store = dir.path().to_string_lossy().into_owned();
-    let ids = stdout(&sql(
+    let ids = csv(
         dir.path(),
-        &[
-            "SELECT run_id FROM runs WHERE project = 'mnist-cnn' AND name IN ('trial-0', 'trial-3') ORDER BY name",
-            "--format",
-            "csv",
-        ],
-    ));
+        "SELECT run_id FROM runs WHERE project = 'mnist-cnn' AND name IN ('trial-0', 'trial-3') ORDER BY name",
+    );
     let ids: Vec<&str> = ids.lines().skip(1).collect();
     let out = stdout(
         &runql()
@@ -263,12 +264,7 @@ fn compare_export_and_gc() {
     let metrics = std::fs::read_to_string(export.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 1 + 2 * 2 * 150);
 
-    let count = || {
-        stdout(&sql(
-            dir.path(),
-            &["SELECT count(*) AS n FROM metrics", "--format", "csv"],
-        ))
-    };
+    let count = || csv(dir.path(), "SELECT count(*) AS n FROM metrics");
     let before = count();
     let out = stdout(&runql().args(["--store", &store, "gc"]).output().unwrap());
     assert!(out.contains("mnist-cnn: removed"), "{out}");

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::cli::runql;
+use crate::cli::{csv, runql};
 
 fn python() -> Option<String> {
     let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -77,21 +77,7 @@ fn the_mlflow_client_logs_into_runql() {
     let parent = ids["parent"].as_str().unwrap();
 
     // The same runs, through SQL.
-    let sql = |q: &str| {
-        let o = runql()
-            .args([
-                "--store",
-                &dir.path().to_string_lossy(),
-                "sql",
-                "--format",
-                "csv",
-                q,
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let sql = |q: &str| csv(dir.path(), q);
     assert_eq!(
         sql("SELECT name, status FROM runs WHERE project = 'mlflow-compat' ORDER BY name"),
         "name,status\nbroken,failed\nchild,finished\npaged,finished\nparent,finished\n"
@@ -149,18 +135,13 @@ fn sklearn_autolog_logs_into_runql() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let o = runql()
-        .args([
-            "--store",
-            &dir.path().to_string_lossy(),
-            "sql",
-            "--format",
-            "csv",
-            "SELECT p.value FROM params p JOIN runs r USING (run_id) WHERE r.project = 'autolog' AND p.key = 'C'",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "value\n0.5\n");
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT p.value FROM params p JOIN runs r USING (run_id) WHERE r.project = 'autolog' AND p.key = 'C'"
+        ),
+        "value\n0.5\n"
+    );
 }
 
 /// The Python with the full `mlflow` package (its server), when there is one.

@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use crate::cli::runql;
+use crate::cli::{csv, runql};
 
 fn wrap(store: &std::path::Path, script: &str, args: &[&str]) -> Output {
     runql()
@@ -18,26 +18,6 @@ fn wrap(store: &std::path::Path, script: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn csv(store: &std::path::Path, sql: &str) -> String {
-    let out = runql()
-        .args([
-            "--store",
-            &store.to_string_lossy(),
-            "sql",
-            "--format",
-            "csv",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
