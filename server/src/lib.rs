@@ -1,16 +1,20 @@
 //! `runql serve`: the store over HTTP.
 //!
-//! Today: `GET /health`, `GET /version`, and `POST /api/sql` (read-only SQL, answered as JSON,
+//! `GET /health`, `GET /version`, `POST /api/sql` (read-only SQL, answered as JSON,
 //! CSV or an Arrow IPC stream by the `Accept` header), behind bearer tokens with read and write
-//! scopes (loopback-only without tokens) and a request size limit. The MLflow-compatible REST
-//! API and live events build on this router next (see the server issue).
+//! scopes (loopback-only without tokens) and a request size limit; `GET /api/events` (live run
+//! updates as server-sent events, `events`); and the MLflow tracking REST API (`mlflow`:
+//! runs and artifacts, `experiments`, `models` for MLflow 3's logged models, `search` for
+//! filter strings).
 //!
 //! Errors are MLflow's shape, `{"error_code": "...", "message": "..."}`, so one client-side
 //! handler serves both APIs.
 
 mod auth;
 mod events;
+mod experiments;
 mod mlflow;
+mod models;
 mod search;
 
 use std::net::SocketAddr;
@@ -50,6 +54,7 @@ struct AppState {
     engine: Engine,
     access: Access,
     runs: mlflow::Runs,
+    models: models::Models,
     events: events::Events,
 }
 
@@ -70,6 +75,10 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", message)
     }
 
     fn invalid(message: impl Into<String>) -> ApiError {
@@ -133,6 +142,7 @@ pub fn router(engine: Engine, options: Options) -> Router {
         engine,
         access: options.access,
         runs: mlflow::Runs::default(),
+        models: models::Models::default(),
         events: events::Events::default(),
     });
     Router::new()

@@ -20,7 +20,7 @@ use runql_core::{Capture, Run, RunId, RunRecord, Scan, Store, Table};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ApiError, Scope, Shared, authorize};
+use crate::{ApiError, Scope, Shared, authorize, experiments};
 
 /// MLflow's limits per `log-batch` request.
 const MAX_METRICS: usize = 1000;
@@ -28,7 +28,7 @@ const MAX_PARAMS: usize = 100;
 const MAX_TAGS: usize = 100;
 /// MLflow's Default experiment.
 const DEFAULT_ID: &str = "0";
-const DEFAULT_PROJECT: &str = "Default";
+pub(crate) const DEFAULT_PROJECT: &str = "Default";
 
 /// Run handles the server is writing through.
 #[derive(Default)]
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Runs {
     }
 }
 
-fn project_of(experiment_id: &str) -> &str {
+pub(crate) fn project_of(experiment_id: &str) -> &str {
     if experiment_id == DEFAULT_ID {
         DEFAULT_PROJECT
     } else {
@@ -96,7 +96,7 @@ fn project_of(experiment_id: &str) -> &str {
     }
 }
 
-fn experiment_id_of(project: &str) -> &str {
+pub(crate) fn experiment_id_of(project: &str) -> &str {
     if project == DEFAULT_PROJECT {
         DEFAULT_ID
     } else {
@@ -104,11 +104,11 @@ fn experiment_id_of(project: &str) -> &str {
     }
 }
 
-fn not_found(what: impl Into<String>) -> ApiError {
+pub(crate) fn not_found(what: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", what)
 }
 
-fn store_error(e: runql_core::Error) -> ApiError {
+pub(crate) fn store_error(e: runql_core::Error) -> ApiError {
     match e {
         runql_core::Error::RunNotFound { run_id, .. } => {
             not_found(format!("Run '{run_id}' not found"))
@@ -135,12 +135,15 @@ fn join_error(e: tokio::task::JoinError) -> ApiError {
 /// The MLflow routes, under both prefixes.
 pub(crate) fn routes() -> Router<Shared> {
     let api = Router::new()
-        .route("/experiments/create", post(create_experiment))
-        .route("/experiments/get-by-name", get(get_experiment_by_name))
-        .route("/experiments/get", get(get_experiment))
+        .route("/experiments/create", post(experiments::create_experiment))
+        .route(
+            "/experiments/get-by-name",
+            get(experiments::get_experiment_by_name),
+        )
+        .route("/experiments/get", get(experiments::get_experiment))
         .route(
             "/experiments/search",
-            post(search_experiments).get(search_experiments),
+            post(experiments::search_experiments).get(experiments::search_experiments),
         )
         .route("/runs/create", post(create_run))
         .route("/runs/update", post(update_run))
@@ -154,11 +157,21 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/runs/delete", post(delete_run))
         .route("/runs/restore", post(restore_run))
         .route("/metrics/get-history", get(get_history))
-        // runql has no logged models (MLflow 3): an empty search, so artifact listing works.
+        .route("/experiments/delete", post(experiments::delete_experiment))
         .route(
-            "/logged-models/search",
-            post(|| async { axum::Json(json!({"models": []})) }),
-        );
+            "/experiments/restore",
+            post(experiments::restore_experiment),
+        )
+        .route("/experiments/update", post(experiments::update_experiment))
+        .route(
+            "/experiments/set-experiment-tag",
+            post(experiments::set_experiment_tag),
+        )
+        .route(
+            "/experiments/delete-experiment-tag",
+            post(experiments::delete_experiment_tag),
+        )
+        .merge(crate::models::routes());
     let artifacts = Router::new()
         .route("/artifacts", get(list_artifacts))
         .route(
@@ -177,22 +190,46 @@ pub(crate) fn routes() -> Router<Shared> {
 /// Largest artifact accepted in one upload (1 GiB; bodies are held in memory for now).
 const MAX_ARTIFACT: usize = 1 << 30;
 
-/// `<experiment>/<run>/artifacts/<path>` → (run id, path inside the run). `..`, absolute and
-/// empty paths are refused.
-fn artifact_location(path: &str) -> Result<(String, String), ApiError> {
+/// Where an artifact path of the proxy points: a run's artifact or a logged model's file.
+enum Location {
+    /// `<experiment>/<run>/artifacts/<path>`.
+    Run { run_id: String, rel: String },
+    /// `<experiment>/models/<model>/artifacts/<path>` (MLflow 3's logged models).
+    Model {
+        experiment_id: String,
+        model_id: String,
+        rel: String,
+    },
+}
+
+fn artifact_location(path: &str) -> Result<Location, ApiError> {
     let mut parts = path.trim_start_matches('/').splitn(4, '/');
-    let (_exp, run, marker, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
-    match (run, marker) {
-        (Some(run), Some("artifacts")) if !run.is_empty() => {
-            let rest = rest.unwrap_or("");
-            let normalized = if rest.is_empty() {
-                String::new()
-            } else {
-                runql_core::model::normalize_artifact_path(rest)
-                    .map_err(|e| ApiError::invalid(e.to_string()))?
-            };
-            Ok((run.to_string(), normalized))
+    let (exp, run, marker, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let normalize = |rest: Option<&str>| -> Result<String, ApiError> {
+        match rest.unwrap_or("") {
+            "" => Ok(String::new()),
+            rest => runql_core::model::normalize_artifact_path(rest)
+                .map_err(|e| ApiError::invalid(e.to_string())),
         }
+    };
+    match (exp, run, marker) {
+        (Some(exp), Some("models"), Some(model_id)) if !model_id.is_empty() => {
+            let mut inner = rest.unwrap_or("").splitn(2, '/');
+            if inner.next() != Some("artifacts") {
+                return Err(ApiError::invalid(format!(
+                    "artifact path {path:?} is not <experiment>/models/<model>/artifacts/<path>"
+                )));
+            }
+            Ok(Location::Model {
+                experiment_id: exp.to_string(),
+                model_id: model_id.to_string(),
+                rel: normalize(inner.next())?,
+            })
+        }
+        (_, Some(run), Some("artifacts")) if !run.is_empty() => Ok(Location::Run {
+            run_id: run.to_string(),
+            rel: normalize(rest)?,
+        }),
         _ => Err(ApiError::invalid(format!(
             "artifact path {path:?} is not <experiment>/<run>/artifacts/<path>"
         ))),
@@ -207,7 +244,25 @@ async fn upload_artifact(
     bytes: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Write)?;
-    let (run_id, rel) = artifact_location(&path)?;
+    let (run_id, rel) = match artifact_location(&path)? {
+        Location::Model {
+            experiment_id,
+            model_id,
+            rel,
+        } => {
+            if rel.is_empty() {
+                return Err(ApiError::invalid("an artifact needs a file name"));
+            }
+            let at = crate::models::artifact_path(&s, &experiment_id, &model_id, &rel).await?;
+            s.engine
+                .store()
+                .put(&at, bytes)
+                .await
+                .map_err(store_error)?;
+            return Ok(axum::Json(json!({})).into_response());
+        }
+        Location::Run { run_id, rel } => (run_id, rel),
+    };
     if rel.is_empty() {
         return Err(ApiError::invalid("an artifact needs a file name"));
     }
@@ -277,7 +332,24 @@ async fn download_artifact(
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Read)?;
-    let (run_id, rel) = artifact_location(&path)?;
+    let (run_id, rel) = match artifact_location(&path)? {
+        Location::Model {
+            experiment_id,
+            model_id,
+            rel,
+        } => {
+            let at = crate::models::artifact_path(&s, &experiment_id, &model_id, &rel).await?;
+            let bytes = s
+                .engine
+                .store()
+                .get_opt(&at)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| not_found(format!("No artifact {rel:?} in model {model_id}")))?;
+            return Ok(octet_stream(bytes));
+        }
+        Location::Run { run_id, rel } => (run_id, rel),
+    };
     let found = artifacts_of(&s, &run_id)
         .await?
         .into_iter()
@@ -289,12 +361,16 @@ async fn download_artifact(
         .get_blob(&found.1)
         .await
         .map_err(store_error)?;
+    Ok(octet_stream(bytes))
+}
+
+fn octet_stream(bytes: bytes::Bytes) -> Response {
     let mut response = bytes.into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/octet-stream"),
     );
-    Ok(response)
+    response
 }
 
 #[derive(Deserialize)]
@@ -309,7 +385,25 @@ async fn list_artifacts(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Read)?;
-    let (run_id, dir) = artifact_location(q.path.as_deref().unwrap_or(""))?;
+    let (run_id, dir) = match artifact_location(q.path.as_deref().unwrap_or(""))? {
+        Location::Model {
+            experiment_id,
+            model_id,
+            rel,
+        } => {
+            let files: Vec<Value> =
+                crate::models::list_artifacts(&s, &experiment_id, &model_id, &rel)
+                    .await?
+                    .into_iter()
+                    .map(|(name, size)| match size {
+                        Some(n) => json!({"path": name, "is_dir": false, "file_size": n}),
+                        None => json!({"path": name, "is_dir": true}),
+                    })
+                    .collect();
+            return Ok(axum::Json(json!({"files": files})).into_response());
+        }
+        Location::Run { run_id, rel } => (run_id, rel),
+    };
     let prefix = if dir.is_empty() {
         String::new()
     } else {
@@ -340,7 +434,7 @@ async fn list_artifacts(
 }
 
 /// Parses a request body, accepting the bare `NaN` / `Infinity` tokens Python's `json` writes.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     let text =
         std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("the body is not UTF-8"))?;
     let fixed = quote_non_finite(text);
@@ -418,24 +512,12 @@ fn to_json(v: f64) -> Value {
     }
 }
 
-fn int(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-fn experiment_json(project: &str, created_us: i64) -> Value {
-    json!({
-        "experiment_id": experiment_id_of(project),
-        "name": project,
-        "artifact_location": format!("mlflow-artifacts:/{}", experiment_id_of(project)),
-        "lifecycle_stage": "active",
-        "creation_time": created_us / 1000,
-        "last_update_time": created_us / 1000,
-        "tags": [],
-    })
 }
 
 fn status_name(s: RunStatus) -> &'static str {
@@ -462,7 +544,7 @@ fn run_info(r: &RunRecord) -> Value {
     })
 }
 
-async fn ensure_project(store: &Store, project: &str) -> Result<i64, ApiError> {
+pub(crate) async fn ensure_project(store: &Store, project: &str) -> Result<i64, ApiError> {
     match store.project_record(project).await.map_err(store_error)? {
         Some(p) => Ok(p.created),
         None if project == DEFAULT_PROJECT => Ok(store
@@ -477,106 +559,7 @@ async fn ensure_project(store: &Store, project: &str) -> Result<i64, ApiError> {
     }
 }
 
-async fn create_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let name = req
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'name'"))?;
-    let store = s.engine.store();
-    if store
-        .project_record(name)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "RESOURCE_ALREADY_EXISTS",
-            format!("Experiment '{name}' already exists."),
-        ));
-    }
-    store.create_project(name).await.map_err(store_error)?;
-    Ok(axum::Json(json!({"experiment_id": experiment_id_of(name)})).into_response())
-}
-
-#[derive(Deserialize)]
-struct ByName {
-    experiment_name: String,
-}
-
-async fn get_experiment_by_name(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<ByName>,
-) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    match s
-        .engine
-        .store()
-        .project_record(&q.experiment_name)
-        .await
-        .map_err(store_error)?
-    {
-        Some(p) => Ok(
-            axum::Json(json!({"experiment": experiment_json(&p.name, p.created)})).into_response(),
-        ),
-        None if q.experiment_name == DEFAULT_PROJECT => {
-            let created = ensure_project(s.engine.store(), DEFAULT_PROJECT).await?;
-            Ok(
-                axum::Json(json!({"experiment": experiment_json(DEFAULT_PROJECT, created)}))
-                    .into_response(),
-            )
-        }
-        None => Err(not_found(format!(
-            "Could not find experiment with name '{}'",
-            q.experiment_name
-        ))),
-    }
-}
-
-#[derive(Deserialize)]
-struct ById {
-    experiment_id: String,
-}
-
-async fn get_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<ById>,
-) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let project = project_of(&q.experiment_id);
-    let created = ensure_project(s.engine.store(), project).await?;
-    Ok(axum::Json(json!({"experiment": experiment_json(project, created)})).into_response())
-}
-
-async fn search_experiments(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let store = s.engine.store();
-    let mut experiments = Vec::new();
-    for p in store.list_projects().await.map_err(store_error)? {
-        if let Some(rec) = store.project_record(&p).await.map_err(store_error)? {
-            experiments.push(experiment_json(&rec.name, rec.created));
-        }
-    }
-    Ok(axum::Json(json!({"experiments": experiments})).into_response())
-}
-
-fn tags_of(req: &Value) -> Vec<(String, String)> {
+pub(crate) fn tags_of(req: &Value) -> Vec<(String, String)> {
     req.get("tags")
         .and_then(Value::as_array)
         .map(|tags| {
@@ -714,7 +697,7 @@ async fn handle(s: &Shared, run_id: &str) -> Result<Handle, ApiError> {
 }
 
 /// Runs `f` with the run's handle, closing a reopened run afterwards whatever happened.
-async fn with_run(
+pub(crate) async fn with_run(
     s: &Shared,
     run_id: &str,
     f: impl FnOnce(&Run) -> Result<(), ApiError>,
@@ -729,7 +712,31 @@ async fn read_record(s: &Shared, run_id: &str) -> Result<RunRecord, ApiError> {
     s.engine.store().find_run(run_id).await.map_err(store_error)
 }
 
-fn run_id_of(req: &Value) -> Result<String, ApiError> {
+/// The value of one tag of a run (its latest), the server's writes flushed first.
+pub(crate) async fn run_tag(
+    s: &Shared,
+    run_id: &str,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    use arrow::array::AsArray;
+    flush_if_open(s, run_id).await?;
+    let q = |v: &str| v.replace('\'', "''");
+    let sql = format!(
+        "SELECT value FROM tags WHERE run_id = '{}' AND key = '{}'",
+        q(run_id),
+        q(key)
+    );
+    let mut value = None;
+    for b in query(s, &sql).await? {
+        let c = b.column(0).as_string::<i32>();
+        if b.num_rows() > 0 {
+            value = Some(c.value(b.num_rows() - 1).to_string());
+        }
+    }
+    Ok(value)
+}
+
+pub(crate) fn run_id_of(req: &Value) -> Result<String, ApiError> {
     req.get("run_id")
         .or_else(|| req.get("run_uuid"))
         .and_then(Value::as_str)
@@ -1113,11 +1120,61 @@ async fn runs_json(s: &Shared, ids: &[String]) -> Result<Vec<Value>, ApiError> {
             }
         }
     }
+    // Datasets the run used and models it produced (`runs/outputs` rows have the role
+    // `output`, see models.rs).
+    let mut io: HashMap<String, (Vec<Value>, Vec<Value>)> = HashMap::new();
+    for b in query(
+        s,
+        &format!("SELECT run_id, name, uri, digest, role FROM inputs WHERE run_id IN ({list})"),
+    )
+    .await?
+    {
+        let col = |i: usize| b.column(i).as_string::<i32>();
+        let (id, name, uri, digest, role) = (col(0), col(1), col(2), col(3), col(4));
+        fn text(c: &arrow::array::StringArray, i: usize) -> &str {
+            if arrow::array::Array::is_null(c, i) {
+                ""
+            } else {
+                c.value(i)
+            }
+        }
+        for i in 0..b.num_rows() {
+            let slot = io.entry(id.value(i).to_string()).or_default();
+            let (uri, digest, role) = (text(uri, i), text(digest, i), text(role, i));
+            if role == crate::models::OUTPUT_ROLE {
+                if let Some(model_id) = uri.strip_prefix("models:/") {
+                    let step: i64 = digest.parse().unwrap_or(0);
+                    slot.1.push(json!({"model_id": model_id, "step": step}));
+                }
+                continue;
+            }
+            // MLflow sends a dataset's source as JSON text; runql kept its URI.
+            let source = if uri.starts_with('{') {
+                uri.to_string()
+            } else {
+                json!({"uri": uri}).to_string()
+            };
+            let mut tags = Vec::new();
+            if !role.is_empty() {
+                tags.push(json!({"key": "mlflow.data.context", "value": role}));
+            }
+            slot.0.push(json!({
+                "tags": tags,
+                "dataset": {"name": name.value(i), "digest": digest, "source_type": if uri.starts_with('{') { "code" } else { "external" }, "source": source},
+            }));
+        }
+    }
     Ok(ids
         .iter()
         .filter_map(|id| by_id.remove(id))
         .map(|(r, params, tags, metrics)| {
-            json!({"info": run_info(&r), "data": {"metrics": metrics, "params": params, "tags": tags}, "inputs": {}})
+            let (datasets, models) = io.remove(&r.run_id).unwrap_or_default();
+            json!({
+                "info": run_info(&r),
+                "data": {"metrics": metrics, "params": params, "tags": tags},
+                "inputs": {"dataset_inputs": datasets},
+                "outputs": {"model_outputs": models},
+            })
         })
         .collect())
 }

@@ -6,7 +6,7 @@ use crate::ApiError;
 
 /// One `entity.key op value` condition.
 #[derive(Debug, Clone, PartialEq)]
-struct Condition {
+pub(crate) struct Condition {
     entity: Entity,
     key: String,
     op: String,
@@ -97,6 +97,92 @@ fn tokens(filter: &str) -> Result<Vec<String>, ApiError> {
 fn unquote(t: &str) -> Option<String> {
     let first = t.chars().next()?;
     ("'\"`".contains(first)).then(|| t[first.len_utf8()..].to_string())
+}
+
+/// Parses an MLflow filter string into its `AND`ed conditions (for searches answered without
+/// SQL: experiments, logged models).
+pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Condition>, ApiError> {
+    parse(filter)
+}
+
+impl Condition {
+    /// `attributes`, `metrics`, `params` or `tags`.
+    pub(crate) fn entity_name(&self) -> &'static str {
+        match self.entity {
+            Entity::Metric => "metrics",
+            Entity::Param => "params",
+            Entity::Tag => "tags",
+            Entity::Attribute => "attributes",
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether a value (`None`: absent) satisfies the condition. Numbers compare as numbers
+    /// when both sides are numbers; `LIKE` uses SQL's `%` and `_`, `ILIKE` ignores case.
+    pub(crate) fn matches(&self, actual: Option<&str>) -> bool {
+        let Some(actual) = actual else {
+            // MLflow: a missing key matches nothing, `!=` included.
+            return false;
+        };
+        match (&self.value, self.op.as_str()) {
+            (Value::List(items), "IN") => items.iter().any(|i| i == actual),
+            (Value::List(items), "NOT IN") => !items.iter().any(|i| i == actual),
+            (Value::List(_), _) => false,
+            (Value::Text(pattern), "LIKE") => like(actual, pattern),
+            (Value::Text(pattern), "ILIKE") => {
+                like(&actual.to_lowercase(), &pattern.to_lowercase())
+            }
+            (v, op) => {
+                let ord = match (v, actual.parse::<f64>()) {
+                    (Value::Number(n), Ok(a)) => a.partial_cmp(n),
+                    (Value::Number(n), Err(_)) => Some(actual.cmp(n.to_string().as_str())),
+                    (Value::Text(t), _) => Some(actual.cmp(t.as_str())),
+                    (Value::List(_), _) => None,
+                };
+                let Some(ord) = ord else { return false };
+                match op {
+                    "=" => ord.is_eq(),
+                    "!=" => ord.is_ne(),
+                    "<" => ord.is_lt(),
+                    "<=" => ord.is_le(),
+                    ">" => ord.is_gt(),
+                    ">=" => ord.is_ge(),
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// SQL `LIKE`: `%` any run of characters, `_` one character.
+fn like(text: &str, pattern: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    // Classic two-pointer wildcard match with backtracking to the last `%`.
+    let (mut ti, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '_' || p[pi] == t[ti]) {
+            ti += 1;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == '%' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '%' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
@@ -346,6 +432,22 @@ mod tests {
         let c = parse("run_name IN ('a', 'b')").unwrap_or_default();
         assert_eq!(c[0].value, Value::List(vec!["a".into(), "b".into()]));
         assert!(parse("").unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn conditions_match_values_like_mlflow() {
+        let c = |f: &str| parse(f).unwrap().remove(0);
+        assert!(c("name LIKE 'exp-%'").matches(Some("exp-12")));
+        assert!(!c("name LIKE 'exp-%'").matches(Some("Exp-12")));
+        assert!(c("name ILIKE 'exp-%'").matches(Some("Exp-12")));
+        assert!(c("name LIKE 'a_c%d'").matches(Some("abcxxd")));
+        assert!(!c("name LIKE 'a_c%d'").matches(Some("abcxxe")));
+        assert!(c("creation_time > 100").matches(Some("101")));
+        assert!(!c("creation_time > 100").matches(Some("99")));
+        assert!(c("tags.team != 'x'").matches(Some("y")));
+        assert!(!c("tags.team != 'x'").matches(None));
+        assert!(c("name IN ('a', 'b')").matches(Some("b")));
+        assert!(!c("name NOT IN ('a', 'b')").matches(Some("b")));
     }
 
     #[test]

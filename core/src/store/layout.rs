@@ -137,6 +137,32 @@ impl Layout {
         self.deleted(project).join(run_id)
     }
 
+    /// A logged model (MLflow 3's `LoggedModel`) of a project: `models/<id>/model.json` holds
+    /// its record, `models/<id>/artifacts/…` its files.
+    pub fn model(&self, project: &str, model_id: &str) -> Path {
+        self.project(project).join("models").join(model_id)
+    }
+
+    /// Where a project's logged models live.
+    pub fn models(&self, project: &str) -> Path {
+        self.project(project).join("models")
+    }
+
+    /// The marker of a project deleted through MLflow's `experiments/delete` (its runs stay).
+    pub fn project_deleted_marker(&self, project: &str) -> Path {
+        self.project(project).join("project.deleted")
+    }
+
+    /// One tag of a project (MLflow's experiment tags), one object per key: last write wins.
+    pub fn project_tag(&self, project: &str, key: &str) -> Path {
+        self.project(project).join("tags").join(encode_name(key))
+    }
+
+    /// Where a project's tags live.
+    pub fn project_tags(&self, project: &str) -> Path {
+        self.project(project).join("tags")
+    }
+
     /// The declared schema of an extension table `namespace.name`.
     pub fn table_def(&self, namespace: &str, name: &str) -> Path {
         self.join(&["tables", namespace, &format!("{name}.arrows")])

@@ -171,4 +171,44 @@ fluent = mlflow.search_runs(
 )
 assert ids(fluent) == [run_id], fluent
 
+# Experiments: tags, search with filters / order_by / paging, delete and restore.
+other = client.create_experiment("compat-other", tags={"team": "nlp"})
+third = client.create_experiment("compat-third")
+client.set_experiment_tag(third, "team", "vision")
+client.set_experiment_tag(third, "temp", "x")
+client.delete_experiment_tag(third, "temp")
+assert client.get_experiment(third).tags == {"team": "vision"}, client.get_experiment(third).tags
+names = lambda exps: [e.name for e in exps]
+assert names(client.search_experiments(filter_string="name LIKE 'compat-%'", order_by=["name ASC"])) == [
+    "compat-other",
+    "compat-third",
+]
+assert names(client.search_experiments(filter_string="tags.team = 'vision'")) == ["compat-third"]
+assert names(client.search_experiments(filter_string="name ILIKE 'COMPAT-O%'")) == ["compat-other"]
+page1 = client.search_experiments(filter_string="name LIKE 'compat-%'", order_by=["name DESC"], max_results=1)
+assert names(page1) == ["compat-third"] and page1.token, page1
+page2 = client.search_experiments(
+    filter_string="name LIKE 'compat-%'", order_by=["name DESC"], max_results=1, page_token=page1.token
+)
+assert names(page2) == ["compat-other"] and not page2.token, page2
+in_other = client.create_run(other, run_name="in-other")
+client.set_terminated(in_other.info.run_id)
+client.delete_experiment(other)
+assert client.get_experiment(other).lifecycle_stage == "deleted"
+assert client.get_run(in_other.info.run_id).info.lifecycle_stage == "deleted"
+assert "compat-other" not in names(client.search_experiments())
+assert names(client.search_experiments(view_type=ViewType.DELETED_ONLY)) == ["compat-other"]
+expect_error("RESOURCE_ALREADY_EXISTS", client.create_experiment, "compat-other")
+expect_error("RESOURCE_DOES_NOT_EXIST", client.delete_experiment, other)
+expect_error("RESOURCE_DOES_NOT_EXIST", client.restore_experiment, third)
+client.restore_experiment(other)
+assert client.get_experiment_by_name("compat-other").lifecycle_stage == "active"
+assert client.get_run(in_other.info.run_id).info.lifecycle_stage == "active"
+expect_error("RESOURCE_DOES_NOT_EXIST", client.get_experiment, "987654")
+assert client.get_experiment_by_name("no-such-experiment") is None
+expect_error("INVALID_PARAMETER_VALUE", client.search_experiments, filter_string="name ~ 'x'")
+if RUNQL:
+    # An experiment's id is its name in runql: renaming is refused, with the reason.
+    expect_error("INVALID_PARAMETER_VALUE", client.rename_experiment, third, "compat-renamed")
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
