@@ -464,7 +464,7 @@ macro_rules! export_plugin {
             struct RunqlPluginExport;
             impl $crate::bindings::exports::runql::plugin::parser::Guest for RunqlPluginExport {
                 type Session = $crate::glue::SessionOf<$plugin>;
-                fn info() -> $crate::bindings::exports::runql::plugin::parser::Info {
+                fn describe() -> $crate::bindings::exports::runql::plugin::parser::Info {
                     $crate::glue::info::<$plugin>()
                 }
                 fn recognize(name: String, head: Vec<u8>) -> u8 {

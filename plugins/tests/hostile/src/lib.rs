@@ -1,0 +1,97 @@
+//! A hostile plugin for runql's sandbox tests, written against the raw contract (no SDK) so
+//! that it can break it. `--option mode=…` picks the misbehaviour, at `feed`:
+//! `loop` (never returns), `memory` (allocates until it cannot), `panic`, `output` (returns
+//! rows far beyond any output limit), `ipc` (returns bytes that are not Arrow IPC), `table`
+//! (rows for a table it did not declare), anything else: behaves (one row per feed).
+
+#![cfg(target_family = "wasm")]
+
+wit_bindgen::generate!({ world: "plugin", path: "../../wit" });
+
+use exports::runql::plugin::parser::{Guest, GuestSession, Info, Rows, Table};
+
+struct Hostile;
+
+/// An Arrow IPC stream with one Int64 column `n` and one row, and the same schema alone,
+/// written once by pyarrow (`pa.ipc.new_stream`), so this crate needs no arrow.
+const ONE_ROW: &[u8] = include_bytes!("one_row.arrows");
+const SCHEMA: &[u8] = include_bytes!("schema.arrows");
+
+impl Guest for Hostile {
+    type Session = Session;
+
+    fn describe() -> Info {
+        Info {
+            name: "hostile".into(),
+            version: "0.0.1".into(),
+            description: "misbehaves on purpose".into(),
+            formats: vec!["anything".into()],
+            tables: vec![Table {
+                name: "rows".into(),
+                doc: "one row per chunk".into(),
+                schema: SCHEMA.to_vec(),
+            }],
+        }
+    }
+
+    fn recognize(_name: String, _head: Vec<u8>) -> u8 {
+        0
+    }
+}
+
+struct Session {
+    mode: String,
+}
+
+impl GuestSession for Session {
+    fn new(_name: String, options: Vec<(String, String)>) -> Self {
+        let mode = options
+            .into_iter()
+            .find(|(k, _)| k == "mode")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        Session { mode }
+    }
+
+    fn feed(&self, _chunk: Vec<u8>) -> Result<Vec<Rows>, String> {
+        match self.mode.as_str() {
+            "loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut block = vec![1u8; 16 << 20];
+                    block[0] = hoard.len() as u8;
+                    hoard.push(std::hint::black_box(block));
+                }
+            }
+            "panic" => panic!("the hostile plugin panics on purpose"),
+            "output" => {
+                let big = vec![0u8; 64 << 20];
+                Ok((0..64).map(|_| Rows { table: "rows".into(), ipc: big.clone() }).collect())
+            }
+            "ipc" => Ok(vec![Rows {
+                table: "rows".into(),
+                ipc: b"this is not arrow ipc at all".to_vec(),
+            }]),
+            "table" => Ok(vec![Rows {
+                table: "undeclared".into(),
+                ipc: ONE_ROW.to_vec(),
+            }]),
+            _ => Ok(vec![Rows {
+                table: "rows".into(),
+                ipc: ONE_ROW.to_vec(),
+            }]),
+        }
+    }
+
+    fn finish(&self) -> Result<Vec<Rows>, String> {
+        Ok(Vec::new())
+    }
+}
+
+export!(Hostile);
