@@ -96,6 +96,7 @@ impl Project {
             run_id: None,
             command: None,
             resume: None,
+            started_at: None,
         }
     }
 
@@ -155,6 +156,7 @@ pub struct RunBuilder {
     flush_interval: Duration,
     heartbeat_interval: Duration,
     run_id: Option<RunId>,
+    started_at: Option<i64>,
     command: Option<String>,
     /// The record and params of the run being resumed.
     resume: Option<(RunRecord, HashMap<String, String>)>,
@@ -223,6 +225,13 @@ impl RunBuilder {
         self
     }
 
+    /// Records this start time (µs since the epoch) instead of now: for runs imported from
+    /// another tool's records (an Optuna trial, an MLflow folder).
+    pub fn started_at(mut self, us: i64) -> Self {
+        self.started_at = Some(us);
+        self
+    }
+
     /// Starts the run: writes its record and starts its background writer. Returns once the
     /// run is visible in the store.
     pub fn start(self) -> Result<Run> {
@@ -243,6 +252,10 @@ impl RunBuilder {
             }
             None => RunRecord::new(&self.project, run_id, now),
         };
+        if let Some(t) = self.started_at {
+            record.created = t;
+            record.started = Some(t);
+        }
         if self.resume.is_none() || self.name.is_some() {
             record.name = self.name.clone();
         }
@@ -613,10 +626,20 @@ impl Run {
 
     /// Ends the run with another status (`failed`, `killed`).
     pub fn finish_with(mut self, status: RunStatus) -> Result<()> {
-        self.end(status)
+        self.end_at(status, None)
+    }
+
+    /// Ends the run with a status and an end time (µs since the epoch) taken from another
+    /// tool's records rather than now.
+    pub fn finish_at(mut self, status: RunStatus, ended_us: i64) -> Result<()> {
+        self.end_at(status, Some(ended_us))
     }
 
     fn end(&mut self, status: RunStatus) -> Result<()> {
+        self.end_at(status, None)
+    }
+
+    fn end_at(&mut self, status: RunStatus, at: Option<i64>) -> Result<()> {
         if self.ended {
             return Ok(());
         }
@@ -626,7 +649,7 @@ impl Run {
             let _ = handle.join();
         }
         let (ack, done) = mpsc::channel();
-        let sent = self.shared.tx.send(Msg::End { status, ack });
+        let sent = self.shared.tx.send(Msg::End { status, at, ack });
         let result = match sent {
             Ok(()) => done
                 .recv()
@@ -894,6 +917,8 @@ enum Msg {
     },
     End {
         status: RunStatus,
+        /// The end time to record, when it is not now.
+        at: Option<i64>,
         ack: mpsc::Sender<Result<()>>,
     },
 }
@@ -976,13 +1001,13 @@ impl Writer {
                     });
                     let _ = ack.send(r);
                 }
-                Ok(Msg::End { status, ack }) => {
+                Ok(Msg::End { status, at, ack }) => {
                     let chunk = self.shared.lock().take_chunk();
                     let r = rt.block_on(async {
                         self.write_chunk(chunk, true).await?;
                         let now = now_us();
                         self.record.status = status;
-                        self.record.ended = Some(now);
+                        self.record.ended = Some(at.unwrap_or(now));
                         self.record.heartbeat = Some(now);
                         self.write_record().await
                     });

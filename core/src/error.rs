@@ -135,7 +135,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+    /// An object of the store that cannot be read as what it should be.
+    pub fn corrupt(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         Error::Corrupt {
             path: path.to_string(),
             reason: reason.to_string(),

@@ -65,6 +65,24 @@ pub fn run(cli: Cli) -> Result<()> {
             show(&rt, &engine, &run)
         }
         Some(Command::Compact { project }) => compact(&rt, &url, project),
+        Some(Command::Plugin { action }) => crate::plugin::plugin(&rt, &url, action),
+        Some(Command::Ingest {
+            files,
+            project,
+            run,
+            plugin,
+            options,
+            limits,
+        }) => crate::plugin::ingest(
+            &rt,
+            &url,
+            &files,
+            plugin.as_deref(),
+            &project,
+            run.as_deref(),
+            &options,
+            limits,
+        ),
         Some(Command::Serve {
             host,
             port,

@@ -9,6 +9,7 @@ mod demo;
 mod format;
 mod meta;
 mod plot;
+mod plugin;
 mod progress;
 mod repl;
 mod split;
@@ -154,6 +155,32 @@ pub enum Command {
     Compact {
         /// Only this project
         project: Option<String>,
+    },
+    /// Ingest files through a plugin: Optuna journals, SB3 Monitor CSVs, TensorBoard event
+    /// files, LLM logs… (the plugin is chosen by asking each which files it recognises)
+    Ingest {
+        /// The files to ingest
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The project to ingest into (created if missing)
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The run to ingest into [default: a new run named after each file]
+        #[arg(long)]
+        run: Option<String>,
+        /// Use this plugin instead of the one that recognises the file
+        #[arg(long)]
+        plugin: Option<String>,
+        /// An option for the plugin (repeatable), e.g. --option allow_truncated=true
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[command(flatten)]
+        limits: plugin::LimitArgs,
+    },
+    /// Manage plugins: list, install FILE.wasm, info NAME, remove NAME
+    Plugin {
+        #[command(subcommand)]
+        action: plugin::PluginAction,
     },
 }
 

@@ -163,6 +163,28 @@ impl Layout {
         self.project(project).join("tags")
     }
 
+    /// Where installed plugins live: `plugins/<name>/plugin.json` (what it is, its sha256) and
+    /// `plugins/<name>/<sha256>.wasm` (the component).
+    pub fn plugins(&self) -> Path {
+        self.join(&["plugins"])
+    }
+
+    pub fn plugin_record(&self, name: &str) -> Path {
+        self.join(&["plugins", name, "plugin.json"])
+    }
+
+    pub fn plugin_wasm(&self, name: &str, sha256: &str) -> Path {
+        self.join(&["plugins", name, &format!("{sha256}.wasm")])
+    }
+
+    /// The record of one file ingested into a project (`ingests/<key>.json`): re-ingesting the
+    /// same file finds it and writes nothing.
+    pub fn ingest_marker(&self, project: &str, key: &str) -> Path {
+        self.project(project)
+            .join("ingests")
+            .join(format!("{key}.json"))
+    }
+
     /// The declared schema of an extension table `namespace.name`.
     pub fn table_def(&self, namespace: &str, name: &str) -> Path {
         self.join(&["tables", namespace, &format!("{name}.arrows")])

@@ -52,7 +52,10 @@ impl KvSession {
                 .split_once('=')
                 .ok_or_else(|| format!("line {n}: {pair:?} is not key=value"))?;
             if k == "step" {
-                step = Some(v.parse::<i64>().map_err(|_| format!("line {n}: step {v:?} is not an integer"))?);
+                step = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| format!("line {n}: step {v:?} is not an integer"))?,
+                );
             } else if let Ok(x) = v.parse::<f64>() {
                 values.push((k.to_string(), x));
             }
@@ -73,7 +76,8 @@ impl KvSession {
             Arc::new(self.step.finish()),
             Arc::new(self.text.finish()),
         ];
-        let batch = RecordBatch::try_new(lines_table().schema, columns).map_err(|e| e.to_string())?;
+        let batch =
+            RecordBatch::try_new(lines_table().schema, columns).map_err(|e| e.to_string())?;
         out.push("lines", batch);
         self.core.flush_into(out)
     }
@@ -108,7 +112,8 @@ impl Plugin for KvLog {
         Info {
             name: "kvlog".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "key=value training logs: numbers become metrics at each line's step".into(),
+            description: "key=value training logs: numbers become metrics at each line's step"
+                .into(),
             formats: vec!["text lines of key=value pairs (*.kvlog)".into()],
             tables: vec![lines_table()],
         }

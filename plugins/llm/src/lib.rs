@@ -173,7 +173,11 @@ fn chat_completion(c: &Value, call: &mut Call) {
 }
 
 /// One JSON document (a line or the whole file) into calls and messages.
-fn document(v: &Value, calls: &mut Vec<Call>, requests: &mut Vec<(String, Vec<(String, String)>)>) -> Result<(), String> {
+fn document(
+    v: &Value,
+    calls: &mut Vec<Call>,
+    requests: &mut Vec<(String, Vec<(String, String)>)>,
+) -> Result<(), String> {
     if v.get("resourceSpans").is_some() {
         otel::spans(v, calls);
         return Ok(());
@@ -195,7 +199,9 @@ fn document(v: &Value, calls: &mut Vec<Call>, requests: &mut Vec<(String, Vec<(S
                 .and_then(Value::as_array)
                 .map(|ms| {
                     ms.iter()
-                        .filter_map(|m| Some((s(m.get("role"))?, m.get("content").and_then(text_of)?)))
+                        .filter_map(|m| {
+                            Some((s(m.get("role"))?, m.get("content").and_then(text_of)?))
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -260,7 +266,8 @@ impl LlmSession {
         if line.trim().is_empty() {
             return Ok(());
         }
-        let v: Value = serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
         document(&v, &mut self.calls, &mut self.requests).map_err(|e| format!("line {n}: {e}"))
     }
 
@@ -285,7 +292,9 @@ impl LlmSession {
         for c in &calls {
             lat.append_option(c.latency_ms);
         }
-        let src: ArrayRef = Arc::new(runql_plugin_sdk::arrow_array::StringArray::from(vec![self.source.as_str(); n]));
+        let src: ArrayRef = Arc::new(runql_plugin_sdk::arrow_array::StringArray::from(
+            vec![self.source.as_str(); n],
+        ));
         let columns: Vec<ArrayRef> = vec![
             src,
             str_col(&|c| Some(c.format.to_string())),
@@ -316,7 +325,10 @@ impl LlmSession {
         ];
         let schema = tables()[0].schema.clone();
         if n > 0 {
-            out.push("calls", RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?);
+            out.push(
+                "calls",
+                RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?,
+            );
         }
         // Messages: of the calls, and of batch requests (by custom_id).
         let (mut m_src, mut m_call, mut m_custom, mut m_dir, mut m_pos, mut m_role, mut m_text) = (
@@ -363,13 +375,24 @@ impl LlmSession {
                 Arc::new(m_role.finish()),
                 Arc::new(m_text.finish()),
             ];
-            out.push("messages", RecordBatch::try_new(tables()[1].schema.clone(), columns).map_err(|e| e.to_string())?);
+            out.push(
+                "messages",
+                RecordBatch::try_new(tables()[1].schema.clone(), columns)
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let mut core = CoreRows::default();
         if n > 0 {
-            let sum = |f: &dyn Fn(&Call) -> Option<i64>| calls.iter().filter_map(f).sum::<i64>() as f64;
+            let sum =
+                |f: &dyn Fn(&Call) -> Option<i64>| calls.iter().filter_map(f).sum::<i64>() as f64;
             core.metric("", "llm/calls", 0, n as f64, None);
-            core.metric("", "llm/errors", 0, calls.iter().filter(|c| c.error.is_some()).count() as f64, None);
+            core.metric(
+                "",
+                "llm/errors",
+                0,
+                calls.iter().filter(|c| c.error.is_some()).count() as f64,
+                None,
+            );
             core.metric("", "llm/tokens_in", 0, sum(&|c| c.tokens_in), None);
             core.metric("", "llm/tokens_out", 0, sum(&|c| c.tokens_out), None);
         }
@@ -421,9 +444,8 @@ impl Session for LlmSession {
             if self.whole.iter().all(u8::is_ascii_whitespace) {
                 return Err("the file is empty".into());
             }
-            let v: Value = serde_json::from_slice(&self.whole).map_err(|e| {
-                format!("not JSON (line {}, column {}): {e}", e.line(), e.column())
-            })?;
+            let v: Value = serde_json::from_slice(&self.whole)
+                .map_err(|e| format!("not JSON (line {}, column {}): {e}", e.line(), e.column()))?;
             let docs = match v {
                 Value::Array(items) => items,
                 one => vec![one],
@@ -449,7 +471,9 @@ fn detect(head: &[u8]) -> u8 {
         70
     } else if text.contains("\"chat.completion\"") {
         95
-    } else if text.contains("\"custom_id\"") && (text.contains("\"response\"") || text.contains("\"body\"")) {
+    } else if text.contains("\"custom_id\"")
+        && (text.contains("\"response\"") || text.contains("\"body\""))
+    {
         90
     } else {
         0
@@ -463,7 +487,9 @@ impl Plugin for Llm {
         Info {
             name: "llm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "LLM calls: OpenAI chat completions and Batch files, OpenTelemetry GenAI spans".into(),
+            description:
+                "LLM calls: OpenAI chat completions and Batch files, OpenTelemetry GenAI spans"
+                    .into(),
             formats: vec![
                 "OpenAI ChatCompletion JSON / JSONL".into(),
                 "OpenAI Batch input and output JSONL".into(),

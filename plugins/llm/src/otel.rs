@@ -40,7 +40,12 @@ fn attributes(v: Option<&Value>) -> serde_json::Map<String, Value> {
         .map(|attrs| {
             attrs
                 .iter()
-                .filter_map(|a| Some((a.get("key")?.as_str()?.to_string(), any_value(a.get("value")?))))
+                .filter_map(|a| {
+                    Some((
+                        a.get("key")?.as_str()?.to_string(),
+                        any_value(a.get("value")?),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -52,7 +57,10 @@ fn id(v: Option<&Value>) -> Option<String> {
     if s.is_empty() {
         return None;
     }
-    if s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()) && (s.len() == 16 || s.len() == 32) {
+    if s.len() % 2 == 0
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+        && (s.len() == 16 || s.len() == 32)
+    {
         return Some(s.to_ascii_lowercase());
     }
     base64(s).map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -99,7 +107,8 @@ fn string(attrs: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<Strin
 }
 
 fn int(attrs: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<i64> {
-    keys.iter().find_map(|k| attrs.get(*k).and_then(Value::as_i64))
+    keys.iter()
+        .find_map(|k| attrs.get(*k).and_then(Value::as_i64))
 }
 
 /// Messages in the GenAI "parts" format (`[{"role": …, "parts": [{"type": "text", "content":
@@ -111,7 +120,11 @@ fn messages(text: &str) -> Vec<(String, String)> {
     items
         .iter()
         .filter_map(|m| {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("user").to_string();
+            let role = m
+                .get("role")
+                .and_then(Value::as_str)
+                .unwrap_or("user")
+                .to_string();
             let content = m
                 .get("parts")
                 .and_then(text_of)
@@ -125,13 +138,20 @@ fn messages(text: &str) -> Vec<(String, String)> {
 fn indexed(attrs: &serde_json::Map<String, Value>, prefix: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for n in 0.. {
-        let Some(content) = attrs.get(&format!("{prefix}.{n}.content")).and_then(Value::as_str) else {
+        let Some(content) = attrs
+            .get(&format!("{prefix}.{n}.content"))
+            .and_then(Value::as_str)
+        else {
             break;
         };
         let role = attrs
             .get(&format!("{prefix}.{n}.role"))
             .and_then(Value::as_str)
-            .unwrap_or(if prefix.ends_with("prompt") { "user" } else { "assistant" });
+            .unwrap_or(if prefix.ends_with("prompt") {
+                "user"
+            } else {
+                "assistant"
+            });
         out.push((role.to_string(), content.to_string()));
     }
     out
@@ -147,11 +167,26 @@ fn last_user(msgs: &[(String, String)]) -> Option<String> {
 
 /// Every GenAI span of one export request.
 pub fn spans(request: &Value, calls: &mut Vec<Call>) {
-    for rs in request.get("resourceSpans").and_then(Value::as_array).into_iter().flatten() {
+    for rs in request
+        .get("resourceSpans")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let resource = attributes(rs.get("resource").and_then(|r| r.get("attributes")));
         let service = string(&resource, &["service.name"]);
-        for ss in rs.get("scopeSpans").and_then(Value::as_array).into_iter().flatten() {
-            for span in ss.get("spans").and_then(Value::as_array).into_iter().flatten() {
+        for ss in rs
+            .get("scopeSpans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for span in ss
+                .get("spans")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let attrs = attributes(span.get("attributes"));
                 let events: Vec<(String, serde_json::Map<String, Value>)> = span
                     .get("events")
@@ -160,7 +195,10 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                         es.iter()
                             .map(|e| {
                                 (
-                                    e.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                                    e.get("name")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or("")
+                                        .to_string(),
                                     attributes(e.get("attributes")),
                                 )
                             })
@@ -201,7 +239,8 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                     }
                 }
                 for (name, ea) in &events {
-                    if name == "gen_ai.content.prompt" && inputs.is_empty()
+                    if name == "gen_ai.content.prompt"
+                        && inputs.is_empty()
                         && let Some(p) = string(ea, &["gen_ai.prompt"])
                     {
                         inputs = messages(&p);
@@ -209,7 +248,8 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                             inputs = vec![("user".into(), p)];
                         }
                     }
-                    if name == "gen_ai.content.completion" && outputs.is_empty()
+                    if name == "gen_ai.content.completion"
+                        && outputs.is_empty()
                         && let Some(c) = string(ea, &["gen_ai.completion"])
                     {
                         outputs = messages(&c);
@@ -221,12 +261,18 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                 let mut finish_reasons: Vec<String> = attrs
                     .get("gen_ai.response.finish_reasons")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 // OpenLLMetry: `gen_ai.completion.N.finish_reason`.
                 if finish_reasons.is_empty() {
                     finish_reasons = (0..)
-                        .map_while(|n| string(&attrs, &[&format!("gen_ai.completion.{n}.finish_reason")]))
+                        .map_while(|n| {
+                            string(&attrs, &[&format!("gen_ai.completion.{n}.finish_reason")])
+                        })
                         .collect();
                 }
                 let error = if status_is_error(span.get("status")) {
@@ -236,9 +282,12 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                         .filter(|m| !m.is_empty())
                         .map(String::from)
                         .or_else(|| {
-                            events.iter().find(|(n, _)| n == "exception").and_then(|(_, a)| {
-                                string(a, &["exception.message", "exception.type"])
-                            })
+                            events
+                                .iter()
+                                .find(|(n, _)| n == "exception")
+                                .and_then(|(_, a)| {
+                                    string(a, &["exception.message", "exception.type"])
+                                })
                         })
                         .or_else(|| string(&attrs, &["error.type"]))
                         .or_else(|| Some("error".into()))
@@ -257,8 +306,17 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                     operation: string(&attrs, &["gen_ai.operation.name"]),
                     provider: string(&attrs, &["gen_ai.provider.name", "gen_ai.system"]),
                     model: string(&attrs, &["gen_ai.response.model", "gen_ai.request.model"]),
-                    tokens_in: int(&attrs, &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"]),
-                    tokens_out: int(&attrs, &["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"]),
+                    tokens_in: int(
+                        &attrs,
+                        &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
+                    ),
+                    tokens_out: int(
+                        &attrs,
+                        &[
+                            "gen_ai.usage.output_tokens",
+                            "gen_ai.usage.completion_tokens",
+                        ],
+                    ),
                     start_us: start.map(|n| n / 1000),
                     latency_ms: match (start, end) {
                         (Some(a), Some(b)) => Some((b - a) as f64 / 1e6),
@@ -266,7 +324,12 @@ pub fn spans(request: &Value, calls: &mut Vec<Call>) {
                     },
                     finish_reason: finish_reasons.first().cloned(),
                     prompt: last_user(&inputs),
-                    response: outputs.iter().rev().find(|(r, _)| r == "assistant").or(outputs.last()).map(|(_, t)| t.clone()),
+                    response: outputs
+                        .iter()
+                        .rev()
+                        .find(|(r, _)| r == "assistant")
+                        .or(outputs.last())
+                        .map(|(_, t)| t.clone()),
                     error,
                     ..Call::default()
                 };

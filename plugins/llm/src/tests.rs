@@ -26,12 +26,20 @@ fn calls(file: &str, chunk: usize) -> RecordBatch {
 
 fn text(b: &RecordBatch, col: &str, i: usize) -> Value {
     let c = b.column_by_name(col).unwrap().as_string::<i32>();
-    if c.is_null(i) { Value::Null } else { Value::from(c.value(i)) }
+    if c.is_null(i) {
+        Value::Null
+    } else {
+        Value::from(c.value(i))
+    }
 }
 
 fn int(b: &RecordBatch, col: &str, i: usize) -> Value {
     let c = b.column_by_name(col).unwrap().as_primitive::<Int64Type>();
-    if c.is_null(i) { Value::Null } else { Value::from(c.value(i)) }
+    if c.is_null(i) {
+        Value::Null
+    } else {
+        Value::from(c.value(i))
+    }
 }
 
 fn check(b: &RecordBatch, want: &[Value], fields: &[&str], ctx: &str) {
@@ -42,7 +50,11 @@ fn check(b: &RecordBatch, want: &[Value], fields: &[&str], ctx: &str) {
                 "tokens_in" | "tokens_out" | "total_tokens" | "status_code" => int(b, f, i),
                 "latency_ms" => {
                     let c = b.column_by_name(f).unwrap().as_primitive::<Float64Type>();
-                    if c.is_null(i) { Value::Null } else { Value::from(c.value(i)) }
+                    if c.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::from(c.value(i))
+                    }
                 }
                 _ => text(b, f, i),
             };
@@ -57,7 +69,15 @@ fn check(b: &RecordBatch, want: &[Value], fields: &[&str], ctx: &str) {
 }
 
 const CHAT: [&str; 9] = [
-    "model", "provider", "response", "refusal", "tokens_in", "tokens_out", "total_tokens", "finish_reason", "error",
+    "model",
+    "provider",
+    "response",
+    "refusal",
+    "tokens_in",
+    "tokens_out",
+    "total_tokens",
+    "finish_reason",
+    "error",
 ];
 
 #[test]
@@ -73,8 +93,21 @@ fn chat_completions_match_openais_objects() {
         for (i, w) in want.iter().enumerate() {
             assert_eq!(text(&b, "call_id", i), w["source_id"], "{file} {i}");
             let tools = text(&b, "tool_calls", i);
-            let n = tools.as_str().map(|t| serde_json::from_str::<Value>(t).unwrap().as_array().unwrap().len()).unwrap_or(0);
-            assert_eq!(n, w["tool_calls"].as_array().map(|a| a.len()).unwrap_or(0), "{file} {i} tool calls");
+            let n = tools
+                .as_str()
+                .map(|t| {
+                    serde_json::from_str::<Value>(t)
+                        .unwrap()
+                        .as_array()
+                        .unwrap()
+                        .len()
+                })
+                .unwrap_or(0);
+            assert_eq!(
+                n,
+                w["tool_calls"].as_array().map(|a| a.len()).unwrap_or(0),
+                "{file} {i} tool calls"
+            );
         }
     }
 }
@@ -84,10 +117,22 @@ fn batch_output_matches_and_prompts_join_from_the_input() {
     let exp = expected();
     let want = exp["batch_output.jsonl"].as_array().unwrap();
     let b = calls("batch_output.jsonl", 50);
-    let fields = ["response", "tokens_in", "tokens_out", "finish_reason", "status_code", "request_id", "custom_id"];
+    let fields = [
+        "response",
+        "tokens_in",
+        "tokens_out",
+        "finish_reason",
+        "status_code",
+        "request_id",
+        "custom_id",
+    ];
     check(&b, want, &fields, "batch_output.jsonl");
     for (i, w) in want.iter().enumerate() {
-        assert_eq!(text(&b, "error", i).is_null(), w["error"].is_null(), "call {i} error");
+        assert_eq!(
+            text(&b, "error", i).is_null(),
+            w["error"].is_null(),
+            "call {i} error"
+        );
         if w["status_code"] == 200 {
             assert_eq!(text(&b, "model", i), w["model"]);
         }
@@ -118,21 +163,47 @@ fn otel_genai_spans_match_the_sdks_spans() {
         .cloned()
         .collect();
     let fields = [
-        "model", "provider", "operation", "prompt", "response", "tokens_in", "tokens_out", "latency_ms",
-        "finish_reason", "trace_id", "span_id", "parent_span_id", "name", "service",
+        "model",
+        "provider",
+        "operation",
+        "prompt",
+        "response",
+        "tokens_in",
+        "tokens_out",
+        "latency_ms",
+        "finish_reason",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "name",
+        "service",
     ];
-    for (file, chunk) in [("otel_spans.json", 1000), ("otel_spans.jsonl", 333), ("otel_spans.protojson.json", 4096)] {
+    for (file, chunk) in [
+        ("otel_spans.json", 1000),
+        ("otel_spans.jsonl", 333),
+        ("otel_spans.protojson.json", 4096),
+    ] {
         let b = calls(file, chunk);
         check(&b, &want, &fields, file);
         for (i, w) in want.iter().enumerate() {
-            assert_eq!(text(&b, "error", i).is_null(), w["error"].is_null(), "{file} span {i} error");
+            assert_eq!(
+                text(&b, "error", i).is_null(),
+                w["error"].is_null(),
+                "{file} span {i} error"
+            );
         }
     }
 }
 
 #[test]
 fn malformed_inputs_are_clear_errors() {
-    let err = run_native::<Llm>("x.jsonl", &[], b"{\"object\": \"chat.completion\"}\n{\"object\": \n", 5).unwrap_err();
+    let err = run_native::<Llm>(
+        "x.jsonl",
+        &[],
+        b"{\"object\": \"chat.completion\"}\n{\"object\": \n",
+        5,
+    )
+    .unwrap_err();
     assert!(err.contains("line 2"), "{err}");
     let err = run_native::<Llm>("x.json", &[], b"{\"hello\": 1}\n", 5).unwrap_err();
     assert!(err.contains("neither"), "{err}");

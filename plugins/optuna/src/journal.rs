@@ -100,9 +100,11 @@ fn external(dist: &Value, internal: &Value) -> Value {
                 .cloned()
                 .unwrap_or(Value::Null)
         }
-        "IntDistribution" | "IntUniformDistribution" | "IntLogUniformDistribution" => number(internal)
-            .map(|f| Value::from(f.round() as i64))
-            .unwrap_or(Value::Null),
+        "IntDistribution" | "IntUniformDistribution" | "IntLogUniformDistribution" => {
+            number(internal)
+                .map(|f| Value::from(f.round() as i64))
+                .unwrap_or(Value::Null)
+        }
         _ => internal.clone(),
     }
 }
@@ -210,8 +212,13 @@ impl Replay {
                 if self.deleted.contains(&id) {
                     return Ok(());
                 }
-                let field = if code == 2 { "user_attr" } else { "system_attr" };
-                if let (Some(s), Some((k, v))) = (self.studies.get_mut(&id), one_key(op.get(field))) {
+                let field = if code == 2 {
+                    "user_attr"
+                } else {
+                    "system_attr"
+                };
+                if let (Some(s), Some((k, v))) = (self.studies.get_mut(&id), one_key(op.get(field)))
+                {
                     if code == 2 {
                         s.user_attrs.insert(k, v);
                     } else {
@@ -221,13 +228,22 @@ impl Replay {
             }
             4 => self.create_trial(&op),
             5 => {
-                let name = op.get("param_name").and_then(Value::as_str).map(String::from);
+                let name = op
+                    .get("param_name")
+                    .and_then(Value::as_str)
+                    .map(String::from);
                 let dist = op.get("distribution").and_then(distribution);
-                let internal = op.get("param_value_internal").cloned().unwrap_or(Value::Null);
-                if let (Some(t), Some(name), Some(dist)) =
-                    (self.updatable(op.get("trial_id").unwrap_or(&Value::Null)), name, dist)
-                {
-                    t.params.insert(name, (external(&dist, &internal), Some(dist)));
+                let internal = op
+                    .get("param_value_internal")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if let (Some(t), Some(name), Some(dist)) = (
+                    self.updatable(op.get("trial_id").unwrap_or(&Value::Null)),
+                    name,
+                    dist,
+                ) {
+                    t.params
+                        .insert(name, (external(&dist, &internal), Some(dist)));
                 }
             }
             6 => {
@@ -235,7 +251,9 @@ impl Replay {
                     .get("state")
                     .and_then(Value::as_u64)
                     .and_then(|s| STATES.get(s as usize))
-                    .ok_or_else(|| format!("line {n}: SET_TRIAL_STATE_VALUES with an unknown state"))?;
+                    .ok_or_else(|| {
+                        format!("line {n}: SET_TRIAL_STATE_VALUES with an unknown state")
+                    })?;
                 if let Some(t) = self.updatable(op.get("trial_id").unwrap_or(&Value::Null)) {
                     if *state == "RUNNING" && t.state != "WAITING" {
                         return Ok(());
@@ -245,7 +263,10 @@ impl Replay {
                         t.values = Some(v);
                     }
                     if *state == "RUNNING" {
-                        t.start_us = op.get("datetime_start").and_then(Value::as_str).and_then(parse_datetime);
+                        t.start_us = op
+                            .get("datetime_start")
+                            .and_then(Value::as_str)
+                            .and_then(parse_datetime);
                     }
                     if finished(state) {
                         t.complete_us = op
@@ -258,18 +279,25 @@ impl Replay {
             7 => {
                 let step = op.get("step").and_then(Value::as_i64);
                 let value = op.get("intermediate_value").and_then(number);
-                if let (Some(t), Some(step), Some(value)) =
-                    (self.updatable(op.get("trial_id").unwrap_or(&Value::Null)), step, value)
-                {
+                if let (Some(t), Some(step), Some(value)) = (
+                    self.updatable(op.get("trial_id").unwrap_or(&Value::Null)),
+                    step,
+                    value,
+                ) {
                     t.intermediate.insert(step, value);
                 }
             }
             8 | 9 => {
-                let field = if code == 8 { "user_attr" } else { "system_attr" };
+                let field = if code == 8 {
+                    "user_attr"
+                } else {
+                    "system_attr"
+                };
                 let kv = one_key(op.get(field));
-                if let (Some(t), Some((k, v))) =
-                    (self.updatable(op.get("trial_id").unwrap_or(&Value::Null)), kv)
-                {
+                if let (Some(t), Some((k, v))) = (
+                    self.updatable(op.get("trial_id").unwrap_or(&Value::Null)),
+                    kv,
+                ) {
                     if code == 8 {
                         t.user_attrs.insert(k, v);
                     } else {
@@ -310,7 +338,10 @@ impl Replay {
             trial_id: Some(trial_id),
             number: position,
             state: state.to_string(),
-            start_us: op.get("datetime_start").and_then(Value::as_str).and_then(parse_datetime),
+            start_us: op
+                .get("datetime_start")
+                .and_then(Value::as_str)
+                .and_then(parse_datetime),
             complete_us: op
                 .get("datetime_complete")
                 .and_then(Value::as_str)
@@ -388,9 +419,18 @@ mod tests {
 
     #[test]
     fn datetimes_are_utc_micros() {
-        assert_eq!(parse_datetime("1970-01-01T00:00:01.5+00:00"), Some(1_500_000));
-        assert_eq!(parse_datetime("2026-11-27T15:31:10.429030+00:00"), Some(1_795_793_470_429_030));
-        assert_eq!(parse_datetime("2026-11-27 15:31:10.429030"), Some(1_795_793_470_429_030));
+        assert_eq!(
+            parse_datetime("1970-01-01T00:00:01.5+00:00"),
+            Some(1_500_000)
+        );
+        assert_eq!(
+            parse_datetime("2026-11-27T15:31:10.429030+00:00"),
+            Some(1_795_793_470_429_030)
+        );
+        assert_eq!(
+            parse_datetime("2026-11-27 15:31:10.429030"),
+            Some(1_795_793_470_429_030)
+        );
         assert_eq!(parse_datetime("not a date"), None);
     }
 }

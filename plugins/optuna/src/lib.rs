@@ -48,7 +48,11 @@ impl Trial {
             .filter(|(k, _)| k.starts_with("constraints:"))
             .filter_map(|(_, v)| number(v))
             .collect();
-        if let Some(list) = self.system_attrs.get("constraints").and_then(Value::as_array) {
+        if let Some(list) = self
+            .system_attrs
+            .get("constraints")
+            .and_then(Value::as_array)
+        {
             out.extend(list.iter().filter_map(number));
         }
         out
@@ -248,8 +252,11 @@ pub fn emit(studies: &[Study], source: &str, out: &mut Output) -> Result<(), Str
         StringBuilder::new(),
         StringBuilder::new(),
     );
-    let (mut s_n, mut s_best, mut s_best_v) =
-        (Int64Builder::new(), Int64Builder::new(), Float64Builder::new());
+    let (mut s_n, mut s_best, mut s_best_v) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Float64Builder::new(),
+    );
     let mut t_cols = (
         StringBuilder::new(),
         Int64Builder::new(),
@@ -298,10 +305,14 @@ pub fn emit(studies: &[Study], source: &str, out: &mut Output) -> Result<(), Str
             t_cols.1.append_option(t.trial_id);
             t_cols.2.append_value(t.number);
             t_cols.3.append_value(&t.state);
-            t_cols.4.append_option(t.values.as_ref().and_then(|v| v.first().copied()));
-            t_cols.5.append_option(t.values.as_ref().map(|v| {
-                Value::Array(v.iter().map(|x| float_json(*x)).collect()).to_string()
-            }));
+            t_cols
+                .4
+                .append_option(t.values.as_ref().and_then(|v| v.first().copied()));
+            t_cols.5.append_option(
+                t.values
+                    .as_ref()
+                    .map(|v| Value::Array(v.iter().map(|x| float_json(*x)).collect()).to_string()),
+            );
             t_cols.6.append_option(t.start_us);
             t_cols.7.append_option(t.complete_us);
             t_cols.8.append_option(match (t.start_us, t.complete_us) {
@@ -506,7 +517,9 @@ enum Format {
 
 fn detect(head: &[u8]) -> Option<Format> {
     let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = std::str::from_utf8(&head[..end]).ok()?.trim_end_matches('\r');
+    let line = std::str::from_utf8(&head[..end])
+        .ok()?
+        .trim_end_matches('\r');
     if line.starts_with('{') && line.contains("\"op_code\"") && line.contains("\"worker_id\"") {
         return Some(Format::Journal);
     }
@@ -575,8 +588,8 @@ impl Session for OptunaSession {
                 (self.journal.studies(), "journal")
             }
             _ => {
-                let text = std::str::from_utf8(&self.bytes)
-                    .map_err(|e| format!("not UTF-8 text: {e}"))?;
+                let text =
+                    std::str::from_utf8(&self.bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
                 let study = self.study.clone().unwrap_or_else(|| {
                     self.name
                         .rsplit('/')

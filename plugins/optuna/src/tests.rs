@@ -39,15 +39,25 @@ fn check_journal(file: &str, exp_file: &str) {
     let want = exp["studies"].as_array().unwrap();
     assert_eq!(
         studies.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        want.iter().map(|s| s["study_name"].as_str().unwrap()).collect::<Vec<_>>()
+        want.iter()
+            .map(|s| s["study_name"].as_str().unwrap())
+            .collect::<Vec<_>>()
     );
     for (s, w) in studies.iter().zip(want) {
         assert_eq!(s.study_id, w["_study_id"].as_i64());
-        let dirs: Vec<&str> = w["directions"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+        let dirs: Vec<&str> = w["directions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
         assert_eq!(s.directions, dirs);
         assert_eq!(Value::Object(s.user_attrs.clone()), w["user_attrs"]);
         match w["metric_names"].as_array() {
-            Some(names) => assert_eq!(Value::from(s.metric_names().unwrap()), Value::Array(names.clone())),
+            Some(names) => assert_eq!(
+                Value::from(s.metric_names().unwrap()),
+                Value::Array(names.clone())
+            ),
             None => assert!(s.metric_names().is_none()),
         }
         let trials = w["trials"].as_array().unwrap();
@@ -83,8 +93,16 @@ fn check_journal(file: &str, exp_file: &str) {
                 let step: i64 = k.parse().unwrap();
                 assert!(same_number(t.intermediate[&step], v), "{ctx} step {k}");
             }
-            assert_eq!(Value::Object(t.user_attrs.clone()), wt["user_attrs"], "{ctx}");
-            assert_eq!(Value::Object(t.system_attrs.clone()), wt["system_attrs"], "{ctx}");
+            assert_eq!(
+                Value::Object(t.user_attrs.clone()),
+                wt["user_attrs"],
+                "{ctx}"
+            );
+            assert_eq!(
+                Value::Object(t.system_attrs.clone()),
+                wt["system_attrs"],
+                "{ctx}"
+            );
             assert_eq!(
                 t.start_us,
                 wt["datetime_start"].as_str().and_then(parse_datetime),
@@ -119,50 +137,99 @@ fn trials_become_child_runs_with_params_and_objectives() {
     assert_eq!(Optuna::recognize("journal.log", &bytes), 100);
     let out = run_native::<Optuna>("journal.log", &[], &bytes, 333).unwrap();
     let exp = expected("expected.json");
-    let n_trials: usize = exp["studies"].as_array().unwrap().iter().map(|s| s["trials"].as_array().unwrap().len()).sum();
+    let n_trials: usize = exp["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["trials"].as_array().unwrap().len())
+        .sum();
     let trials = rows_of(&out, "trials").unwrap();
     assert_eq!(trials.num_rows(), n_trials);
     let runs = rows_of(&out, targets::RUNS).unwrap();
-    let waiting = exp["studies"].as_array().unwrap().iter().flat_map(|s| s["trials"].as_array().unwrap()).filter(|t| t["state"] == "WAITING").count();
-    assert_eq!(runs.num_rows(), n_trials - waiting, "every trial that ran is a child run");
+    let waiting = exp["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["trials"].as_array().unwrap())
+        .filter(|t| t["state"] == "WAITING")
+        .count();
+    assert_eq!(
+        runs.num_rows(),
+        n_trials - waiting,
+        "every trial that ran is a child run"
+    );
     let metrics = rows_of(&out, targets::METRICS).unwrap();
     let keys = metrics.column_by_name("key").unwrap().as_string::<i32>();
-    assert!((0..metrics.num_rows()).any(|i| keys.value(i) == "loss"), "metric names of the multi-objective study");
+    assert!(
+        (0..metrics.num_rows()).any(|i| keys.value(i) == "loss"),
+        "metric names of the multi-objective study"
+    );
     let studies = rows_of(&out, "studies").unwrap();
-    let best = studies.column_by_name("best_trial").unwrap().as_primitive::<Int64Type>();
-    let names = studies.column_by_name("study_name").unwrap().as_string::<i32>();
+    let best = studies
+        .column_by_name("best_trial")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let names = studies
+        .column_by_name("study_name")
+        .unwrap()
+        .as_string::<i32>();
     for i in 0..studies.num_rows() {
-        let w = exp["studies"].as_array().unwrap().iter().find(|s| s["study_name"] == names.value(i)).unwrap();
+        let w = exp["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["study_name"] == names.value(i))
+            .unwrap();
         match w["best_trial"].get("number").and_then(Value::as_i64) {
             Some(n) => assert_eq!(best.value(i), n),
             None => assert!(best.is_null(i)),
         }
     }
     let iv = rows_of(&out, "intermediate_values").unwrap();
-    assert!(iv.column_by_name("value").unwrap().as_primitive::<Float64Type>().len() > 0);
+    assert!(
+        iv.column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .len()
+            > 0
+    );
 }
 
 #[test]
 fn trials_dataframe_csv_matches_the_study() {
     let exp = expected("expected.json");
-    for (file, study) in [("trials.csv", "single-objective"), ("trials_multi.csv", "multi-objective")] {
+    for (file, study) in [
+        ("trials.csv", "single-objective"),
+        ("trials_multi.csv", "multi-objective"),
+    ] {
         let bytes = fixture(file);
         assert_eq!(Optuna::recognize(file, &bytes), 90);
         let opts = [("study".to_string(), study.to_string())];
         let out = run_native::<Optuna>(file, &opts, &bytes, 50).unwrap();
-        let want = exp["studies"].as_array().unwrap().iter().find(|s| s["study_name"] == study).unwrap();
+        let want = exp["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["study_name"] == study)
+            .unwrap();
         let trials = rows_of(&out, "trials").unwrap();
         let wt = want["trials"].as_array().unwrap();
         assert_eq!(trials.num_rows(), wt.len(), "{file}");
         let state = trials.column_by_name("state").unwrap().as_string::<i32>();
-        let value = trials.column_by_name("value").unwrap().as_primitive::<Float64Type>();
+        let value = trials
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         for (i, w) in wt.iter().enumerate() {
             assert_eq!(state.value(i), w["state"].as_str().unwrap(), "{file} #{i}");
             match w["values"].as_array() {
                 // pandas writes floats to CSV within an ulp or two, not always exactly.
                 Some(v) if !value.is_null(i) => {
                     let (a, b) = (value.value(i), number(&v[0]).unwrap());
-                    assert!(a == b || (a - b).abs() <= 4.0 * f64::EPSILON * b.abs(), "{file} #{i}: {a} vs {b}");
+                    assert!(
+                        a == b || (a - b).abs() <= 4.0 * f64::EPSILON * b.abs(),
+                        "{file} #{i}: {a} vs {b}"
+                    );
                 }
                 Some(_) => panic!("{file} #{i}: no value in {:?}", trials.slice(i, 1)),
                 None => assert!(value.is_null(i), "{file} #{i}"),

@@ -61,7 +61,9 @@ impl Format {
 
 fn first_line(head: &[u8]) -> &str {
     let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    std::str::from_utf8(&head[..end]).unwrap_or("").trim_end_matches('\r')
+    std::str::from_utf8(&head[..end])
+        .unwrap_or("")
+        .trim_end_matches('\r')
 }
 
 /// Which format an input is in, from its name and first bytes.
@@ -171,8 +173,13 @@ impl Episodes {
                 .metric("", &format!("{prefix}episode_return"), step, r, wall_us);
         }
         if let Some(l) = length {
-            self.core
-                .metric("", &format!("{prefix}episode_length"), step, l as f64, wall_us);
+            self.core.metric(
+                "",
+                &format!("{prefix}episode_length"),
+                step,
+                l as f64,
+                wall_us,
+            );
         }
         if let (Some(s), Some(t)) = (steps, time_s) {
             self.last = Some((s, t));
@@ -311,7 +318,10 @@ impl RlSession {
     fn monitor_line(&mut self, n: u64, line: &str) -> Result<(), String> {
         if n == 1 {
             let json = line.strip_prefix('#').ok_or_else(|| {
-                format!("line 1: a Monitor file starts with #{{\"t_start\": …}}, found {:?}", trunc(line))
+                format!(
+                    "line 1: a Monitor file starts with #{{\"t_start\": …}}, found {:?}",
+                    trunc(line)
+                )
             })?;
             let header: serde_json::Value = serde_json::from_str(json)
                 .map_err(|e| format!("line 1: the Monitor header is not JSON: {e}"))?;
@@ -582,7 +592,10 @@ impl Plugin for Rl {
     }
 
     fn open(name: &str, options: &[(String, String)]) -> Result<RlSession, String> {
-        let forced = options.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str());
+        let forced = options
+            .iter()
+            .find(|(k, _)| k == "format")
+            .map(|(_, v)| v.as_str());
         let format = match forced {
             Some("sb3-monitor") | Some("monitor") => Some(Format::Monitor),
             Some("episode-jsonl") | Some("jsonl") => Some(Format::Jsonl),

@@ -28,12 +28,18 @@ fn monitor_files_match_what_sb3_reads_back() {
     let exp = expected("expected_monitor.json");
     for (dir, files) in [
         ("monitor/single", vec!["monitor.csv"]),
-        ("monitor/vec", vec!["0.monitor.csv", "1.monitor.csv", "2.monitor.csv"]),
+        (
+            "monitor/vec",
+            vec!["0.monitor.csv", "1.monitor.csv", "2.monitor.csv"],
+        ),
     ] {
         let mut total = 0;
         for (i, name) in files.iter().enumerate() {
             let bytes = fixture(&format!("{dir}/{name}"));
-            assert_eq!(Rl::recognize(name, &bytes[..bytes.len().min(64 << 10)]), 100);
+            assert_eq!(
+                Rl::recognize(name, &bytes[..bytes.len().min(64 << 10)]),
+                100
+            );
             let file = &exp[dir]["files"][i];
             assert_eq!(file["file"], *name);
             let want = file["rows"].as_array().expect("rows");
@@ -41,12 +47,24 @@ fn monitor_files_match_what_sb3_reads_back() {
                 let out = parse(name, &bytes, chunk);
                 let ep = rows_of(&out, EPISODES).expect("episodes");
                 assert_eq!(ep.num_rows(), want.len(), "{dir}/{name}");
-                let r = ep.column_by_name("return").unwrap().as_primitive::<Float64Type>();
-                let l = ep.column_by_name("length").unwrap().as_primitive::<Int64Type>();
-                let t = ep.column_by_name("time_s").unwrap().as_primitive::<Float64Type>();
+                let r = ep
+                    .column_by_name("return")
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
+                let l = ep
+                    .column_by_name("length")
+                    .unwrap()
+                    .as_primitive::<Int64Type>();
+                let t = ep
+                    .column_by_name("time_s")
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
                 let env = ep.column_by_name("env").unwrap().as_string::<i32>();
                 let info = ep.column_by_name("info").unwrap().as_string::<i32>();
-                let steps = ep.column_by_name("cumulative_steps").unwrap().as_primitive::<Int64Type>();
+                let steps = ep
+                    .column_by_name("cumulative_steps")
+                    .unwrap()
+                    .as_primitive::<Int64Type>();
                 let mut cumulative = 0;
                 for (k, w) in want.iter().enumerate() {
                     assert_eq!(r.value(k), w["r"].as_f64().unwrap());
@@ -58,7 +76,10 @@ fn monitor_files_match_what_sb3_reads_back() {
                     cumulative += w["l"].as_i64().unwrap();
                     assert_eq!(steps.value(k), cumulative);
                 }
-                let index = ep.column_by_name("env_index").unwrap().as_primitive::<Int64Type>();
+                let index = ep
+                    .column_by_name("env_index")
+                    .unwrap()
+                    .as_primitive::<Int64Type>();
                 if dir == "monitor/vec" {
                     assert_eq!(index.value(0), i as i64);
                 } else {
@@ -71,7 +92,11 @@ fn monitor_files_match_what_sb3_reads_back() {
             total += want.len();
         }
         let loaded = exp[dir]["load_results"]["rows"].as_array().unwrap();
-        assert_eq!(total, loaded.len(), "{dir}: as many episodes as load_results");
+        assert_eq!(
+            total,
+            loaded.len(),
+            "{dir}: as many episodes as load_results"
+        );
     }
 }
 
@@ -85,9 +110,18 @@ fn episode_jsonl_matches_the_wrappers_dicts() {
         let out = parse(name, &bytes, 13);
         let ep = rows_of(&out, EPISODES).unwrap();
         assert_eq!(ep.num_rows(), want.len());
-        let r = ep.column_by_name("return").unwrap().as_primitive::<Float64Type>();
-        let steps = ep.column_by_name("cumulative_steps").unwrap().as_primitive::<Int64Type>();
-        let index = ep.column_by_name("env_index").unwrap().as_primitive::<Int64Type>();
+        let r = ep
+            .column_by_name("return")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        let steps = ep
+            .column_by_name("cumulative_steps")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let index = ep
+            .column_by_name("env_index")
+            .unwrap()
+            .as_primitive::<Int64Type>();
         for (k, w) in want.iter().enumerate() {
             assert_eq!(r.value(k), w["r"].as_f64().unwrap());
             assert_eq!(steps.value(k), w["global_step"].as_i64().unwrap());
@@ -112,8 +146,14 @@ fn ray_progress_matches_pandas() {
         .or_else(|| exp["rows"].as_array())
         .unwrap_or_else(|| panic!("no rows in {}", exp));
     assert_eq!(ep.num_rows(), rows.len());
-    let r = ep.column_by_name("return").unwrap().as_primitive::<Float64Type>();
-    let it = ep.column_by_name("episode").unwrap().as_primitive::<Int64Type>();
+    let r = ep
+        .column_by_name("return")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let it = ep
+        .column_by_name("episode")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     for (k, w) in rows.iter().enumerate() {
         assert_eq!(r.value(k), w["episode_reward_mean"].as_f64().unwrap());
         assert_eq!(it.value(k), w["training_iteration"].as_i64().unwrap());
@@ -126,10 +166,26 @@ fn ray_progress_matches_pandas() {
 #[test]
 fn malformed_inputs_say_where() {
     let cases: [(&str, &[u8], &str); 5] = [
-        ("x.monitor.csv", b"#{\"t_start\": 1, \"env_id\": \"E\"}\nr,l,t\n1.0,2,0.1\n1.0,abc,0.2\n", "line 4"),
-        ("x.monitor.csv", b"#{\"t_start\": 1, \"env_id\": \"E\"}\nr,l,t\n1.0,2\n", "line 3"),
-        ("x.monitor.csv", b"#{\"t_start\": 1, \"env_id\": \"E\"}\n", "before the Monitor header"),
-        ("e.jsonl", b"{\"r\": 1, \"l\": 2}\n{\"r\": 1, \"l\"\n", "line 2"),
+        (
+            "x.monitor.csv",
+            b"#{\"t_start\": 1, \"env_id\": \"E\"}\nr,l,t\n1.0,2,0.1\n1.0,abc,0.2\n",
+            "line 4",
+        ),
+        (
+            "x.monitor.csv",
+            b"#{\"t_start\": 1, \"env_id\": \"E\"}\nr,l,t\n1.0,2\n",
+            "line 3",
+        ),
+        (
+            "x.monitor.csv",
+            b"#{\"t_start\": 1, \"env_id\": \"E\"}\n",
+            "before the Monitor header",
+        ),
+        (
+            "e.jsonl",
+            b"{\"r\": 1, \"l\": 2}\n{\"r\": 1, \"l\"\n",
+            "line 2",
+        ),
         ("junk.bin", b"\x00\x01\x02\xff\xfe binary", "line 1"),
     ];
     for (name, bytes, want) in cases {

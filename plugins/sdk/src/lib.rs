@@ -116,7 +116,8 @@ impl Output {
             .into_iter()
             .map(|t| {
                 let batches = by_table.remove(&t).unwrap_or_default();
-                let ipc = encode_stream(&batches).map_err(|e| format!("encoding rows of {t}: {e}"))?;
+                let ipc =
+                    encode_stream(&batches).map_err(|e| format!("encoding rows of {t}: {e}"))?;
                 Ok((t, ipc))
             })
             .collect()
@@ -253,16 +254,23 @@ impl CoreRows {
                 batch(
                     targets::RUNS,
                     vec![
-                        Arc::new(StringArray::from_iter_values(r.iter().map(|x| x.run.as_str()))),
+                        Arc::new(StringArray::from_iter_values(
+                            r.iter().map(|x| x.run.as_str()),
+                        )),
                         Arc::new(r.iter().map(|x| x.name.as_deref()).collect::<StringArray>()),
-                        Arc::new(r.iter().map(|x| x.status.as_deref()).collect::<StringArray>()),
+                        Arc::new(
+                            r.iter()
+                                .map(|x| x.status.as_deref())
+                                .collect::<StringArray>(),
+                        ),
                         Arc::new(r.iter().map(|x| x.started_us).collect::<Int64Array>()),
                         Arc::new(r.iter().map(|x| x.ended_us).collect::<Int64Array>()),
                     ],
                 )?,
             );
         }
-        for (target, (run, key, value)) in [(targets::PARAMS, take.params), (targets::TAGS, take.tags)]
+        for (target, (run, key, value)) in
+            [(targets::PARAMS, take.params), (targets::TAGS, take.tags)]
         {
             if run.is_empty() {
                 continue;
@@ -401,7 +409,7 @@ pub mod glue {
             tables: i
                 .tables
                 .into_iter()
-                .map(|t| wit::Table {
+                .map(|t| super::bindings::runql::plugin::types::Table {
                     schema: super::encode_schema(&t.schema).unwrap_or_default(),
                     name: t.name,
                     doc: t.doc,
@@ -421,6 +429,12 @@ pub mod glue {
     /// One input's session; the contract's resource methods take `&self`.
     pub struct SessionOf<P: Plugin> {
         inner: RefCell<Result<P::Session, String>>,
+    }
+
+    impl<P: Plugin> std::fmt::Debug for SessionOf<P> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SessionOf").finish_non_exhaustive()
+        }
     }
 
     impl<P: Plugin + 'static> wit::GuestSession for SessionOf<P> {
@@ -471,7 +485,7 @@ macro_rules! export_plugin {
                     <$plugin as $crate::Plugin>::recognize(&name, &head).min(100)
                 }
             }
-            $crate::bindings::export!(RunqlPluginExport with_types_in $crate::bindings);
+    $crate::bindings::export!(RunqlPluginExport with_types_in $crate::bindings);
         };
     };
 }

@@ -28,7 +28,11 @@ fn crc32c(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -109,14 +113,21 @@ impl EventsSession {
                 ));
             }
             if len > (1 << 31) {
-                return Err(format!("record {} at byte {at}: length {len} is implausible", self.records + 1));
+                return Err(format!(
+                    "record {} at byte {at}: length {len} is implausible",
+                    self.records + 1
+                ));
             }
             let need = 12 + len as usize + 4;
             if rest.len() < need {
                 break;
             }
             let data = &rest[12..12 + len as usize];
-            let crc = u32::from_le_bytes(rest[12 + len as usize..need].try_into().map_err(|_| "crc")?);
+            let crc = u32::from_le_bytes(
+                rest[12 + len as usize..need]
+                    .try_into()
+                    .map_err(|_| "crc")?,
+            );
             if masked_crc(data) != crc {
                 return Err(format!(
                     "record {} at byte {at}: the data's CRC does not match (the file is corrupt)",
@@ -192,13 +203,24 @@ impl Session for EventsSession {
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(StringArray::from(vec![self.source.as_str(); n])),
                 Arc::new(StringArray::from_iter_values(t.keys())),
-                Arc::new(t.values().map(|s| s.display_name.as_deref()).collect::<StringArray>()),
-                Arc::new(StringArray::from_iter_values(t.values().map(|s| s.stored_as.as_str()))),
+                Arc::new(
+                    t.values()
+                        .map(|s| s.display_name.as_deref())
+                        .collect::<StringArray>(),
+                ),
+                Arc::new(StringArray::from_iter_values(
+                    t.values().map(|s| s.stored_as.as_str()),
+                )),
                 Arc::new(Int64Array::from_iter_values(t.values().map(|s| s.points))),
-                Arc::new(Int64Array::from_iter_values(t.values().map(|s| s.first_step))),
-                Arc::new(Int64Array::from_iter_values(t.values().map(|s| s.last_step))),
+                Arc::new(Int64Array::from_iter_values(
+                    t.values().map(|s| s.first_step),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    t.values().map(|s| s.last_step),
+                )),
             ];
-            let batch = RecordBatch::try_new(tags_table().schema, columns).map_err(|e| e.to_string())?;
+            let batch =
+                RecordBatch::try_new(tags_table().schema, columns).map_err(|e| e.to_string())?;
             out.push(TAGS, batch);
         }
         Ok(())
@@ -242,7 +264,11 @@ impl Plugin for Tensorboard {
                         .parse()
                         .map_err(|_| format!("allow_truncated={v:?}: use true or false"))?
                 }
-                other => return Err(format!("unknown option {other:?} (tensorboard takes allow_truncated)")),
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} (tensorboard takes allow_truncated)"
+                    ));
+                }
             }
         }
         Ok(EventsSession {

@@ -120,25 +120,39 @@ impl Tensor {
                 .float_val
                 .first()
                 .map(|&v| v as f64)
-                .or_else(|| c.get(..4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64))
+                .or_else(|| {
+                    c.get(..4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                })
                 .map(|v| (v, "DT_FLOAT")),
             2 => self
                 .double_val
                 .first()
                 .copied()
-                .or_else(|| c.get(..8).and_then(|b| b.try_into().ok()).map(f64::from_le_bytes))
+                .or_else(|| {
+                    c.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(f64::from_le_bytes)
+                })
                 .map(|v| (v, "DT_DOUBLE")),
             3 => self
                 .int_val
                 .first()
                 .map(|&v| v as f64)
-                .or_else(|| c.get(..4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64))
+                .or_else(|| {
+                    c.get(..4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                })
                 .map(|v| (v, "DT_INT32")),
             9 => self
                 .int_val
                 .first()
                 .map(|&v| v as f64)
-                .or_else(|| c.get(..8).and_then(|b| b.try_into().ok()).map(|b| i64::from_le_bytes(b) as f64))
+                .or_else(|| {
+                    c.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(|b| i64::from_le_bytes(b) as f64)
+                })
                 .map(|v| (v, "DT_INT64")),
             _ => None,
         }
@@ -166,7 +180,8 @@ impl Tensor {
                 (4, 2) => t.content = r.len_delimited()?.to_vec(),
                 (5, 2) => {
                     for b in r.len_delimited()?.chunks_exact(4) {
-                        t.float_val.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                        t.float_val
+                            .push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                     }
                 }
                 (5, 5) => t.float_val.push(f32::from_le_bytes(r.fixed32()?)),

@@ -36,11 +36,27 @@ fn points(out: &[(String, RecordBatch)]) -> Vec<(String, i64, i64, f64)> {
         return Vec::new();
     };
     let key = m.column_by_name("key").unwrap().as_string::<i32>();
-    let step = m.column_by_name("step").unwrap().as_primitive::<Int64Type>();
-    let value = m.column_by_name("value").unwrap().as_primitive::<Float64Type>();
-    let time = m.column_by_name("time_us").unwrap().as_primitive::<Int64Type>();
+    let step = m
+        .column_by_name("step")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let value = m
+        .column_by_name("value")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let time = m
+        .column_by_name("time_us")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     (0..m.num_rows())
-        .map(|i| (key.value(i).to_string(), step.value(i), time.value(i), value.value(i)))
+        .map(|i| {
+            (
+                key.value(i).to_string(),
+                step.value(i),
+                time.value(i),
+                value.value(i),
+            )
+        })
         .collect()
 }
 
@@ -58,14 +74,25 @@ fn check(run: &str, options: &[(String, String)]) {
             assert_eq!(mine.len(), theirs.len(), "{run} {tag}");
             for (m, t) in mine.iter().zip(theirs) {
                 assert_eq!(m.1, t[0].as_i64().unwrap(), "{run} {tag} step");
-                assert_eq!(m.2, (t[1].as_f64().unwrap() * 1e6).round() as i64, "{run} {tag} time");
+                assert_eq!(
+                    m.2,
+                    (t[1].as_f64().unwrap() * 1e6).round() as i64,
+                    "{run} {tag} time"
+                );
                 assert_eq!(m.3, t[2].as_f64().unwrap(), "{run} {tag} value");
             }
         }
         let tags: std::collections::BTreeSet<_> = got.iter().map(|p| p.0.clone()).collect();
-        assert_eq!(tags.len(), want.len(), "{run}: exactly TensorBoard's scalar tags");
+        assert_eq!(
+            tags.len(),
+            want.len(),
+            "{run}: exactly TensorBoard's scalar tags"
+        );
         let table = rows_of(&out, TAGS).unwrap();
-        let stored = table.column_by_name("stored_as").unwrap().as_string::<i32>();
+        let stored = table
+            .column_by_name("stored_as")
+            .unwrap()
+            .as_string::<i32>();
         let tag = table.column_by_name("tag").unwrap().as_string::<i32>();
         for i in 0..table.num_rows() {
             assert_eq!(
@@ -110,8 +137,12 @@ fn a_truncated_file_is_an_error_unless_allowed() {
 
 #[test]
 fn garbage_is_refused() {
-    assert_eq!(Tensorboard::recognize("x.bin", b"hello world, not tfrecord"), 0);
-    let err = run_native::<Tensorboard>("x.bin", &[], b"hello world, not a tfrecord", 3).unwrap_err();
+    assert_eq!(
+        Tensorboard::recognize("x.bin", b"hello world, not tfrecord"),
+        0
+    );
+    let err =
+        run_native::<Tensorboard>("x.bin", &[], b"hello world, not a tfrecord", 3).unwrap_err();
     assert!(err.contains("CRC") || err.contains("truncated"), "{err}");
     let err = run_native::<Tensorboard>("x.bin", &[], b"", 3).unwrap_err();
     assert!(err.contains("empty"), "{err}");

@@ -3,6 +3,7 @@
 //! RUNQL_REQUIRE_PYTHON is set (scripts/test sets it and installs mlflow-skinny).
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use crate::cli::{csv, runql};
@@ -31,6 +32,12 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // `mlflow server` starts uvicorn workers and job runners: it runs in its own process
+        // group (see mlflow_server), and the whole group goes.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -162,6 +169,7 @@ fn mlflow_server(python: &str, dir: &std::path::Path) -> Server {
         .unwrap()
         .port();
     let child = Command::new(python)
+        .process_group(0)
         .args([
             "-m",
             "mlflow",

@@ -1,14 +1,17 @@
 //! A hostile plugin for runql's sandbox tests, written against the raw contract (no SDK) so
 //! that it can break it. `--option mode=…` picks the misbehaviour, at `feed`:
 //! `loop` (never returns), `memory` (allocates until it cannot), `panic`, `output` (returns
-//! rows far beyond any output limit), `ipc` (returns bytes that are not Arrow IPC), `table`
+//! 40 MiB of rows), `ipc` (returns bytes that are not Arrow IPC), `table`
 //! (rows for a table it did not declare), anything else: behaves (one row per feed).
 
 #![cfg(target_family = "wasm")]
+// wit-bindgen's export glue (the canonical ABI) is unsafe code generated into this crate.
+#![allow(unsafe_code)]
 
 wit_bindgen::generate!({ world: "plugin", path: "../../wit" });
 
-use exports::runql::plugin::parser::{Guest, GuestSession, Info, Rows, Table};
+use exports::runql::plugin::parser::{Guest, GuestSession, Info, Rows};
+use runql::plugin::types::Table;
 
 struct Hostile;
 
@@ -71,8 +74,14 @@ impl GuestSession for Session {
             }
             "panic" => panic!("the hostile plugin panics on purpose"),
             "output" => {
-                let big = vec![0u8; 64 << 20];
-                Ok((0..64).map(|_| Rows { table: "rows".into(), ipc: big.clone() }).collect())
+                // 40 MiB of rows in 1 MiB pieces: within a 64 MiB memory, beyond a 32 MiB output.
+                let piece = vec![0u8; 1 << 20];
+                Ok((0..40)
+                    .map(|_| Rows {
+                        table: "rows".into(),
+                        ipc: piece.clone(),
+                    })
+                    .collect())
             }
             "ipc" => Ok(vec![Rows {
                 table: "rows".into(),
