@@ -222,11 +222,11 @@ impl Ingester {
             format!("{sha256}\0{}\0{}", ready.plugin.name, run.unwrap_or("")).as_bytes(),
         ));
         let marker = store.layout().ingest_marker(project, &key);
-        if let Some(bytes) = store.get_opt(&marker).await? {
-            if let Ok(mut report) = serde_json::from_slice::<IngestReport>(&bytes) {
-                report.already = true;
-                return Ok(report);
-            }
+        if let Some(bytes) = store.get_opt(&marker).await?
+            && let Ok(mut report) = serde_json::from_slice::<IngestReport>(&bytes)
+        {
+            report.already = true;
+            return Ok(report);
         }
         let parsed = self.parse(path, &ready, options, progress).await?;
         let file = path

@@ -187,11 +187,10 @@ fn trials_become_child_runs_with_params_and_objectives() {
     }
     let iv = rows_of(&out, "intermediate_values").unwrap();
     assert!(
-        iv.column_by_name("value")
+        !iv.column_by_name("value")
             .unwrap()
             .as_primitive::<Float64Type>()
-            .len()
-            > 0
+            .is_empty()
     );
 }
 

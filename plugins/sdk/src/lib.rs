@@ -199,14 +199,17 @@ pub struct CoreRows {
     runs: Vec<RunRow>,
     params: (Vec<String>, Vec<String>, Vec<String>),
     tags: (Vec<String>, Vec<String>, Vec<String>),
-    metrics: (
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<f64>,
-        Vec<Option<i64>>,
-    ),
+    metrics: MetricColumns,
 }
+
+/// run, key, step, value, time (µs) of metric points, column by column.
+type MetricColumns = (
+    Vec<String>,
+    Vec<String>,
+    Vec<i64>,
+    Vec<f64>,
+    Vec<Option<i64>>,
+);
 
 impl CoreRows {
     pub fn run(&mut self, row: RunRow) {
