@@ -5,7 +5,8 @@
 //!    checked against the table it targets (a declared plugin table, or a core target).
 //! 3. Only when the whole file parsed are rows written: core targets as runs of the project
 //!    (the run ingested into, and one child run per run key), plugin tables as extension
-//!    tables (`<plugin>.<table>`), each append one atomic commit. A plugin error, a broken limit
+//!    tables (`<plugin>.<table>`, with `project` and `run_id` first, a `run_key` column turned
+//!    into run ids), each append one atomic commit. A plugin error, a broken limit
 //!    or a malformed answer writes nothing.
 //! 4. A marker keyed by the file's sha256, the plugin and the target run is written last:
 //!    ingesting the same file again finds it and writes nothing twice.
@@ -117,6 +118,25 @@ fn with_project(
     ];
     columns.extend(batch.columns().iter().cloned());
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// A plugin table's `run_key` column holds core-target run keys: each becomes the id of the
+/// run created for it (a key no core row used stays as it is), so the table joins the core
+/// tables on it.
+fn with_run_ids(batch: &RecordBatch, run_ids: &HashMap<String, String>) -> Result<RecordBatch> {
+    let Ok(idx) = batch.schema().index_of("run_key") else {
+        return Ok(batch.clone());
+    };
+    let Some(keys) = batch.column(idx).as_string_opt::<i32>() else {
+        return Ok(batch.clone());
+    };
+    let ids: StringArray = keys
+        .iter()
+        .map(|k| k.map(|k| run_ids.get(k).map(String::as_str).unwrap_or(k)))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = Arc::new(ids);
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Whether rows fit a declared schema: same column names and types, in order.
@@ -244,7 +264,8 @@ impl Ingester {
             already: false,
         };
         store.create_project(project).await?;
-        self.write_runs(&store, project, run, &parsed, &mut report)
+        let run_ids = self
+            .write_runs(&store, project, run, &parsed, &mut report)
             .await?;
         for (table, batches) in &parsed.tables {
             let declared = ready
@@ -259,7 +280,8 @@ impl Ingester {
                 .await?;
             let rows = batches
                 .iter()
-                .map(|b| with_project(b, &schema, project, &report.run_id))
+                .map(|b| with_run_ids(b, &run_ids))
+                .map(|b| with_project(&b?, &schema, project, &report.run_id))
                 .collect::<Result<Vec<_>>>()?;
             let n = store
                 .append_rows(project, &ready.plugin.name, table, &rows)
@@ -377,7 +399,7 @@ impl Ingester {
         run: Option<&str>,
         parsed: &Parsed,
         report: &mut IngestReport,
-    ) -> Result<()> {
+    ) -> Result<HashMap<String, String>> {
         let mut by_run: BTreeMap<String, RunRows> = BTreeMap::new();
         collect(parsed, &mut by_run)?;
         let (target, previous) = match run {
@@ -402,47 +424,54 @@ impl Ingester {
             ),
         };
         let plugin = report.plugin.clone();
-        let written = tokio::task::spawn_blocking(
-            move || -> Result<(String, usize, BTreeMap<String, u64>)> {
-                let root = target.start()?;
-                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-                let mut children = 0;
-                let own = by_run.remove("").unwrap_or_default();
-                own.log(&root, &mut counts)?;
-                for (key, rows) in by_run {
-                    let mut b = root
-                        .child()
-                        .name(rows.name.clone().unwrap_or_else(|| key.clone()));
-                    b = b
-                        .tag("runql.ingest.key", key.clone())
-                        .tag("runql.ingest.plugin", plugin.clone());
-                    if let Some(t) = rows.started_us {
-                        b = b.started_at(t);
-                    }
-                    let child = b.start()?;
-                    rows.log(&child, &mut counts)?;
-                    let status = rows.status();
-                    match rows.ended_us {
-                        Some(t) => child.finish_at(status, t)?,
-                        None => child.finish_with(status)?,
-                    }
-                    children += 1;
+        type Written = (
+            String,
+            usize,
+            BTreeMap<String, u64>,
+            HashMap<String, String>,
+        );
+        let written = tokio::task::spawn_blocking(move || -> Result<Written> {
+            let root = target.start()?;
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut children = 0;
+            let mut ids = HashMap::new();
+            ids.insert(String::new(), root.id().to_string());
+            let own = by_run.remove("").unwrap_or_default();
+            own.log(&root, &mut counts)?;
+            for (key, rows) in by_run {
+                let mut b = root
+                    .child()
+                    .name(rows.name.clone().unwrap_or_else(|| key.clone()));
+                b = b
+                    .tag("runql.ingest.key", key.clone())
+                    .tag("runql.ingest.plugin", plugin.clone());
+                if let Some(t) = rows.started_us {
+                    b = b.started_at(t);
                 }
-                let id = root.id().to_string();
-                match previous {
-                    Some(status) if status != RunStatus::Running => root.finish_with(status)?,
-                    Some(_) => root.flush()?,
-                    None => root.finish()?,
+                let child = b.start()?;
+                ids.insert(key.clone(), child.id().to_string());
+                rows.log(&child, &mut counts)?;
+                let status = rows.status();
+                match rows.ended_us {
+                    Some(t) => child.finish_at(status, t)?,
+                    None => child.finish_with(status)?,
                 }
-                Ok((id, children, counts))
-            },
-        )
+                children += 1;
+            }
+            let id = root.id().to_string();
+            match previous {
+                Some(status) if status != RunStatus::Running => root.finish_with(status)?,
+                Some(_) => root.flush()?,
+                None => root.finish()?,
+            }
+            Ok((id, children, counts, ids))
+        })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         report.run_id = written.0;
         report.child_runs = written.1;
         report.rows.extend(written.2);
-        Ok(())
+        Ok(written.3)
     }
 }
 

@@ -192,7 +192,7 @@ pub fn tables() -> Vec<Table> {
         ),
         table(
             "trials",
-            "One trial of a study: state, objective value(s), times, attributes, and the key of its child run",
+            "One trial of a study: state, objective value(s), times, attributes, and its child run (run_key)",
             vec![
                 text("study_name", false),
                 int("trial_id", true),

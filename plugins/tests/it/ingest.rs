@@ -54,6 +54,14 @@ async fn an_optuna_journal_becomes_tables_and_child_runs_once() {
     )
     .await;
     assert!(with_lr > 5, "{with_lr}");
+    // Each trial row names its child run.
+    let joined = count(
+        &engine,
+        "SELECT count(*) FROM optuna.trials t JOIN runs r ON r.run_id = t.run_key \
+         WHERE r.name = t.study_name || ' #' || CAST(t.number AS VARCHAR)",
+    )
+    .await;
+    assert_eq!(joined, children);
     let best = count(
         &engine,
         "SELECT best_trial FROM optuna.studies WHERE study_name = 'single-objective'",
