@@ -13,10 +13,11 @@ use std::process::Command;
 const PLUGINS: [&str; 4] = ["optuna", "rl", "llm", "tensorboard"];
 /// Built beside them for the tests (installed from a file like a third-party plugin): the
 /// example plugin and the hostile ones. Not embedded.
-const TEST_PLUGINS: [(&str, &str); 3] = [
+const TEST_PLUGINS: [(&str, &str); 4] = [
     ("runql-example-plugin", "examples/plugin"),
     ("runql-plugin-hostile", "plugins/tests/hostile"),
     ("runql-plugin-hostile-fs", "plugins/tests/hostile-fs"),
+    ("runql-plugin-hostile-v2", "plugins/tests/hostile-v2"),
 ];
 
 fn main() {

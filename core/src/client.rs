@@ -444,6 +444,28 @@ impl Run {
         Ok(())
     }
 
+    /// Logs points of any keys, each with its own step and timestamp (µs): `(key, step, value,
+    /// ts_us)`. One lock per few thousand points: what a server receiving batches uses.
+    pub fn log_points<'a>(
+        &self,
+        points: impl IntoIterator<Item = (&'a str, i64, f64, i64)>,
+    ) -> Result<()> {
+        self.shared.check()?;
+        let mut points = points.into_iter().peekable();
+        while points.peek().is_some() {
+            let mut b = self.shared.lock();
+            for (key, step, value, ts) in points.by_ref().take(CHUNK_POINTS / 4) {
+                let id = match b.keys.get(key) {
+                    Some(&id) => id,
+                    None => b.add_key(key)?,
+                };
+                b.push_metric(id, step, ts, value);
+            }
+            self.shared.maybe_hand_off(b);
+        }
+        Ok(())
+    }
+
     /// Logs a whole series of one key: `(step, value)` pairs, timestamped now.
     pub fn log_series(&self, key: &str, points: &[(i64, f64)]) -> Result<()> {
         self.shared.check()?;

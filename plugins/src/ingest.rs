@@ -402,6 +402,17 @@ impl Ingester {
     ) -> Result<HashMap<String, String>> {
         let mut by_run: BTreeMap<String, RunRows> = BTreeMap::new();
         collect(parsed, &mut by_run)?;
+        let points = Points::new(
+            parsed
+                .core
+                .get(runql_plugin_sdk::targets::METRICS)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        // A run key with points but no other row is still a run.
+        for key in points.keys() {
+            by_run.entry(key.clone()).or_default();
+        }
         let (target, previous) = match run {
             Some(id) => {
                 let run_id: RunId = id.parse().map_err(|_| Error::Input {
@@ -438,6 +449,7 @@ impl Ingester {
             ids.insert(String::new(), root.id().to_string());
             let own = by_run.remove("").unwrap_or_default();
             own.log(&root, &mut counts)?;
+            *counts.entry("runql.metrics".into()).or_default() += points.log("", &root)?;
             for (key, rows) in by_run {
                 let mut b = root
                     .child()
@@ -451,6 +463,7 @@ impl Ingester {
                 let child = b.start()?;
                 ids.insert(key.clone(), child.id().to_string());
                 rows.log(&child, &mut counts)?;
+                *counts.entry("runql.metrics".into()).or_default() += points.log(&key, &child)?;
                 let status = rows.status();
                 match rows.ended_us {
                     Some(t) => child.finish_at(status, t)?,
@@ -496,7 +509,62 @@ struct RunRows {
     ended_us: Option<i64>,
     params: Vec<(String, String)>,
     tags: Vec<(String, String)>,
-    metrics: Vec<(String, i64, f64, Option<i64>)>,
+}
+
+/// The `runql.metrics` rows of one ingest, indexed by run key without copying a string: each
+/// run's points are logged straight from the Arrow arrays.
+struct Points {
+    batches: Vec<RecordBatch>,
+    /// run key → (batch, row) of its points, in order.
+    by_run: HashMap<String, Vec<(u32, u32)>>,
+}
+
+impl Points {
+    fn new(batches: Vec<RecordBatch>) -> Points {
+        let mut by_run: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+        for (bi, b) in batches.iter().enumerate() {
+            let runs = b.column(0).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                let key = runs.value(i);
+                let at = (bi as u32, i as u32);
+                match by_run.get_mut(key) {
+                    Some(v) => v.push(at),
+                    None => {
+                        by_run.insert(key.to_string(), vec![at]);
+                    }
+                }
+            }
+        }
+        Points { batches, by_run }
+    }
+
+    /// Logs a run key's points into its run; returns how many.
+    fn log(&self, key: &str, run: &Run) -> Result<u64> {
+        let Some(rows) = self.by_run.get(key) else {
+            return Ok(0);
+        };
+        let now = runql_core::model::now_us();
+        run.log_points(rows.iter().filter_map(|&(b, i)| {
+            let batch = &self.batches[b as usize];
+            let c = batch.columns();
+            let (i, keys) = (i as usize, c[1].as_string::<i32>());
+            if keys.is_null(i) {
+                return None;
+            }
+            let time = c[4].as_primitive::<Int64Type>();
+            Some((
+                keys.value(i),
+                c[2].as_primitive::<Int64Type>().value(i),
+                c[3].as_primitive::<Float64Type>().value(i),
+                if time.is_null(i) { now } else { time.value(i) },
+            ))
+        }))?;
+        Ok(rows.len() as u64)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.by_run.keys()
+    }
 }
 
 impl RunRows {
@@ -518,15 +586,8 @@ impl RunRows {
         if self.status.as_deref() == Some("running") {
             run.set_tag("runql.ingest.status", "running")?;
         }
-        for (k, step, value, at) in &self.metrics {
-            match at {
-                Some(t) => run.log_metric_at(k, *step, *value, *t)?,
-                None => run.log_metric(k, *step, *value)?,
-            }
-        }
         *counts.entry("runql.params".into()).or_default() += self.params.len() as u64;
         *counts.entry("runql.tags".into()).or_default() += self.tags.len() as u64;
-        *counts.entry("runql.metrics".into()).or_default() += self.metrics.len() as u64;
         Ok(())
     }
 }
@@ -545,6 +606,9 @@ fn int(a: &ArrayRef, i: usize) -> Option<i64> {
 fn collect(parsed: &Parsed, by_run: &mut BTreeMap<String, RunRows>) -> Result<()> {
     use runql_plugin_sdk::targets;
     for (target, batches) in &parsed.core {
+        if *target == targets::METRICS {
+            continue;
+        }
         for b in batches {
             let c = b.columns();
             for i in 0..b.num_rows() {
@@ -567,12 +631,8 @@ fn collect(parsed: &Parsed, by_run: &mut BTreeMap<String, RunRows>) -> Result<()
                             r.tags.push((k, v));
                         }
                     }
-                    _ => {
-                        let Some(k) = text(&c[1], i) else { continue };
-                        let step = c[2].as_primitive::<Int64Type>().value(i);
-                        let value = c[3].as_primitive::<Float64Type>().value(i);
-                        r.metrics.push((k, step, value, int(&c[4], i)));
-                    }
+                    // Metrics are logged from their batches (Points), not copied here.
+                    _ => {}
                 }
             }
         }

@@ -64,17 +64,17 @@ pub fn plugin(rt: &tokio::runtime::Runtime, url: &str, action: PluginAction) -> 
             PluginAction::List => {
                 let mut table = comfy_table::Table::new();
                 table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-                table.set_header(["name", "version", "tables", "reads", "source"]);
+                table.set_header(["name", "version", "description", "tables", "source"]);
                 for p in registry.list().await? {
                     table.add_row([
                         p.name.clone(),
                         p.version.clone(),
+                        p.description.clone(),
                         p.tables
                             .iter()
                             .map(|(t, _)| format!("{}.{t}", p.name))
                             .collect::<Vec<_>>()
-                            .join(", "),
-                        p.formats.join("; "),
+                            .join("\n"),
                         if p.builtin {
                             "first-party".to_string()
                         } else {
@@ -83,6 +83,7 @@ pub fn plugin(rt: &tokio::runtime::Runtime, url: &str, action: PluginAction) -> 
                     ]);
                 }
                 println!("{table}");
+                println!("`runql plugin info NAME` shows what a plugin reads and its columns.");
             }
             PluginAction::Install { file } => {
                 let wasm = std::fs::read(&file)

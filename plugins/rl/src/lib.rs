@@ -116,6 +116,8 @@ struct Episodes {
     core: CoreRows,
     /// The last (cumulative steps, time) seen: the run's steps per second at the end.
     last: Option<(i64, f64)>,
+    /// The metric keys of the last env index seen (built once, not per episode).
+    keys: Option<(Option<i64>, String, String)>,
 }
 
 impl Episodes {
@@ -136,6 +138,7 @@ impl Episodes {
             rows: 0,
             core: CoreRows::default(),
             last: None,
+            keys: None,
         }
     }
 
@@ -164,22 +167,24 @@ impl Episodes {
         self.b_info.append_option(info);
         self.rows += 1;
         let step = steps.unwrap_or(episode);
-        let prefix = match env_index {
-            Some(i) => format!("rl/env{i}/"),
-            None => "rl/".to_string(),
-        };
-        if let Some(r) = ret {
-            self.core
-                .metric("", &format!("{prefix}episode_return"), step, r, wall_us);
+        if self.keys.as_ref().is_none_or(|k| k.0 != env_index) {
+            let prefix = match env_index {
+                Some(i) => format!("rl/env{i}/"),
+                None => "rl/".to_string(),
+            };
+            self.keys = Some((
+                env_index,
+                format!("{prefix}episode_return"),
+                format!("{prefix}episode_length"),
+            ));
         }
-        if let Some(l) = length {
-            self.core.metric(
-                "",
-                &format!("{prefix}episode_length"),
-                step,
-                l as f64,
-                wall_us,
-            );
+        if let Some((_, return_key, length_key)) = &self.keys {
+            if let Some(r) = ret {
+                self.core.metric("", return_key, step, r, wall_us);
+            }
+            if let Some(l) = length {
+                self.core.metric("", length_key, step, l as f64, wall_us);
+            }
         }
         if let (Some(s), Some(t)) = (steps, time_s) {
             self.last = Some((s, t));
@@ -274,6 +279,8 @@ pub struct RlSession {
     columns: Vec<String>,
     episode: i64,
     cumulative: i64,
+    /// The current row's extra columns as a JSON object (reused: no allocation per row).
+    info: String,
 }
 
 impl RlSession {
@@ -287,6 +294,7 @@ impl RlSession {
             columns: Vec::new(),
             episode: 0,
             cumulative: 0,
+            info: String::new(),
         }
     }
 
@@ -349,7 +357,14 @@ impl RlSession {
         if line.is_empty() {
             return Ok(());
         }
-        let fields = csv_fields(line);
+        // Fields without quotes (all SB3 writes) are split in place; quoted ones go the slow way.
+        let owned;
+        let fields: Vec<&str> = if line.contains('"') {
+            owned = csv_fields(line);
+            owned.iter().map(String::as_str).collect()
+        } else {
+            line.split(',').collect()
+        };
         if fields.len() != self.columns.len() {
             return Err(format!(
                 "line {n}: {} fields, but the header has {} ({})",
@@ -359,26 +374,26 @@ impl RlSession {
             ));
         }
         let (mut r, mut l, mut t) = (None, None, None);
-        let mut info = serde_json::Map::new();
+        self.info.clear();
         for (c, f) in self.columns.iter().zip(&fields) {
             match c.as_str() {
                 "r" => r = number::<f64>(f, "return", n)?,
                 "l" => l = number::<i64>(f, "length", n)?,
                 "t" => t = number::<f64>(f, "time", n)?,
-                other => {
-                    info.insert(other.to_string(), info_value(f));
-                }
+                other => push_info(&mut self.info, other, f),
             }
+        }
+        if !self.info.is_empty() {
+            self.info.push('}');
         }
         self.cumulative += l.unwrap_or(0);
         let wall = match (self.t_start_us, t) {
             (Some(s), Some(t)) => Some(s + (t * 1e6) as i64),
             _ => None,
         };
-        let info = (!info.is_empty()).then(|| serde_json::Value::Object(info).to_string());
-        let env = self.env.clone();
+        let info = (!self.info.is_empty()).then_some(self.info.as_str());
         self.episodes.push(
-            env.as_deref(),
+            self.env.as_deref(),
             None,
             self.episode,
             r,
@@ -386,7 +401,7 @@ impl RlSession {
             t,
             wall,
             Some(self.cumulative),
-            info.as_deref(),
+            info,
         );
         self.episode += 1;
         Ok(())
@@ -517,17 +532,22 @@ impl RlSession {
     }
 }
 
-/// A CSV field as JSON: a number, a boolean (Python's `True`/`False`), or text.
-fn info_value(f: &str) -> serde_json::Value {
-    match f {
-        "True" | "true" => serde_json::Value::Bool(true),
-        "False" | "false" => serde_json::Value::Bool(false),
-        _ => f
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+/// Appends `"key":value` to a JSON object being written (`{` opened on the first field): a
+/// number, a boolean (Python's `True`/`False`), or text.
+fn push_info(out: &mut String, key: &str, field: &str) {
+    out.push(if out.is_empty() { '{' } else { ',' });
+    out.push_str(&serde_json::Value::from(key).to_string());
+    out.push(':');
+    match field {
+        "True" | "true" => out.push_str("true"),
+        "False" | "false" => out.push_str("false"),
+        _ => match field.parse::<f64>() {
+            Ok(v) if v.is_finite() => {
+                use std::fmt::Write;
+                let _ = write!(out, "{v}");
+            }
+            _ => out.push_str(&serde_json::Value::from(field).to_string()),
+        },
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 pub use arrow_array;
 pub use arrow_schema;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 #[cfg(target_family = "wasm")]
@@ -202,14 +203,17 @@ pub struct CoreRows {
     metrics: MetricColumns,
 }
 
-/// run, key, step, value, time (µs) of metric points, column by column.
-type MetricColumns = (
-    Vec<String>,
-    Vec<String>,
-    Vec<i64>,
-    Vec<f64>,
-    Vec<Option<i64>>,
-);
+/// Metric points column by column, appended without an allocation per point (a plugin may
+/// emit millions).
+#[derive(Debug, Default)]
+struct MetricColumns {
+    run: StringBuilder,
+    key: StringBuilder,
+    step: Int64Builder,
+    value: Float64Builder,
+    time: Int64Builder,
+    len: usize,
+}
 
 impl CoreRows {
     pub fn run(&mut self, row: RunRow) {
@@ -229,18 +233,20 @@ impl CoreRows {
     }
 
     pub fn metric(&mut self, run: &str, key: &str, step: i64, value: f64, time_us: Option<i64>) {
-        self.metrics.0.push(run.to_string());
-        self.metrics.1.push(key.to_string());
-        self.metrics.2.push(step);
-        self.metrics.3.push(value);
-        self.metrics.4.push(time_us);
+        let m = &mut self.metrics;
+        m.run.append_value(run);
+        m.key.append_value(key);
+        m.step.append_value(step);
+        m.value.append_value(value);
+        m.time.append_option(time_us);
+        m.len += 1;
     }
 
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
             && self.params.0.is_empty()
             && self.tags.0.is_empty()
-            && self.metrics.0.is_empty()
+            && self.metrics.len == 0
     }
 
     /// Moves the rows built so far into `out`.
@@ -290,18 +296,18 @@ impl CoreRows {
                 )?,
             );
         }
-        let (run, key, step, value, time) = take.metrics;
-        if !run.is_empty() {
+        let mut m = take.metrics;
+        if m.len > 0 {
             out.push(
                 targets::METRICS,
                 batch(
                     targets::METRICS,
                     vec![
-                        Arc::new(StringArray::from(run)),
-                        Arc::new(StringArray::from(key)),
-                        Arc::new(Int64Array::from(step)),
-                        Arc::new(Float64Array::from(value)),
-                        Arc::new(Int64Array::from(time)),
+                        Arc::new(m.run.finish()),
+                        Arc::new(m.key.finish()),
+                        Arc::new(m.step.finish()),
+                        Arc::new(m.value.finish()),
+                        Arc::new(m.time.finish()),
                     ],
                 )?,
             );

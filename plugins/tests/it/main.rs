@@ -1,6 +1,7 @@
 //! runql-plugins' integration tests: the sandbox against hostile components, and ingest of
 //! files written by the real libraries through the first-party plugins, checked with SQL.
 
+mod docs;
 mod ingest;
 mod sandbox;
 

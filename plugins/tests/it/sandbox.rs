@@ -73,6 +73,18 @@ fn a_component_importing_the_filesystem_is_refused_at_load() {
 }
 
 #[test]
+fn an_unknown_contract_version_is_refused_by_name() {
+    let sandbox = Sandbox::new(None).unwrap();
+    let err = sandbox
+        .load("future.wasm", &test_wasm("runql_plugin_hostile_v2"))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("future.wasm"), "{err}");
+    assert!(err.contains("contract version 2.0.0"), "{err}");
+    assert!(err.contains("speaks 1.0.0"), "{err}");
+}
+
+#[test]
 fn garbage_and_core_modules_are_not_plugins() {
     let sandbox = Sandbox::new(None).unwrap();
     let err = sandbox
