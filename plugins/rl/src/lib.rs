@@ -1,6 +1,7 @@
-//! runql's reinforcement-learning plugin: episode logs into `rl.episodes`, and each episode's
-//! return and length as metrics of the run (step = cumulative environment steps), plus the
-//! run's environment steps per second.
+//! runql's reinforcement-learning plugin: episode logs into `rl.episodes`, plus the run's
+//! environment steps per second as a metric. With `--option episode_metrics=true`, each
+//! episode's return and length are also metrics of the run (step = cumulative environment
+//! steps), for tools that only read metrics.
 //!
 //! Inputs:
 //! - Stable-Baselines3 `Monitor` CSV (`*.monitor.csv`): a `#{"t_start": …, "env_id": …}` line,
@@ -118,6 +119,8 @@ struct Episodes {
     last: Option<(i64, f64)>,
     /// The metric keys of the last env index seen (built once, not per episode).
     keys: Option<(Option<i64>, String, String)>,
+    /// Also log each episode's return and length as metrics (`--option episode_metrics=true`).
+    episode_metrics: bool,
 }
 
 impl Episodes {
@@ -139,6 +142,7 @@ impl Episodes {
             core: CoreRows::default(),
             last: None,
             keys: None,
+            episode_metrics: false,
         }
     }
 
@@ -166,6 +170,12 @@ impl Episodes {
         self.b_steps.append_option(steps);
         self.b_info.append_option(info);
         self.rows += 1;
+        if let (Some(s), Some(t)) = (steps, time_s) {
+            self.last = Some((s, t));
+        }
+        if !self.episode_metrics {
+            return;
+        }
         let step = steps.unwrap_or(episode);
         if self.keys.as_ref().is_none_or(|k| k.0 != env_index) {
             let prefix = match env_index {
@@ -185,9 +195,6 @@ impl Episodes {
             if let Some(l) = length {
                 self.core.metric("", length_key, step, l as f64, wall_us);
             }
-        }
-        if let (Some(s), Some(t)) = (steps, time_s) {
-            self.last = Some((s, t));
         }
     }
 
@@ -612,10 +619,23 @@ impl Plugin for Rl {
     }
 
     fn open(name: &str, options: &[(String, String)]) -> Result<RlSession, String> {
-        let forced = options
-            .iter()
-            .find(|(k, _)| k == "format")
-            .map(|(_, v)| v.as_str());
+        let mut forced = None;
+        let mut episode_metrics = false;
+        for (k, v) in options {
+            match k.as_str() {
+                "format" => forced = Some(v.as_str()),
+                "episode_metrics" => {
+                    episode_metrics = v
+                        .parse()
+                        .map_err(|_| format!("episode_metrics={v:?}: use true or false"))?
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} (rl takes format and episode_metrics)"
+                    ));
+                }
+            }
+        }
         let format = match forced {
             Some("sb3-monitor") | Some("monitor") => Some(Format::Monitor),
             Some("episode-jsonl") | Some("jsonl") => Some(Format::Jsonl),
@@ -627,7 +647,9 @@ impl Plugin for Rl {
             }
             None => None,
         };
-        Ok(RlSession::new(name, format))
+        let mut session = RlSession::new(name, format);
+        session.episodes.episode_metrics = episode_metrics;
+        Ok(session)
     }
 }
 

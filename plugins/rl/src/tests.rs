@@ -20,7 +20,8 @@ fn expected(file: &str) -> Value {
 }
 
 fn parse(name: &str, bytes: &[u8], chunk: usize) -> Vec<(String, RecordBatch)> {
-    run_native::<Rl>(name, &[], bytes, chunk).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let opts = [("episode_metrics".to_string(), "true".to_string())];
+    run_native::<Rl>(name, &opts, bytes, chunk).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -193,4 +194,16 @@ fn malformed_inputs_say_where() {
         assert!(err.contains(want), "{name}: {err}");
     }
     assert_eq!(Rl::recognize("junk.bin", b"\x00\x01\x02"), 0);
+}
+
+#[test]
+fn by_default_episodes_are_rows_and_steps_per_second_the_only_metric() {
+    let bytes = fixture("monitor/single/monitor.csv");
+    let out = run_native::<Rl>("monitor.csv", &[], &bytes, 100).unwrap();
+    let metrics = rows_of(&out, targets::METRICS).unwrap();
+    assert_eq!(metrics.num_rows(), 1);
+    let key = metrics.column_by_name("key").unwrap().as_string::<i32>();
+    assert_eq!(key.value(0), "rl/steps_per_s");
+    let err = run_native::<Rl>("m.csv", &[("bogus".into(), "1".into())], &bytes, 100).unwrap_err();
+    assert!(err.contains("unknown option"), "{err}");
 }

@@ -133,7 +133,7 @@ async fn monitor_tensorboard_and_llm_files_land_in_their_tables_and_metrics() {
     let returns = count(
         &engine,
         &format!(
-            "SELECT count(*) FROM metrics WHERE run_id = '{}' AND key = 'rl/episode_return'",
+            "SELECT count(*) FROM rl.episodes WHERE run_id = '{}' AND \"return\" > 0",
             run.run_id
         ),
     )
