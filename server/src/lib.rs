@@ -11,6 +11,7 @@
 //! handler serves both APIs.
 
 mod auth;
+mod compactor;
 mod events;
 mod experiments;
 mod mlflow;
@@ -33,12 +34,18 @@ pub use auth::{Access, Denied, Scope};
 /// Request bodies larger than this are refused unless configured otherwise (32 MiB).
 pub const DEFAULT_MAX_BODY: usize = 32 << 20;
 
+/// How long after a run finishes its project is compacted, unless configured otherwise.
+pub const DEFAULT_COMPACT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub access: Access,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
+    /// Compact a project this long after a run of it finishes through the server (`None`:
+    /// never; `runql compact` then does it).
+    pub compact_after: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -46,6 +53,7 @@ impl Default for Options {
         Options {
             access: Access::loopback_only(),
             max_body: DEFAULT_MAX_BODY,
+            compact_after: Some(DEFAULT_COMPACT_AFTER),
         }
     }
 }
@@ -55,6 +63,8 @@ struct AppState {
     access: Access,
     runs: mlflow::Runs,
     models: models::Models,
+    compactor: compactor::Compactor,
+    compact_after: Option<std::time::Duration>,
     events: events::Events,
 }
 
@@ -143,6 +153,8 @@ pub fn router(engine: Engine, options: Options) -> Router {
         access: options.access,
         runs: mlflow::Runs::default(),
         models: models::Models::default(),
+        compactor: compactor::Compactor::default(),
+        compact_after: options.compact_after,
         events: events::Events::default(),
     });
     Router::new()

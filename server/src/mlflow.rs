@@ -798,6 +798,9 @@ async fn update_run(
                     .map_err(store_error)?;
             }
         }
+        if let Ok(record) = read_record(&s, &run_id).await {
+            crate::compactor::schedule(&s, &record.project);
+        }
     }
     let record = read_record(&s, &run_id).await?;
     Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response())

@@ -90,6 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
             tokens_file,
             allow_anonymous,
             max_body_mb,
+            compact_after,
         }) => {
             let mut access = runql_server::Access::loopback_only().anonymous(allow_anonymous);
             for t in tokens {
@@ -104,6 +105,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let options = runql_server::Options {
                 access,
                 max_body: max_body_mb.saturating_mul(1 << 20),
+                compact_after: (compact_after > 0)
+                    .then(|| std::time::Duration::from_secs(compact_after)),
             };
             let engine = open(&rt, &url)?;
             rt.block_on(async move {

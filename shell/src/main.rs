@@ -150,6 +150,9 @@ pub enum Command {
         /// Largest request body, in MiB
         #[arg(long, default_value_t = 32)]
         max_body_mb: usize,
+        /// Compact a project this many seconds after a run of it finishes (0: never)
+        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+        compact_after: u64,
     },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {

@@ -1,6 +1,7 @@
 //! runql-server over real HTTP: a server on a loopback port, a reqwest client.
 #![allow(clippy::unwrap_used)]
 
+mod compaction;
 mod events;
 mod security;
 mod sql;

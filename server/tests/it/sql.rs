@@ -142,6 +142,7 @@ async fn tokens_and_body_limits_are_enforced() {
     let options = Options {
         access: Access::loopback_only().token(read.clone(), Scope::Read),
         max_body: 1024,
+        ..Options::default()
     };
     let r = start(options).await;
     let c = reqwest::Client::new();
