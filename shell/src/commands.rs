@@ -18,13 +18,21 @@ pub fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let result = dispatch(&rt, cli);
+    // Every command has awaited its own work by now; what may still run is a query the user
+    // cancelled with Ctrl-C (a CPU-bound join does not stop at once). Don't wait for it to exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
     let url = cli.store.clone().unwrap_or_else(Store::default_url);
     match cli.command {
         None => {
-            let engine = open(&rt, &url)?;
-            repl::run(&rt, engine, &[])
+            let engine = open(rt, &url)?;
+            repl::run(rt, engine, &[])
         }
-        Some(Command::Demo) => run_demo(&rt, cli.store),
+        Some(Command::Demo) => run_demo(rt, cli.store),
         Some(Command::Sql {
             query,
             file,
@@ -41,15 +49,15 @@ pub fn run(cli: Cli) -> Result<()> {
                     bail!("give the SQL as an argument, with -f FILE, or on standard input")
                 }
             };
-            let engine = open(&rt, &url)?;
-            run_sql(&rt, &engine, &text, format, output)
+            let engine = open(rt, &url)?;
+            run_sql(rt, &engine, &text, format, output)
         }
         Some(Command::Runs {
             project,
             limit,
             format,
         }) => {
-            let engine = open(&rt, &url)?;
+            let engine = open(rt, &url)?;
             let filter = project
                 .map(|p| format!("WHERE project = {}", quote(&p)))
                 .unwrap_or_default();
@@ -58,14 +66,14 @@ pub fn run(cli: Cli) -> Result<()> {
                  created, coalesce(ended, heartbeat) - started AS duration \
                  FROM runs {filter} ORDER BY created DESC, run_id LIMIT {limit}"
             );
-            run_sql(&rt, &engine, &sql, format, None)
+            run_sql(rt, &engine, &sql, format, None)
         }
         Some(Command::Show { run }) => {
-            let engine = open(&rt, &url)?;
-            show(&rt, &engine, &run)
+            let engine = open(rt, &url)?;
+            show(rt, &engine, &run)
         }
-        Some(Command::Compact { project }) => compact(&rt, &url, project),
-        Some(Command::Plugin { action }) => crate::plugin::plugin(&rt, &url, action),
+        Some(Command::Compact { project }) => compact(rt, &url, project),
+        Some(Command::Plugin { action }) => crate::plugin::plugin(rt, &url, action),
         Some(Command::Ingest {
             files,
             project,
@@ -108,7 +116,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 compact_after: (compact_after > 0)
                     .then(|| std::time::Duration::from_secs(compact_after)),
             };
-            let engine = open(&rt, &url)?;
+            let engine = open(rt, &url)?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind((host.as_str(), port))
                     .await
@@ -129,26 +137,26 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Plot { key, runs, out }) => {
-            let engine = open(&rt, &url)?;
-            let text = plot(&rt, &engine, &key, &runs, out.as_deref())?;
+            let engine = open(rt, &url)?;
+            let text = plot(rt, &engine, &key, &runs, out.as_deref())?;
             write!(std::io::stdout(), "{text}")?;
             Ok(())
         }
         Some(Command::Compare { runs, format }) => {
-            let engine = open(&rt, &url)?;
-            compare(&rt, &engine, &runs, format)
+            let engine = open(rt, &url)?;
+            compare(rt, &engine, &runs, format)
         }
         Some(Command::Gc {
             project,
             grace_minutes,
-        }) => gc(&rt, &url, project, grace_minutes),
+        }) => gc(rt, &url, project, grace_minutes),
         Some(Command::Export {
             dir,
             project,
             format,
         }) => {
-            let engine = open(&rt, &url)?;
-            export(&rt, &engine, &dir, project, format)
+            let engine = open(rt, &url)?;
+            export(rt, &engine, &dir, project, format)
         }
         Some(Command::Run {
             project,
@@ -168,7 +176,6 @@ pub fn run(cli: Cli) -> Result<()> {
                     command,
                 },
             )?;
-            drop(rt);
             std::process::exit(code);
         }
     }
