@@ -82,7 +82,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             options,
             limits,
         }) => crate::plugin::ingest(
-            &rt,
+            rt,
             &url,
             &files,
             plugin.as_deref(),
