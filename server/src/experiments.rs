@@ -456,12 +456,7 @@ pub(crate) async fn search_experiments(
     let max = int(req.max_results.as_ref())
         .unwrap_or(1000)
         .clamp(1, 50_000) as usize;
-    let offset: usize = match req.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))?,
-        None => 0,
-    };
+    let offset = crate::mlflow::page_offset(req.page_token.as_deref())?;
     let page: Vec<Value> = found
         .iter()
         .skip(offset)

@@ -397,16 +397,9 @@ async fn list_artifacts(
             model_id,
             rel,
         } => {
-            let files: Vec<Value> =
-                crate::models::list_artifacts(&s, &experiment_id, &model_id, &rel)
-                    .await?
-                    .into_iter()
-                    .map(|(name, size)| match size {
-                        Some(n) => json!({"path": name, "is_dir": false, "file_size": n}),
-                        None => json!({"path": name, "is_dir": true}),
-                    })
-                    .collect();
-            return Ok(axum::Json(json!({"files": files})).into_response());
+            let entries =
+                crate::models::list_artifacts(&s, &experiment_id, &model_id, &rel).await?;
+            return Ok(files_json(entries));
         }
         Location::Run { run_id, rel } => (run_id, rel),
     };
@@ -429,6 +422,11 @@ async fn list_artifacts(
             }
         }
     }
+    Ok(files_json(entries))
+}
+
+/// An artifact listing as MLflow answers it: (name, size, or `None` for a directory).
+fn files_json(entries: impl IntoIterator<Item = (String, Option<u64>)>) -> Response {
     let files: Vec<Value> = entries
         .into_iter()
         .map(|(name, size)| match size {
@@ -436,7 +434,37 @@ async fn list_artifacts(
             None => json!({"path": name, "is_dir": true}),
         })
         .collect();
-    Ok(axum::Json(json!({"files": files})).into_response())
+    axum::Json(json!({"files": files})).into_response()
+}
+
+/// The offset a page token stands for (the tokens runql hands out are offsets); none: 0.
+pub(crate) fn page_offset(token: Option<&str>) -> Result<usize, ApiError> {
+    match token.filter(|t| !t.is_empty()) {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}"))),
+        None => Ok(0),
+    }
+}
+
+/// The projects of a request's `experiment_ids`, which must name at least one.
+pub(crate) fn projects_of(req: &Value) -> Result<Vec<String>, ApiError> {
+    let projects: Vec<String> = req
+        .get("experiment_ids")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(|i| project_of(i).to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if projects.is_empty() {
+        return Err(ApiError::invalid(
+            "Missing value for required parameter 'experiment_ids'",
+        ));
+    }
+    Ok(projects)
 }
 
 /// Parses a request body, accepting the bare `NaN` / `Infinity` tokens Python's `json` writes.
@@ -1318,21 +1346,7 @@ async fn search_runs(
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Read)?;
     let req: Value = body(&bytes)?;
-    let projects: Vec<String> = req
-        .get("experiment_ids")
-        .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(Value::as_str)
-                .map(|i| project_of(i).to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    if projects.is_empty() {
-        return Err(ApiError::invalid(
-            "Missing value for required parameter 'experiment_ids'",
-        ));
-    }
+    let projects = projects_of(&req)?;
     let filter = req.get("filter").and_then(Value::as_str).unwrap_or("");
     let order_by: Vec<String> = req
         .get("order_by")
@@ -1354,16 +1368,7 @@ async fn search_runs(
         _ => None,
     };
     let max_results = int(req.get("max_results")).unwrap_or(1000).clamp(1, 50_000) as usize;
-    let offset: usize = match req
-        .get("page_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))?,
-        None => 0,
-    };
+    let offset = page_offset(req.get("page_token").and_then(Value::as_str))?;
     flush_all(&s).await?;
     let sql = crate::search::runs_sql(&projects, filter, &order_by, deleted, max_results, offset)?;
     let mut ids: Vec<String> = Vec::new();
@@ -1432,16 +1437,7 @@ async fn get_history(
         }
     }
     points.sort_by_key(|p| (p.0, p.1));
-    let start: usize = q
-        .page_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse()
-                .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))
-        })
-        .transpose()?
-        .unwrap_or(0);
+    let start = page_offset(q.page_token.as_deref())?;
     let limit = q.max_results.unwrap_or(25_000).clamp(1, 25_000);
     let page: Vec<Value> = points
         .iter()

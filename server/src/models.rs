@@ -433,21 +433,7 @@ async fn search(
 ) -> Result<Response, ApiError> {
     authorize(&s, peer, &headers, Scope::Read)?;
     let req: Value = body(&bytes)?;
-    let projects: Vec<String> = req
-        .get("experiment_ids")
-        .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(Value::as_str)
-                .map(|i| project_of(i).to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    if projects.is_empty() {
-        return Err(ApiError::invalid(
-            "Missing value for required parameter 'experiment_ids'",
-        ));
-    }
+    let projects = crate::mlflow::projects_of(&req)?;
     let filter = req.get("filter").and_then(Value::as_str).unwrap_or("");
     let conditions = crate::search::parse_filter(filter)?;
     let mut models: Vec<ModelRecord> = list(&s, &projects)
@@ -529,16 +515,7 @@ async fn search(
         }
     }
     let max = int(req.get("max_results")).unwrap_or(100).clamp(1, 10_000) as usize;
-    let offset: usize = match req
-        .get("page_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}")))?,
-        None => 0,
-    };
+    let offset = crate::mlflow::page_offset(req.get("page_token").and_then(Value::as_str))?;
     let page: Vec<Value> = models
         .iter()
         .skip(offset)
