@@ -17,6 +17,8 @@ mod experiments;
 mod mlflow;
 mod models;
 mod search;
+mod table_json;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,6 +164,9 @@ pub fn router(engine: Engine, options: Options) -> Router {
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
         .route("/api/sql", post(sql))
         .route("/api/events", get(events::events))
+        .route("/api/artifacts/{run_id}/{*path}", get(ui::artifact))
+        .route("/", get(ui::index))
+        .route("/ui/{name}", get(ui::file))
         .merge(mlflow::routes())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
@@ -195,11 +200,14 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Json,
+    /// `{"columns": [{"name", "type"}], "rows": [[...]], "truncated"}`: the dashboard's form.
+    Table,
     Csv,
     Arrow,
 }
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+const TABLE_JSON: &str = "application/vnd.runql.table+json";
 
 fn answer_for(headers: &HeaderMap) -> Result<Answer, ApiError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
@@ -211,6 +219,7 @@ fn answer_for(headers: &HeaderMap) -> Result<Answer, ApiError> {
             "application/json" | "*/*" | "application/*" | "" => return Ok(Answer::Json),
             "text/csv" | "text/*" => return Ok(Answer::Csv),
             ARROW_STREAM => return Ok(Answer::Arrow),
+            TABLE_JSON => return Ok(Answer::Table),
             _ => {}
         }
     }
@@ -247,7 +256,14 @@ async fn sql(
     if text.trim().is_empty() {
         return Err(ApiError::invalid("no SQL given"));
     }
-    let df = state.engine.sql(&text).await?;
+    let df = match state.engine.sql(&text).await {
+        // A plugin may have declared its tables after this server opened the store.
+        Err(e) if e.to_string().contains("not found") => {
+            state.engine.refresh_tables().await?;
+            state.engine.sql(&text).await?
+        }
+        r => r?,
+    };
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(runql_query::Error::from)?;
     let internal = |e: arrow::error::ArrowError| {
@@ -270,6 +286,15 @@ async fn sql(
                 buf.extend_from_slice(b"[]");
             }
             "application/json"
+        }
+        Answer::Table => {
+            let max_rows = headers
+                .get("x-runql-max-rows")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(table_json::MAX_ROWS);
+            buf = table_json::encode(&schema, &batches, max_rows).map_err(internal)?;
+            TABLE_JSON
         }
         Answer::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()

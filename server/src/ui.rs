@@ -1,0 +1,144 @@
+//! The web dashboard: a single page (`server/ui/`, plain ES modules, no build step) embedded in
+//! the binary and served at `/`, plus what it needs beside `/api/sql` and `/api/events`:
+//! artifact contents by run and path (`/api/artifacts/<run>/<path>`).
+//!
+//! The page asks every question with SQL (`/api/sql`, answered as `application/vnd.runql.table+json`),
+//! so what the dashboard shows is what a user can query. `RUNQL_UI_DIR` serves the files from a
+//! folder instead, re-read on each request, for working on the page without rebuilding.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::mlflow::{artifacts_of, not_found, store_error};
+use crate::{ApiError, Scope, Shared, authorize};
+
+/// The page's files: name, media type, content.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    ),
+    (
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/chart.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
+];
+
+/// Nothing but this server: scripts, styles, data and images all come from it.
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \
+                   object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
+
+fn asset(name: &str) -> Option<Response> {
+    let (_, media, embedded) = ASSETS.iter().find(|(n, _, _)| *n == name)?;
+    let body = match std::env::var_os("RUNQL_UI_DIR") {
+        Some(dir) => std::fs::read(std::path::Path::new(&dir).join(name)).ok()?,
+        None => embedded.as_bytes().to_vec(),
+    };
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(r)
+}
+
+/// `GET /`: the page (its state lives in the URL's fragment).
+pub(crate) async fn index() -> Response {
+    asset("index.html").unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
+}
+
+/// `GET /ui/<file>`.
+pub(crate) async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
+    asset(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ENDPOINT_NOT_FOUND",
+            format!("the dashboard has no file {name:?}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArtifactQuery {
+    /// `?download=1`: as an attachment, named after the file.
+    download: Option<String>,
+}
+
+/// `GET /api/artifacts/<run_id>/<path>`: an artifact's bytes, with the media type recorded for
+/// it. Served so that a browser never runs it in the dashboard's origin (`nosniff`, and a
+/// sandboxing content security policy for anything opened directly).
+pub(crate) async fn artifact(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((run_id, path)): Path<(String, String)>,
+    Query(q): Query<ArtifactQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&s, peer, &headers, Scope::Read)?;
+    let rel = runql_core::model::normalize_artifact_path(&path)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (_, digest, _) = artifacts_of(&s, &run_id)
+        .await?
+        .into_iter()
+        .find(|(p, _, _)| *p == rel)
+        .ok_or_else(|| not_found(format!("No artifact {rel:?} in run {run_id}")))?;
+    let bytes = s
+        .engine
+        .store()
+        .get_blob(&digest)
+        .await
+        .map_err(store_error)?;
+    let media = runql_core::model::guess_media_type(&rel).unwrap_or("application/octet-stream");
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(media)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
+    );
+    if q.download.is_some_and(|d| d != "0") {
+        let name = rel.rsplit('/').next().unwrap_or("artifact");
+        // Quotes and control characters cannot reach the header: keep the rest of the name.
+        let safe: String = name
+            .chars()
+            .map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c })
+            .collect();
+        let value = format!(
+            "attachment; filename=\"{}\"",
+            safe.chars()
+                .map(|c| if c.is_ascii() { c } else { '_' })
+                .collect::<String>()
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(r)
+}
