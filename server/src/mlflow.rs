@@ -289,7 +289,10 @@ async fn upload_artifact(
 }
 
 /// The artifacts rows of a run (path, digest, size), the server's writes flushed first.
-pub(crate) async fn artifacts_of(s: &Shared, run_id: &str) -> Result<Vec<(String, String, u64)>, ApiError> {
+pub(crate) async fn artifacts_of(
+    s: &Shared,
+    run_id: &str,
+) -> Result<Vec<(String, String, u64)>, ApiError> {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     flush_if_open(s, run_id).await?;

@@ -37,7 +37,7 @@ fn string(out: &mut String, s: &str) {
 }
 
 /// Appends the value at `row` of `col` as JSON.
-fn value(out: &mut String, col: &dyn Array, fmt: &ArrayFormatter, row: usize) {
+fn value(out: &mut String, col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize) {
     if col.is_null(row) {
         out.push_str("null");
         return;
@@ -67,13 +67,11 @@ fn value(out: &mut String, col: &dyn Array, fmt: &ArrayFormatter, row: usize) {
                 let _ = write!(out, "\"{v}\"");
             }
         }
-        DataType::Boolean => {
-            out.push_str(if col.as_boolean().value(row) {
-                "true"
-            } else {
-                "false"
-            })
-        }
+        DataType::Boolean => out.push_str(if col.as_boolean().value(row) {
+            "true"
+        } else {
+            "false"
+        }),
         DataType::Utf8 => string(out, col.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => string(out, col.as_string::<i64>().value(row)),
         DataType::Utf8View => string(out, col.as_string_view().value(row)),
@@ -155,7 +153,12 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![Some("a\"b"), None, Some("c"), Some("d")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a\"b"),
+                    None,
+                    Some("c"),
+                    Some("d"),
+                ])),
                 Arc::new(Float64Array::from(vec![
                     0.1,
                     f64::NAN,
@@ -168,7 +171,12 @@ mod tests {
                     Some(i64::MAX),
                     Some(-7),
                 ])),
-                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), None])),
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    None,
+                ])),
             ],
         )
         .unwrap();

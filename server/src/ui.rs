@@ -121,14 +121,22 @@ pub(crate) async fn artifact(
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"),
+        HeaderValue::from_static(
+            "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
     );
     if q.download.is_some_and(|d| d != "0") {
         let name = rel.rsplit('/').next().unwrap_or("artifact");
         // Quotes and control characters cannot reach the header: keep the rest of the name.
         let safe: String = name
             .chars()
-            .map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c })
+            .map(|c| {
+                if c == '"' || c == '\\' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
         let value = format!(
             "attachment; filename=\"{}\"",

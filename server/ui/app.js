@@ -276,7 +276,7 @@ function columnOf(id, keys) {
   const kind = id.slice(0, dot), key = id.slice(dot + 1);
   const k = (keys[kind] || []).find((x) => x.key === key);
   if (!k) return null;
-  const width = Math.max(90, Math.min(240, Math.round(id.length * 7.2) + 24));
+  const width = Math.max(90, Math.min(240, Math.round(id.length * 7.8) + 24));
   return { label: id, expr: `${kind}.${ident(key)}`, width, num: k.numeric };
 }
 
@@ -325,7 +325,7 @@ async function runsView(main, project, params) {
 
   const filterBox = h("input", { class: "filter", value: state.filter, placeholder: `SQL WHERE clause, e.g. status = 'finished' AND params.lr >= 0.01 AND metrics."val/acc" > 0.9`, "aria-label": "filter" });
   const err = h("div", { class: "error", role: "alert" });
-  const count = h("span", { class: "muted" });
+  const count = h("span", { class: "muted", dataset: { role: "count" } });
   const compareBtn = h("button", { class: "primary", disabled: true }, "Compare");
   const groupSel = h("select", { "aria-label": "group by" }, h("option", { value: "" }, "no grouping"),
     ...["status", "run_group", "username"].map((c) => h("option", { value: c }, BASE_COLS[c].label)),
@@ -546,7 +546,7 @@ async function fetchCurves(project, runIds, key, { range = null, points = 1000, 
 
 // A group of charts with shared controls (x axis, log scale, smoothing), one chart per key,
 // each loaded when it scrolls into view.
-function chartPanel(parent, { project, runs, keys, params, system = false }) {
+function chartPanel(parent, { project, runs, keys, keysFn = null, params, system = false }) {
   const state = { x: system ? "time" : params.x || "step", log: params.log === "1", smooth: Number(params.smooth || 0), keyFilter: params.keys || "" };
   const controls = h("div", { class: "toolbar" });
   const keyBox = h("input", { placeholder: "filter charts by key", value: state.keyFilter, "aria-label": "chart filter" });
@@ -555,11 +555,11 @@ function chartPanel(parent, { project, runs, keys, params, system = false }) {
   const logBox = h("input", { type: "checkbox", checked: state.log, "aria-label": "log scale" });
   const smoothIn = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: String(state.smooth), "aria-label": "smoothing" });
   const smoothVal = h("span", { class: "muted" }, state.smooth.toFixed(2));
-  controls.append(keyBox, system ? null : xSel, h("label", {}, logBox, "log scale"), h("label", {}, "smoothing", smoothIn, smoothVal));
+  controls.append(...[keyBox, system ? null : xSel, h("label", {}, logBox, "log scale"), h("label", {}, "smoothing", smoothIn, smoothVal)].filter(Boolean));
   const legend = h("div", { class: "legend" });
   for (const [i, r] of runs.entries()) legend.append(h("span", {}, h("span", { class: "sw", style: `background:${color(i)}` }), r.name || r.run_id.slice(0, 8)));
   const grid = h("div", { class: "charts" });
-  parent.append(controls, runs.length > 1 ? legend : null, grid);
+  parent.append(...[controls, runs.length > 1 ? legend : null, grid].filter(Boolean));
   const charts = [];
   const startOf = new Map(runs.map((r) => [r.run_id, r.started ? Date.parse(r.started) : null]));
 
@@ -592,6 +592,7 @@ function chartPanel(parent, { project, runs, keys, params, system = false }) {
   function build() {
     for (const c of charts) { io.unobserve(c.chart.el); c.chart.destroy(); }
     charts.length = 0;
+    grid.replaceChildren();
     const f = state.keyFilter.toLowerCase();
     for (const key of keys.filter((k) => k.toLowerCase().includes(f))) {
       const c = { key, loaded: false };
@@ -615,8 +616,14 @@ function chartPanel(parent, { project, runs, keys, params, system = false }) {
   });
   build();
   return {
-    // New data arrived: reload the charts already shown (unless zoomed).
-    refresh() { for (const c of charts) if (c.loaded && !c.chart.view) load(c); },
+    // New data arrived: new keys get charts; the charts already shown reload (unless zoomed).
+    async refresh() {
+      if (keysFn) {
+        const now = await keysFn().catch(() => keys);
+        if (now.join("\u0000") !== keys.join("\u0000")) { keys = now; build(); return; }
+      }
+      for (const c of charts) if (c.loaded && !c.chart.view) load(c);
+    },
     stop() { io.disconnect(); },
   };
 }
@@ -631,7 +638,16 @@ async function runView(main, project, runId, params) {
   document.title = `${run.name || runId} · ${project} · runql`;
   const tab = params.tab || "overview";
   const tabs = [["overview", "Overview"], ["metrics", "Metrics"], ["system", "System"], ["artifacts", "Artifacts"], ["logs", "Logs"], ["inputs", "Inputs"]];
-  main.append(h("h1", {}, run.name || runId, " ", badge(run.status)),
+  const statusEl = badge(run.status);
+  statusEl.dataset.role = "status";
+  let panel = null;
+  const stopLive = subscribe(project, debounce((ev) => {
+    if (ev && ev.run_id !== runId) return;
+    if (ev && ev.status) { statusEl.textContent = ev.status; statusEl.className = `badge ${ev.status}`; }
+    if (panel) panel.refresh();
+  }, 500));
+  cleanup = () => { stopLive(); if (panel) panel.stop(); };
+  main.append(h("h1", {}, run.name || runId, " ", statusEl),
     h("nav", { class: "tabs" }, ...tabs.map(([id, label]) => h("a", { href: href(["p", project, "run", runId], { tab: id }), class: id === tab ? "on" : null, dataset: { tab: id } }, label))));
   const body = h("div");
   main.append(body);
@@ -670,12 +686,10 @@ async function runView(main, project, runId, params) {
     }
   } else if (tab === "metrics" || tab === "system") {
     const system = tab === "system";
-    const keys = (await sqlObjects(system
+    const keysFn = async () => (await sqlObjects(system
       ? `SELECT DISTINCT key FROM system_metrics WHERE project = ${P} AND run_id = ${R} ORDER BY key`
       : `SELECT key FROM metric_summary WHERE project = ${P} AND run_id = ${R} ORDER BY key`)).map((r) => r.key);
-    const panel = chartPanel(body, { project, runs: [run], keys, params, system });
-    const stop = subscribe(project, debounce((ev) => { if (!ev || ev.run_id === runId) panel.refresh(); }, 500));
-    cleanup = () => { stop(); panel.stop(); };
+    panel = chartPanel(body, { project, runs: [run], keys: await keysFn(), keysFn, params, system });
   } else if (tab === "artifacts") {
     const arts = await sqlObjects(`SELECT path, size, media_type, digest FROM artifacts WHERE project = ${P} AND run_id = ${R} ORDER BY path`);
     const latest = new Map(arts.map((a) => [a.path, a]));
@@ -771,10 +785,12 @@ function splitCsv(line, sep) {
 function tableOf(t, { empty = "No rows.", scroll = false, limit = 2000, onRow = null } = {}) {
   if (!t.rows.length) return h("p", { class: "muted" }, empty);
   const num = t.columns.map((c) => /^(Float|Int|UInt|Decimal)/.test(c.type || ""));
+  const time = t.columns.map((c) => /^Timestamp/.test(c.type || ""));
   const table = h("table", { class: "grid" },
     h("thead", {}, h("tr", {}, ...t.columns.map((c, i) => h("th", { class: num[i] ? "num" : null }, c.name)))),
     h("tbody", {}, ...t.rows.slice(0, limit).map((r, k) => {
-      const tr = h("tr", {}, ...r.map((v, i) => h("td", { class: num[i] ? "num" : null, title: v === null ? "" : String(v) }, typeof v === "number" ? fmtNum(v) : v === null ? "" : String(v))));
+      const tr = h("tr", {}, ...r.map((v, i) => h("td", { class: num[i] ? "num" : null, title: v === null ? "" : String(v) },
+        typeof v === "number" ? fmtNum(v) : v === null ? "" : time[i] ? fmtTime(v) : String(v))));
       if (onRow) { tr.style.cursor = "pointer"; tr.addEventListener("click", () => onRow(r, tr, k)); }
       return tr;
     })));
@@ -806,7 +822,8 @@ async function compareView(main, project, params) {
   main.append(body);
 
   if (view === "curves") {
-    const panel = chartPanel(body, { project, runs, keys: metricKeys, params });
+    const keysFn = async () => (await sqlObjects(`SELECT DISTINCT key FROM metric_summary WHERE project = ${P} AND run_id IN (${IN}) ORDER BY key`)).map((r) => r.key);
+    const panel = chartPanel(body, { project, runs, keys: metricKeys, keysFn, params });
     const stop = subscribe(project, debounce((ev) => { if (!ev || ids.includes(ev.run_id)) panel.refresh(); }, 500));
     cleanup = () => { stop(); panel.stop(); };
   } else if (view === "diff") {
@@ -935,6 +952,9 @@ function plotControls(parent, t, params) {
       groups.get(g).push([xOf(r, k), r[yi]]);
     });
     chart = new LineChart(holder, { title: t.columns[yi].name, big: true });
+    if (groups.size > 1) {
+      holder.prepend(h("div", { class: "legend" }, ...[...groups.keys()].slice(0, 50).map((g, i) => h("span", {}, h("span", { class: "sw", style: `background:${color(i)}` }), g))));
+    }
     chart.setData([...groups.entries()].slice(0, 50).map(([g, pts], i) => {
       pts.sort((a, b) => a[0] - b[0]);
       return { name: g, color: color(i), xs: pts.map((p) => p[0]), ys: pts.map((p) => p[1]) };
@@ -949,7 +969,7 @@ function plotControls(parent, t, params) {
 async function optunaView(main, project, params) {
   crumbs(["projects", "#/"], [project, href(["p", project])], ["Optuna", null]);
   const P = lit(project);
-  const studies = await sqlObjects(`SELECT study_name, directions, n_trials, best_trial, best_value FROM optuna.studies WHERE project = ${P} ORDER BY study_name`);
+  const studies = await sqlObjects(`SELECT study_name, directions, n_trials, best_trial, best_value FROM optuna.studies WHERE project = ${P} ORDER BY n_trials DESC, study_name`);
   if (!studies.length) { main.append(h("p", { class: "muted" }, "No Optuna study in this project: `runql ingest journal.log -p PROJECT`.")); return; }
   const study = studies.find((s) => s.study_name === params.study) || studies[0];
   const sel = h("select", { "aria-label": "study" }, ...studies.map((s) => h("option", { value: s.study_name }, s.study_name)));

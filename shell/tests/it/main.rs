@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod dashboard;
 mod mlflow;
 mod shell;
 mod wrap;

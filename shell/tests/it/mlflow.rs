@@ -25,9 +25,9 @@ fn python() -> Option<String> {
 }
 
 /// `runql serve` on a free port; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -43,7 +43,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(store: &std::path::Path) -> Server {
+pub(crate) fn serve(store: &std::path::Path) -> Server {
     let mut child = runql()
         .args(["--store", &store.to_string_lossy(), "serve", "--port", "0"])
         .stderr(Stdio::piped())

@@ -1,0 +1,266 @@
+"""The dashboard in a real headless Chromium (Playwright), against `runql serve` over a seeded
+store (`runql demo` plus plugin ingests, see shell/tests/it/dashboard.rs).
+
+Usage: dashboard.py URL SCREENSHOT_DIR
+
+Checks the runs table (SQL filter, inline errors, sorting), a run page, comparing two runs
+(series per chart), a live run gaining points while the page is open, a shared link reopening
+the same view, the SQL page, the plugin views, and that the browser logged no console error.
+Writes one screenshot per page into SCREENSHOT_DIR.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+URL = sys.argv[1].rstrip("/")
+SHOTS = sys.argv[2]
+CHROMIUM = os.environ.get("RUNQL_CHROMIUM", "/usr/bin/chromium")
+problems = []
+# Steps that send bad input on purpose: the browser logs the 400 answer as a console error.
+expected_400 = [False]
+
+
+def post(path, body, accept="application/json"):
+    req = urllib.request.Request(
+        URL + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": accept},
+    )
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def sql(q):
+    return post("/api/sql", {"sql": q}, "application/vnd.runql.table+json")["rows"]
+
+
+def shot(page, name):
+    page.wait_for_timeout(300)
+    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
+
+
+def watch(page):
+    def on_console(msg):
+        if msg.type == "error":
+            if expected_400[0] and "status of 400" in msg.text:
+                return
+            problems.append(f"console error on {page.url}: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: problems.append(f"page error on {page.url}: {e}"))
+
+
+def cells(page, col):
+    """The texts of one column of the runs table's rendered rows, top to bottom."""
+    idx = page.eval_on_selector(
+        ".vt .hdr", "(h, c) => [...h.children].findIndex(d => d.dataset.col === c)", col
+    )
+    assert idx > 0, f"no column {col}"
+    return page.eval_on_selector_all(
+        ".vt .row",
+        "(rows, i) => rows.sort((a, b) => a.dataset.index - b.dataset.index)"
+        ".map(r => r.children[i].textContent)",
+        idx,
+    )
+
+
+def number(text):
+    return float(text) if text.strip() else None
+
+
+def run_checks(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    watch(page)
+
+    # Projects.
+    page.goto(URL + "/#/")
+    expect(page.locator(".card[data-project='mnist-cnn']")).to_be_visible()
+    shot(page, "projects")
+
+    # Runs table: every run, then a SQL filter.
+    page.click(".card[data-project='mnist-cnn']")
+    total = sql("SELECT count(*) FROM runs WHERE project = 'mnist-cnn' AND NOT deleted")[0][0]
+    expect(page.locator("[data-role=count]")).to_have_text(f"{total} runs")
+    expect(page.locator(".vt .row")).to_have_count(total)
+    wanted = sql(
+        "SELECT count(*) FROM params WHERE project = 'mnist-cnn' AND key = 'lr' AND value_num >= 0.01"
+    )[0][0]
+    assert 0 < wanted < total, (wanted, total)
+    page.fill("input.filter", "params.lr >= 0.01")
+    page.press("input.filter", "Enter")
+    expect(page.locator("[data-role=count]")).to_have_text(f"{wanted} runs")
+    expect(page.locator(".vt .row")).to_have_count(wanted)
+    assert all(number(v) >= 0.01 for v in cells(page, "params.lr")), cells(page, "params.lr")
+    assert "filter=params.lr" in page.url, page.url
+
+    # A bad filter is an inline error naming the problem; the table stays usable.
+    expected_400[0] = True
+    page.fill("input.filter", "params.no_such_param > 1")
+    page.press("input.filter", "Enter")
+    expect(page.locator("[role=alert]")).to_contain_text("no_such_param")
+    expected_400[0] = False
+    page.fill("input.filter", "params.lr >= 0.01")
+    page.press("input.filter", "Enter")
+    expect(page.locator("[data-role=count]")).to_have_text(f"{wanted} runs")
+
+    # Sorting by a param: descending first, then ascending.
+    page.click(".vt .hdr [data-col='params.lr']")
+    expect(page.locator(".vt .hdr [data-col='params.lr']")).to_have_class("cell num sorted desc")
+    page.wait_for_timeout(300)
+    lrs = [number(v) for v in cells(page, "params.lr")]
+    assert lrs == sorted(lrs, reverse=True), lrs
+    page.click(".vt .hdr [data-col='params.lr']")
+    expect(page.locator(".vt .hdr [data-col='params.lr']")).to_have_class("cell num sorted")
+    page.wait_for_timeout(300)
+    lrs = [number(v) for v in cells(page, "params.lr")]
+    assert lrs == sorted(lrs), lrs
+    shot(page, "runs")
+
+    # Open a run.
+    first = page.locator(".vt .row").first
+    run_id = first.get_attribute("data-run-id")
+    first.locator("a").first.click()
+    expect(page).to_have_url(f"{URL}/#/p/mnist-cnn/run/{run_id}")
+    expect(page.locator("h2", has_text="Params")).to_be_visible()
+    expect(page.locator("table.grid td", has_text="batch_size")).to_be_visible()
+    page.click(".tabs a[data-tab='metrics']")
+    keys = sql(f"SELECT count(DISTINCT key) FROM metrics WHERE run_id = '{run_id}'")[0][0]
+    expect(page.locator("canvas[data-role=chart][data-series='1']")).to_have_count(keys)
+    shot(page, "run")
+
+    # Compare two runs: every chart overlays two series.
+    page.goto(URL + "/#/p/mnist-cnn")
+    rows = page.locator(".vt .row")
+    expect(rows).to_have_count(total)
+    a, b = rows.nth(1).get_attribute("data-run-id"), rows.nth(2).get_attribute("data-run-id")
+    rows.nth(1).locator("input[type=checkbox]").check()
+    rows.nth(2).locator("input[type=checkbox]").check()
+    page.click("button:has-text('Compare (2)')")
+    keys = sql(
+        f"SELECT count(DISTINCT key) FROM metric_summary WHERE run_id IN ('{a}', '{b}')"
+    )[0][0]
+    charts = page.locator("canvas[data-role=chart]")
+    expect(charts).to_have_count(keys)
+    expect(page.locator("canvas[data-role=chart][data-series='2']")).to_have_count(keys)
+    page.check("input[aria-label='log scale']")
+    page.fill("input[aria-label='smoothing']", "0.6")
+    page.dispatch_event("input[aria-label='smoothing']", "input")
+    shot(page, "compare")
+
+    # The same view from a shared link, in a fresh browser context.
+    link = page.url
+    assert "log=1" in link and "smooth=0.6" in link, link
+    other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    watch(other)
+    other.goto(link)
+    expect(other.locator("canvas[data-role=chart][data-series='2']")).to_have_count(keys)
+    expect(other.locator("input[aria-label='log scale']")).to_be_checked()
+    expect(other.locator("input[aria-label='smoothing']")).to_have_value("0.6")
+    other.context.close()
+
+    page.click(".tabs a[data-tab='diff']")
+    expect(page.locator("tr[data-key='params.lr'].diff")).to_be_visible()
+    page.click(".tabs a[data-tab='parallel']")
+    expect(page.locator("canvas[data-role=parallel]")).to_have_attribute("data-lines", "2")
+    shot(page, "compare-params")
+
+    # A live run logged through the MLflow API gains points on an open page.
+    exp = post("/api/2.0/mlflow/experiments/create", {"name": "live-demo"})["experiment_id"]
+    now = int(time.time() * 1000)
+    run = post(
+        "/api/2.0/mlflow/runs/create",
+        {"experiment_id": exp, "run_name": "live", "start_time": now},
+    )["run"]["info"]["run_id"]
+
+    def log(steps):
+        metrics = [
+            {"key": "loss", "value": 1.0 / (1 + s), "timestamp": now + s, "step": s}
+            for s in steps
+        ]
+        post("/api/2.0/mlflow/runs/log-batch", {"run_id": run, "metrics": metrics})
+
+    log(range(0, 10))
+    page.goto(f"{URL}/#/p/live-demo/run/{run}?tab=metrics")
+    chart = page.locator("canvas[data-role=chart]")
+    expect(chart).to_have_count(1, timeout=15000)
+    expect(chart).to_have_attribute("data-points", "10", timeout=15000)
+    log(range(10, 40))
+    expect(chart).to_have_attribute("data-points", "40", timeout=15000)
+    expect(page.locator("[data-role=status]")).to_have_text("running")
+    post(
+        "/api/2.0/mlflow/runs/update",
+        {"run_id": run, "status": "FINISHED", "end_time": now + 1000},
+    )
+    expect(page.locator("[data-role=status]")).to_have_text("finished", timeout=15000)
+    shot(page, "live")
+
+    # The SQL page: a table and a chart of a numeric column.
+    page.goto(URL + "/#/sql")
+    page.fill(
+        "textarea",
+        "SELECT step, value, run_id FROM metrics WHERE project = 'mnist-cnn' "
+        "AND key = 'val/acc' ORDER BY step",
+    )
+    page.press("textarea", "Control+Enter")
+    expect(page.locator("table.grid")).to_be_visible()
+    page.select_option("select[aria-label='chart y']", label="y: value")
+    page.select_option("select[aria-label='chart x']", label="x: step")
+    page.select_option("select[aria-label='chart series']", label="series by run_id")
+    n = sql("SELECT count(DISTINCT run_id) FROM metrics WHERE project='mnist-cnn' AND key='val/acc'")
+    expect(page.locator("canvas[data-role=chart]")).to_have_attribute("data-series", str(n[0][0]))
+    shot(page, "sql")
+    expected_400[0] = True
+    page.fill("textarea", "DROP TABLE runs")
+    page.press("textarea", "Control+Enter")
+    expect(page.locator("[role=alert]")).to_contain_text("read-only")
+    expected_400[0] = False
+
+    # Plugin views.
+    page.goto(URL + "/#/p/sweeps")
+    page.click("a:has-text('Optuna study')")
+    expect(page.locator("canvas[data-role=parallel]")).to_be_visible()
+    expect(page.locator("canvas[data-role=chart]")).to_have_attribute("data-series", "2")
+    shot(page, "optuna")
+    page.goto(URL + "/#/p/rl-cartpole/rl")
+    expect(page.locator("canvas[data-role=chart]").first).not_to_have_attribute("data-series", "0")
+    shot(page, "rl")
+    page.goto(URL + "/#/p/llm-finetune/llm")
+    calls = sql("SELECT count(*) FROM llm.calls WHERE project = 'llm-finetune'")[0][0]
+    expect(page.locator("table.grid tbody tr")).to_have_count(calls)
+    page.fill("input[aria-label=search]", "Paris")
+    paris = sql(
+        "SELECT count(*) FROM llm.calls WHERE project = 'llm-finetune' "
+        "AND (prompt ILIKE '%Paris%' OR response ILIKE '%Paris%')"
+    )[0][0]
+    expect(page.locator("table.grid tbody tr")).to_have_count(paris)
+    shot(page, "llm")
+    ctx.close()
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+    try:
+        run_checks(browser)
+    finally:
+        browser.close()
+
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("dashboard: every check passed")
