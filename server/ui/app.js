@@ -239,7 +239,16 @@ async function projectsView(main) {
       h("div", { class: "muted" }, `last run ${fmtTime(r.last_run)}`)));
   }
   main.append(cards);
-  cleanup = subscribe(null, debounce(() => { if (parseHash().segs.length === 0) route(); }, 1500));
+  // Redrawn when a run starts, ends or crashes (not on every flush of a live run).
+  const seen = new Map((await sqlObjects(`SELECT project, run_id FROM runs WHERE status = 'running'`))
+    .map((r) => [`${r.project}/${r.run_id}`, "running"]));
+  const redraw = debounce(() => { if (parseHash().segs.length === 0) route(); }, 1000);
+  cleanup = subscribe(null, (ev) => {
+    if (!ev) return redraw();
+    const key = `${ev.project}/${ev.run_id}`;
+    if (seen.get(key) !== ev.status) redraw();
+    seen.set(key, ev.status);
+  });
 }
 
 // ---------------------------------------------------------------- runs table

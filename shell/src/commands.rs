@@ -32,7 +32,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             let engine = open(rt, &url)?;
             repl::run(rt, engine, &[])
         }
-        Some(Command::Demo) => run_demo(rt, cli.store),
+        Some(Command::Demo { serve, port }) => run_demo(rt, cli.store, serve.then_some(port)),
         Some(Command::Sql {
             query,
             file,
@@ -117,24 +117,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     .then(|| std::time::Duration::from_secs(compact_after)),
             };
             let engine = open(rt, &url)?;
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-                    .await
-                    .with_context(|| format!("cannot listen on {host}:{port}"))?;
-                let addr = listener.local_addr()?;
-                eprintln!("runql serving {url} on http://{addr} (Ctrl-C stops)");
-                if !options.access.has_tokens() && !allow_anonymous && !addr.ip().is_loopback() {
-                    eprintln!(
-                        "runql: no --token given: only clients on this machine will be answered"
-                    );
-                }
-                let app = runql_server::router(engine, options);
-                runql_server::serve(listener, app, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .context("the server stopped")
-            })
+            serve_http(rt, engine, &url, &host, port, options, allow_anonymous)
         }
         Some(Command::Plot { key, runs, out }) => {
             let engine = open(rt, &url)?;
@@ -674,7 +657,35 @@ fn demo_dir() -> PathBuf {
     cache.join("runql").join("demo")
 }
 
-fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
+/// Serves `engine` (the dashboard, SQL, events, the MLflow API) until Ctrl-C.
+fn serve_http(
+    rt: &Runtime,
+    engine: Engine,
+    url: &str,
+    host: &str,
+    port: u16,
+    options: runql_server::Options,
+    allow_anonymous: bool,
+) -> Result<()> {
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!("runql serving {url} on http://{addr} (Ctrl-C stops)");
+        if !options.access.has_tokens() && !allow_anonymous && !addr.ip().is_loopback() {
+            eprintln!("runql: no --token given: only clients on this machine will be answered");
+        }
+        let app = runql_server::router(engine, options);
+        runql_server::serve(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the server stopped")
+    })
+}
+
+fn run_demo(rt: &Runtime, store: Option<String>, serve: Option<u16>) -> Result<()> {
     let url = match store {
         Some(url) => url,
         None => {
@@ -711,6 +722,20 @@ fn run_demo(rt: &Runtime, store: Option<String>) -> Result<()> {
     );
     eprintln!("Open it again later with: runql --store {url}\n");
     let engine = rt.block_on(Engine::new(store))?;
+    if let Some(port) = serve {
+        // The live run goes on logging while the dashboard shows it.
+        let result = serve_http(
+            rt,
+            engine,
+            &url,
+            "127.0.0.1",
+            port,
+            runql_server::Options::default(),
+            false,
+        );
+        drop(live);
+        return result;
+    }
     if std::io::stdin().is_terminal() {
         repl::run(rt, engine, &demo::SUGGESTED)?;
     } else {

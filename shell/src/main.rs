@@ -40,7 +40,14 @@ pub struct Cli {
 pub enum Command {
     /// Fill a demo store with a week of realistic runs and open the shell on it (without a
     /// terminal, run the suggested queries and exit)
-    Demo,
+    Demo {
+        /// Serve the demo store instead: open the dashboard at http://127.0.0.1:PORT
+        #[arg(long)]
+        serve: bool,
+        /// The port for --serve
+        #[arg(long, default_value_t = 5000, requires = "serve")]
+        port: u16,
+    },
     /// Run SQL (one or more statements separated by `;`) and print the results
     Sql {
         /// The SQL; or use -f

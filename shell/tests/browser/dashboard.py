@@ -41,7 +41,7 @@ def sql(q):
 
 def shot(page, name):
     page.wait_for_timeout(300)
-    page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
+    page.screenshot(path=os.path.join(SHOTS, f"dashboard-{name}.png"))
 
 
 def watch(page):

@@ -83,7 +83,7 @@ fn the_dashboard_in_a_real_browser() {
         "projects", "runs", "run", "compare", "live", "sql", "optuna", "rl", "llm",
     ] {
         assert!(
-            shots.join(format!("{page}.png")).exists(),
+            shots.join(format!("dashboard-{page}.png")).exists(),
             "no screenshot of {page}"
         );
     }
