@@ -10,6 +10,8 @@
 //! Needs Playwright in RUNQL_PYTHON and Chromium (/usr/bin/chromium or RUNQL_CHROMIUM);
 //! scripts/test installs both. Figures go to docs/benchmarks.md.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
