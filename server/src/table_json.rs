@@ -180,7 +180,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let json = String::from_utf8(encode(&schema, &[batch.clone()], 100).unwrap()).unwrap();
+        let json =
+            String::from_utf8(encode(&schema, std::slice::from_ref(&batch), 100).unwrap()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["columns"][1]["name"], "f");
         assert_eq!(v["columns"][2]["type"], "Int64");
