@@ -11,7 +11,7 @@ use crate::util::{block_on, rows_per_run, table_rows, temp_store};
 #[test]
 fn four_processes_by_twenty_five_runs_lose_nothing() {
     let (dir, store) = temp_store();
-    let url = dir.path().to_string_lossy().to_string();
+    let url = dir.url().to_string();
     const POINTS: usize = 1000;
     let children: Vec<_> = (0..4)
         .map(|p| {

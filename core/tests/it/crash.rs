@@ -13,7 +13,7 @@ use crate::util::{block_on, metric_points, quiet_run, table_rows, temp_store};
 #[test]
 fn killed_writers_lose_nothing_they_flushed() {
     let (dir, store) = temp_store();
-    let url = dir.path().to_string_lossy().to_string();
+    let url = dir.url().to_string();
 
     // A finished run that must come through untouched.
     let bystander = quiet_run(&store.project("crash"))

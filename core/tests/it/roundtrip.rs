@@ -228,12 +228,12 @@ fn bad_input_gets_clear_errors() {
 fn a_store_from_a_newer_runql_is_refused() {
     let (dir, store) = temp_store();
     block_on(store.ensure_writable()).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        dir.path().join("runql.json"),
-        r#"{"format":"runql","version":99,"created":0}"#,
-    )
+    block_on(store.put(
+        &store.layout().marker(),
+        bytes::Bytes::from_static(br#"{"format":"runql","version":99,"created":0}"#),
+    ))
     .unwrap_or_else(|e| panic!("{e}"));
-    let again = Store::open(&dir.path().to_string_lossy()).unwrap_or_else(|e| panic!("{e}"));
+    let again = Store::open(dir.url()).unwrap_or_else(|e| panic!("{e}"));
     let err = block_on(again.list_projects()).unwrap_err().to_string();
     assert!(
         err.contains("version 99") && err.contains("upgrade"),

@@ -10,11 +10,58 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     runql_core::block_on(f)
 }
 
-/// A fresh local store in a temp dir.
-pub fn temp_store() -> (tempfile::TempDir, Store) {
+/// Where a test's store lives: a local temp dir, or a fresh prefix of the object store named
+/// by `RUNQL_TEST_STORE` (e.g. `s3://runql-test`, with `AWS_ENDPOINT`… set: scripts/test runs
+/// these tests a second time against a real S3-compatible server that way).
+pub struct TestStore {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl TestStore {
+    /// The store's URL, for child processes.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store's folder when it is local (`None` on an object store).
+    pub fn local(&self) -> Option<&std::path::Path> {
+        (!self.url.contains("://")).then(|| self.dir.path())
+    }
+}
+
+/// A fresh store (see [`TestStore`]).
+pub fn temp_store() -> (TestStore, Store) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let store = Store::open(&dir.path().to_string_lossy()).unwrap_or_else(|e| panic!("{e}"));
-    (dir, store)
+    let url = match std::env::var("RUNQL_TEST_STORE") {
+        Ok(base) if !base.is_empty() => {
+            format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                uuid::Uuid::now_v7().simple()
+            )
+        }
+        _ => dir.path().to_string_lossy().into_owned(),
+    };
+    let store = Store::open(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    (TestStore { dir, url }, store)
+}
+
+/// Every object under `prefix`, with its bytes.
+pub fn objects_under(
+    store: &Store,
+    prefix: &object_store::path::Path,
+) -> Vec<(object_store::path::Path, bytes::Bytes)> {
+    block_on(store.list_all(prefix))
+        .unwrap_or_else(|e| panic!("list: {e}"))
+        .into_iter()
+        .map(|m| {
+            let bytes = block_on(store.get_opt(&m.location))
+                .unwrap_or_else(|e| panic!("get: {e}"))
+                .unwrap_or_else(|| panic!("{} vanished", m.location));
+            (m.location, bytes)
+        })
+        .collect()
 }
 
 /// A run builder that captures nothing (fast, deterministic).
