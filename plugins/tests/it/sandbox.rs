@@ -14,7 +14,7 @@ fn limits(mode: &str) -> Limits {
     Limits {
         memory_bytes: 64 << 20,
         cpu_time: Duration::from_millis(if mode == "loop" { 300 } else { 10_000 }),
-        output_bytes: 32 << 20,
+        output_bytes: 4 << 20,
     }
 }
 
