@@ -9,7 +9,11 @@ use runql_plugin_sdk::{Plugin, rows_of, run_native};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = format!("{}/../fixtures/llm/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../fixtures/llm/{name}",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 

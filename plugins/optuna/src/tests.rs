@@ -9,7 +9,11 @@ use runql_plugin_sdk::{Plugin, rows_of, run_native, targets};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = format!("{}/../fixtures/optuna/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../fixtures/optuna/{name}",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 

@@ -11,7 +11,11 @@ use serde_json::Value;
 use super::*;
 
 fn fixture(path: &str) -> Vec<u8> {
-    let full = format!("{}/../fixtures/rl/{path}", env!("CARGO_MANIFEST_DIR"));
+    let full = format!(
+        "{}/../fixtures/rl/{path}",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 

@@ -11,7 +11,8 @@ use super::*;
 fn dir(run: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!(
         "{}/../fixtures/tensorboard/{run}",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     ))
 }
 

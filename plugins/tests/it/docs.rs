@@ -59,8 +59,12 @@ fn markdown() -> String {
 
 #[test]
 fn docs_list_every_plugin_table_and_column() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sql.md");
-    let doc = std::fs::read_to_string(path).expect("docs/sql.md");
+    let path = format!(
+        "{}/../docs/sql.md",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
+    let doc = std::fs::read_to_string(&path).expect("docs/sql.md");
     let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
         panic!("docs/sql.md has no {BEGIN} … {END} section");
     };
@@ -71,7 +75,7 @@ fn docs_list_every_plugin_table_and_column() {
     }
     if std::env::var_os("RUNQL_UPDATE_DOCS").is_some() {
         let updated = format!("{}{fresh}{}", &doc[..b], &doc[e + END.len()..]);
-        std::fs::write(path, updated).expect("write docs/sql.md");
+        std::fs::write(&path, updated).expect("write docs/sql.md");
         return;
     }
     panic!(

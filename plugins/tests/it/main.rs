@@ -18,9 +18,12 @@ pub fn test_wasm(crate_name: &str) -> Vec<u8> {
 }
 
 pub fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(path)
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("fixtures")
+    .join(path)
 }
 
 pub fn store() -> (tempfile::TempDir, Store) {

@@ -29,7 +29,11 @@ fn browser() -> Option<(String, String)> {
 }
 
 fn ingest(store: &Path, project: &str, files: &[&str]) {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/fixtures");
+    let fixtures = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../plugins/fixtures");
     let out = runql()
         .args(["--store", &store.to_string_lossy(), "ingest", "-p", project])
         .args(files.iter().map(|f| fixtures.join(f)))
@@ -65,7 +69,11 @@ fn the_dashboard_in_a_real_browser() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| tmp.path().to_path_buf());
     std::fs::create_dir_all(&shots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.py");
+    let script = format!(
+        "{}/tests/browser/dashboard.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     let out = Command::new(&python)
         .arg(script)
         .arg(&server.url)

@@ -66,7 +66,11 @@ fn the_mlflow_client_logs_into_runql() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mlflow_client.py");
+    let script = format!(
+        "{}/tests/python/mlflow_client.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     let out = Command::new(&python)
         .arg(script)
         .env("MLFLOW_TRACKING_URI", &server.url)
@@ -126,9 +130,10 @@ fn sklearn_autolog_logs_into_runql() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/mlflow_autolog.py"
+    let script = format!(
+        "{}/tests/python/mlflow_autolog.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     );
     let out = Command::new(&python)
         .arg(script)
@@ -230,7 +235,11 @@ fn the_same_client_suite_passes_against_mlflow_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = mlflow_server(&python, dir.path());
     for script in ["mlflow_client.py", "mlflow_autolog.py"] {
-        let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/python/{script}",
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        );
         let out = Command::new(&python)
             .arg(&path)
             .env("MLFLOW_TRACKING_URI", &server.url)
