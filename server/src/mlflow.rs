@@ -359,18 +359,25 @@ async fn download_artifact(
         }
         Location::Run { run_id, rel } => (run_id, rel),
     };
-    let found = artifacts_of(&s, &run_id)
+    Ok(octet_stream(artifact_bytes(&s, &run_id, &rel).await?))
+}
+
+/// The content of a run's artifact at `rel` (its latest upload).
+pub(crate) async fn artifact_bytes(
+    s: &Shared,
+    run_id: &str,
+    rel: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let (_, digest, _) = artifacts_of(s, run_id)
         .await?
         .into_iter()
-        .find(|(p, _, _)| *p == rel)
+        .find(|(p, _, _)| p == rel)
         .ok_or_else(|| not_found(format!("No artifact {rel:?} in run {run_id}")))?;
-    let bytes = s
-        .engine
+    s.engine
         .store()
-        .get_blob(&found.1)
+        .get_blob(&digest)
         .await
-        .map_err(store_error)?;
-    Ok(octet_stream(bytes))
+        .map_err(store_error)
 }
 
 fn octet_stream(bytes: bytes::Bytes) -> Response {

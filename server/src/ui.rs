@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::mlflow::{artifacts_of, not_found, store_error};
+use crate::mlflow::artifact_bytes;
 use crate::{ApiError, Scope, Shared, authorize};
 
 /// The page's files: name, media type, content.
@@ -96,17 +96,7 @@ pub(crate) async fn artifact(
     authorize(&s, peer, &headers, Scope::Read)?;
     let rel = runql_core::model::normalize_artifact_path(&path)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let (_, digest, _) = artifacts_of(&s, &run_id)
-        .await?
-        .into_iter()
-        .find(|(p, _, _)| *p == rel)
-        .ok_or_else(|| not_found(format!("No artifact {rel:?} in run {run_id}")))?;
-    let bytes = s
-        .engine
-        .store()
-        .get_blob(&digest)
-        .await
-        .map_err(store_error)?;
+    let bytes = artifact_bytes(&s, &run_id, &rel).await?;
     let media = runql_core::model::guess_media_type(&rel).unwrap_or("application/octet-stream");
     let mut r = bytes.into_response();
     let h = r.headers_mut();
