@@ -18,13 +18,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! When the store is unreachable (an object store's outage, a full disk), the writer keeps
+//! what was logged in memory, retries with backoff and says so ([`Run::health`], a warning in
+//! the log, an error from [`Run::flush`]); nothing is lost once the store is back, as long as
+//! the buffer stays under its bound ([`RunBuilder::outage_buffer`], 256 MiB by default). Past
+//! the bound, logging calls fail with [`Error::OutageBufferFull`] (the values are not kept)
+//! until the store is back. [`Run::finish`] waits for the store up to
+//! [`RunBuilder::finish_timeout`].
+//!
 //! A run dropped without [`Run::finish`] is marked `failed` when the thread is panicking and
 //! `killed` otherwise; a process that dies without dropping it stops sending heartbeats, and
 //! readers mark the run `crashed` once its heartbeat is stale.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -50,6 +59,12 @@ use crate::store::{Store, segment};
 pub const CHUNK_POINTS: usize = 1 << 20;
 /// Chunks waiting for the writer before logging blocks.
 pub const MAX_PENDING_CHUNKS: usize = 3;
+/// Default bound of the memory a run holds while the store is unreachable.
+pub const DEFAULT_OUTAGE_BUFFER: u64 = 256 << 20;
+/// Default time [`Run::finish`] waits for an unreachable store.
+pub const DEFAULT_FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait between two tries to reach an unreachable store.
+const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
 /// The tag that holds a run's notes (the same key MLflow uses).
 pub const NOTE_TAG: &str = "mlflow.note.content";
 
@@ -93,6 +108,8 @@ impl Project {
             capture: Capture::default(),
             flush_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(10),
+            outage_buffer: DEFAULT_OUTAGE_BUFFER,
+            finish_timeout: DEFAULT_FINISH_TIMEOUT,
             run_id: None,
             command: None,
             resume: None,
@@ -155,6 +172,8 @@ pub struct RunBuilder {
     capture: Capture,
     flush_interval: Duration,
     heartbeat_interval: Duration,
+    outage_buffer: u64,
+    finish_timeout: Duration,
     run_id: Option<RunId>,
     started_at: Option<i64>,
     command: Option<String>,
@@ -216,6 +235,21 @@ impl RunBuilder {
     /// How often the run says it is alive when it logs nothing (default 10 s).
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many bytes of logged data the run keeps in memory while the store is unreachable
+    /// (default [`DEFAULT_OUTAGE_BUFFER`], 256 MiB). Past it, logging calls fail with
+    /// [`Error::OutageBufferFull`] until the store is back.
+    pub fn outage_buffer(mut self, bytes: u64) -> Self {
+        self.outage_buffer = bytes;
+        self
+    }
+
+    /// How long [`Run::finish`] (and dropping a run) waits for an unreachable store before it
+    /// gives up on what is still buffered (default 120 s).
+    pub fn finish_timeout(mut self, timeout: Duration) -> Self {
+        self.finish_timeout = timeout;
         self
     }
 
@@ -281,8 +315,10 @@ impl RunBuilder {
             run_id,
             buf: Mutex::new(Buffer::default()),
             tx,
-            failed: AtomicBool::new(false),
+            state: AtomicU8::new(OK),
             error: Mutex::new(None),
+            health: Mutex::new(HealthState::default()),
+            outage_buffer: self.outage_buffer,
             params: Mutex::new(
                 self.resume
                     .as_ref()
@@ -306,6 +342,12 @@ impl RunBuilder {
             capture: self.capture.clone(),
             unsynced: Vec::new(),
             ipc_buf: Vec::new(),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            outage: None,
+            record_dirty: false,
+            superseded: Vec::new(),
+            finish_timeout: self.finish_timeout,
         };
         let flush_interval = self.flush_interval;
         let heartbeat_interval = self.heartbeat_interval;
@@ -633,12 +675,28 @@ impl Run {
         Ok(artifact)
     }
 
-    /// Writes everything logged so far and waits until it is stored.
+    /// Writes everything logged so far and waits until it is stored. While the store is
+    /// unreachable this fails with [`Error::StoreUnavailable`]; what was logged stays buffered
+    /// and is written when the store is back.
     pub fn flush(&self) -> Result<()> {
-        self.shared.check()?;
+        if self.shared.state.load(Ordering::Relaxed) == FAILED {
+            return Err(self.shared.writer_error());
+        }
         let (ack, done) = mpsc::channel();
         self.shared.send(Msg::Flush(ack))?;
         done.recv().map_err(|_| self.shared.writer_error())?
+    }
+
+    /// Whether the store is reachable for this run's writer, and how much logged data waits in
+    /// memory for it.
+    pub fn health(&self) -> RunHealth {
+        let h = self.shared.health_mut();
+        RunHealth {
+            unreachable_for: h.since.map(|t| t.elapsed()),
+            last_error: h.last_error.clone(),
+            pending_bytes: h.pending_bytes,
+            outage_buffer: self.shared.outage_buffer,
+        }
     }
 
     /// Ends the run as `finished`, writing everything logged.
@@ -760,8 +818,12 @@ struct Shared {
     run_id: RunId,
     buf: Mutex<Buffer>,
     tx: SyncSender<Msg>,
-    failed: AtomicBool,
+    /// [`OK`], [`FAILED`] or [`FULL`]: read by every logging call.
+    state: AtomicU8,
     error: Mutex<Option<String>>,
+    /// What the writer last said about the store, for [`Run::health`].
+    health: Mutex<HealthState>,
+    outage_buffer: u64,
     params: Mutex<HashMap<String, String>>,
 }
 
@@ -773,10 +835,26 @@ impl Shared {
 
     #[inline]
     fn check(&self) -> Result<()> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(self.writer_error());
+        match self.state.load(Ordering::Relaxed) {
+            OK => Ok(()),
+            FULL => Err(self.full_error()),
+            _ => Err(self.writer_error()),
         }
-        Ok(())
+    }
+
+    #[cold]
+    fn full_error(&self) -> Error {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        Error::OutageBufferFull {
+            run_id: self.run_id.as_hex(),
+            secs: h.since.map_or(0, |t| t.elapsed().as_secs()),
+            reason: h.last_error.clone().unwrap_or_default(),
+            bound: human_bytes(self.outage_buffer),
+        }
+    }
+
+    fn health_mut(&self) -> MutexGuard<'_, HealthState> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn writer_error(&self) -> Error {
@@ -796,7 +874,7 @@ impl Shared {
         tracing::error!(run_id = %self.run_id, %reason, "run writer failed");
         let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
         e.get_or_insert(reason);
-        self.failed.store(true, Ordering::Relaxed);
+        self.state.store(FAILED, Ordering::Relaxed);
     }
 
     fn send(&self, msg: Msg) -> Result<()> {
@@ -814,6 +892,57 @@ impl Shared {
         if self.tx.send(Msg::Chunk(Box::new(chunk))).is_err() {
             self.fail("the writer thread has stopped".into());
         }
+    }
+}
+
+/// `Shared::state`: logging works.
+const OK: u8 = 0;
+/// `Shared::state`: the writer failed for good.
+const FAILED: u8 = 1;
+/// `Shared::state`: the store is unreachable and the outage buffer is full.
+const FULL: u8 = 2;
+
+#[derive(Default)]
+struct HealthState {
+    /// When the store became unreachable (None: it is reachable).
+    since: Option<Instant>,
+    last_error: Option<String>,
+    pending_bytes: u64,
+}
+
+/// How a run's writer is doing with the store: see [`Run::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunHealth {
+    /// How long the store has been unreachable; `None` when the last write went through.
+    pub unreachable_for: Option<Duration>,
+    /// The last error the store gave, while it is unreachable.
+    pub last_error: Option<String>,
+    /// Bytes of logged data waiting in memory for the store.
+    pub pending_bytes: u64,
+    /// The bound on `pending_bytes` ([`RunBuilder::outage_buffer`]).
+    pub outage_buffer: u64,
+}
+
+impl RunHealth {
+    /// True when everything handed to the writer has reached the store.
+    pub fn is_ok(&self) -> bool {
+        self.unreachable_for.is_none() && self.pending_bytes == 0
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -960,6 +1089,26 @@ struct Writer {
     unsynced: Vec<object_store::path::Path>,
     /// The IPC encoding buffer, reused from chunk to chunk.
     ipc_buf: Vec<u8>,
+    /// Encoded segments not yet written (while the store is unreachable), oldest first.
+    backlog: VecDeque<(object_store::path::Path, Bytes)>,
+    backlog_bytes: u64,
+    /// Set while the store is unreachable.
+    outage: Option<Outage>,
+    /// The run record changed (heartbeat, context) but could not be written yet.
+    record_dirty: bool,
+    /// Superseded record snapshots whose deletion failed; retried with the next write.
+    superseded: Vec<object_store::path::Path>,
+    finish_timeout: Duration,
+}
+
+/// An outage of the store, as the writer sees it.
+struct Outage {
+    since: Instant,
+    /// When to try the store again.
+    next_try: Instant,
+    /// The wait after the next failed try.
+    delay: Duration,
+    last_error: String,
 }
 
 impl Writer {
@@ -980,9 +1129,13 @@ impl Writer {
                 return;
             }
         };
+        // The first record is written before `start` returns: a store that cannot be reached
+        // now is an error for the caller, not an outage to wait out.
         let started = rt.block_on(async {
             self.store.create_project(&self.record.project).await?;
-            self.write_record().await
+            let path = self.store.write_run_record(&self.record).await?;
+            self.snapshot = Some(path);
+            Ok(())
         });
         let ok = started.is_ok();
         let _ = ready.send(started);
@@ -995,10 +1148,11 @@ impl Writer {
         let mut next_heartbeat = Instant::now() + heartbeat_interval;
         loop {
             let now = Instant::now();
-            let wait = next_flush
-                .min(next_heartbeat)
-                .saturating_duration_since(now);
-            match rx.recv_timeout(wait) {
+            let mut deadline = next_flush.min(next_heartbeat);
+            if let Some(o) = &self.outage {
+                deadline = deadline.min(o.next_try);
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
                 Ok(Msg::Chunk(chunk)) => {
                     // Full chunks are written at once but synced with the next timed flush, so
                     // a fast logger is bound by memory bandwidth, not by fsync latency.
@@ -1007,10 +1161,19 @@ impl Writer {
                 }
                 Ok(Msg::Flush(ack)) => {
                     let chunk = self.shared.lock().take_chunk();
+                    // An explicit flush tries the store now, even during an outage.
+                    if let Some(o) = &mut self.outage {
+                        o.next_try = Instant::now();
+                    }
                     let r = rt.block_on(self.write_chunk(chunk, true));
-                    let failed = r.as_ref().err().map(ToString::to_string);
+                    let fatal = match &r {
+                        Err(e) if !matches!(e, Error::StoreUnavailable { .. }) => {
+                            Some(e.to_string())
+                        }
+                        _ => None,
+                    };
                     let _ = ack.send(r);
-                    if let Some(reason) = failed {
+                    if let Some(reason) = fatal {
                         self.shared.fail(reason);
                     }
                 }
@@ -1025,14 +1188,7 @@ impl Writer {
                 }
                 Ok(Msg::End { status, at, ack }) => {
                     let chunk = self.shared.lock().take_chunk();
-                    let r = rt.block_on(async {
-                        self.write_chunk(chunk, true).await?;
-                        let now = now_us();
-                        self.record.status = status;
-                        self.record.ended = Some(at.unwrap_or(now));
-                        self.record.heartbeat = Some(now);
-                        self.write_record().await
-                    });
+                    let r = rt.block_on(self.end(chunk, status, at));
                     let _ = ack.send(r);
                     return;
                 }
@@ -1042,7 +1198,14 @@ impl Writer {
             // Deadlines are checked after every message too: a steady stream of chunks must
             // not starve the timed flush of small rows or the heartbeat.
             let now = Instant::now();
-            if now >= next_flush {
+            let heartbeat_due = now >= next_heartbeat;
+            if heartbeat_due {
+                self.record.heartbeat = Some(now_us());
+                self.record_dirty = true;
+                next_heartbeat = now + heartbeat_interval;
+            }
+            let retry_due = self.outage.as_ref().is_some_and(|o| now >= o.next_try);
+            if now >= next_flush || retry_due || heartbeat_due {
                 let chunk = {
                     let mut b = self.shared.lock();
                     (!b.is_empty()).then(|| b.take_chunk())
@@ -1050,34 +1213,61 @@ impl Writer {
                 let r = rt.block_on(async {
                     match chunk {
                         Some(chunk) => self.write_chunk(chunk, true).await,
-                        None => self.sync_pending().await,
+                        None => self.drain(true).await,
                     }
                 });
                 self.report(r);
                 next_flush = now + flush_interval;
             }
-            if now >= next_heartbeat {
-                self.record.heartbeat = Some(now_us());
-                let r = rt.block_on(self.write_record());
-                self.report(r);
-                next_heartbeat = now + heartbeat_interval;
+        }
+    }
+
+    /// Fails the run on an error that is not an outage (outages are reported by `drain`).
+    fn report(&self, r: Result<()>) {
+        match r {
+            Ok(()) | Err(Error::StoreUnavailable { .. }) => {}
+            Err(e) => self.shared.fail(e.to_string()),
+        }
+    }
+
+    /// Ends the run: writes what is left, waiting up to `finish_timeout` for an unreachable
+    /// store, then the final record.
+    async fn end(&mut self, chunk: Chunk, status: RunStatus, at: Option<i64>) -> Result<()> {
+        self.enqueue(chunk)?;
+        let now = now_us();
+        self.record.status = status;
+        self.record.ended = Some(at.unwrap_or(now));
+        self.record.heartbeat = Some(now);
+        self.record_dirty = true;
+        let deadline = Instant::now() + self.finish_timeout;
+        loop {
+            if let Some(o) = &mut self.outage {
+                o.next_try = Instant::now();
+            }
+            match self.drain(true).await {
+                Ok(()) => return Ok(()),
+                Err(Error::StoreUnavailable { secs, reason, .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Writer {
+                            run_id: self.record.run_id.clone(),
+                            reason: format!(
+                                "the store stayed unreachable for {secs} s ({reason}); {} of logged data and the run's end could not be written (RunBuilder::finish_timeout waits longer)",
+                                human_bytes(self.backlog_bytes)
+                            ),
+                        });
+                    }
+                    let wait = self
+                        .outage
+                        .as_ref()
+                        .map_or(Duration::from_millis(100), |o| {
+                            o.next_try - now.min(o.next_try)
+                        });
+                    tokio::time::sleep(wait.min(deadline - now)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-    }
-
-    fn report(&self, r: Result<()>) {
-        if let Err(e) = r {
-            self.shared.fail(e.to_string());
-        }
-    }
-
-    /// Writes a new snapshot of the run record and removes the one it supersedes.
-    async fn write_record(&mut self) -> Result<()> {
-        let path = self.store.write_run_record(&self.record).await?;
-        if let Some(old) = self.snapshot.replace(path) {
-            self.store.delete_all([old]).await?;
-        }
-        Ok(())
     }
 
     /// Git state, environment files and the diff, captured once after the run started so
@@ -1097,9 +1287,9 @@ impl Writer {
             if let Some(diff) = git.diff {
                 artifacts.push(("git/diff.patch".to_string(), diff));
             }
-            if let Err(e) = self.write_record().await {
-                self.shared.fail(e.to_string());
-            }
+            self.record_dirty = true;
+            let r = self.drain(false).await;
+            self.report(r);
         }
         if self.capture.env_files {
             for (name, content) in capture::env_files(&dir) {
@@ -1120,44 +1310,35 @@ impl Writer {
         }
     }
 
-    async fn sync_pending(&mut self) -> Result<()> {
-        if self.unsynced.is_empty() {
-            return Ok(());
-        }
-        self.store.sync(std::mem::take(&mut self.unsynced)).await
+    /// Writes a chunk as one segment per table it has rows for (through the backlog, so that
+    /// an unreachable store delays it instead of losing it). `durable`: also sync it and every
+    /// segment written before it.
+    async fn write_chunk(&mut self, chunk: Chunk, durable: bool) -> Result<()> {
+        self.enqueue(chunk)?;
+        self.drain(durable).await
     }
 
-    /// Writes a chunk as one segment per table it has rows for, retrying transient failures.
-    /// `durable`: also sync it and every segment written before it.
-    async fn write_chunk(&mut self, mut chunk: Chunk, durable: bool) -> Result<()> {
+    /// Encodes a chunk into segments at the back of the backlog.
+    fn enqueue(&mut self, mut chunk: Chunk) -> Result<()> {
         let seq = chunk.seq;
         let metrics = std::mem::take(&mut chunk.m);
         if !metrics.key.is_empty() {
             let (body, cols) =
                 encode_metrics(metrics, &chunk.key_names, std::mem::take(&mut self.ipc_buf))?;
-            let body = self.put_segment(Table::Metrics, seq, body).await?;
             // Give the vectors back for reuse when nobody else holds them.
             if let Some(cols) = cols {
                 self.shared.lock().spare.push(cols);
             }
-            if let Ok(buf) = body.try_into_mut() {
-                let mut buf = Vec::from(buf);
-                buf.clear();
-                self.ipc_buf = buf;
-            }
+            self.push_segment(Table::Metrics, seq, body);
         }
         for (table, batch) in chunk_batches(chunk)? {
             let body = segment::encode(table, &[batch])?;
-            self.put_segment(table, seq, body).await?;
-        }
-        if durable {
-            self.sync_pending().await?;
+            self.push_segment(table, seq, body);
         }
         Ok(())
     }
 
-    /// Writes one segment (without fsync), retrying transient failures; returns the body.
-    async fn put_segment(&mut self, table: Table, seq: u64, body: Bytes) -> Result<Bytes> {
+    fn push_segment(&mut self, table: Table, seq: u64, body: Bytes) {
         let path = self.store.layout().segment(
             &self.record.project,
             &self.record.run_id,
@@ -1165,22 +1346,135 @@ impl Writer {
             &self.writer_id,
             seq,
         );
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 0;
-        loop {
-            match self.store.put_unsynced(&path, body.clone()).await {
-                Ok(()) => {
-                    self.unsynced.push(path);
-                    return Ok(body);
-                }
-                Err(e) if attempt < 6 => {
-                    tracing::warn!(error = %e, attempt, "segment write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+        self.backlog_bytes += body.len() as u64;
+        self.backlog.push_back((path, body));
+    }
+
+    /// Writes the backlog (and the record when it changed), oldest first. During an outage
+    /// only when a retry is due; a failed write starts or extends the outage and returns
+    /// [`Error::StoreUnavailable`]; everything stays queued for the next try.
+    async fn drain(&mut self, durable: bool) -> Result<()> {
+        if let Some(o) = &self.outage
+            && Instant::now() < o.next_try
+        {
+            self.publish();
+            return Err(self.unavailable());
+        }
+        while let Some((path, body)) = self.backlog.front() {
+            let (path, body) = (path.clone(), body.clone());
+            if let Err(e) = self.store.put_unsynced(&path, body).await {
+                return Err(self.failed_try(e));
             }
+            if let Some((_, body)) = self.backlog.pop_front() {
+                self.backlog_bytes -= body.len() as u64;
+                // The metrics encoding buffer comes back for the next chunk.
+                if let Ok(buf) = body.try_into_mut()
+                    && buf.capacity() > self.ipc_buf.capacity()
+                {
+                    let mut buf = Vec::from(buf);
+                    buf.clear();
+                    self.ipc_buf = buf;
+                }
+            }
+            self.unsynced.push(path);
+        }
+        if durable && !self.unsynced.is_empty() {
+            let paths = std::mem::take(&mut self.unsynced);
+            self.store.sync(paths).await?;
+        }
+        if self.record_dirty {
+            match self.store.write_run_record(&self.record).await {
+                Ok(path) => {
+                    self.record_dirty = false;
+                    if let Some(old) = self.snapshot.replace(path) {
+                        self.superseded.push(old);
+                    }
+                }
+                Err(e) => return Err(self.failed_try(e)),
+            }
+        }
+        if !self.superseded.is_empty() {
+            let old = std::mem::take(&mut self.superseded);
+            if let Err(e) = self.store.delete_all(old.iter().cloned()).await {
+                // Harmless (readers take the newest snapshot); deleted with the next write.
+                tracing::warn!(error = %e, "could not delete a superseded run record");
+                self.superseded = old;
+            }
+        }
+        self.recovered();
+        Ok(())
+    }
+
+    /// A write failed: the store is unreachable (until a write goes through again).
+    fn failed_try(&mut self, e: Error) -> Error {
+        let now = Instant::now();
+        let reason = match &e {
+            Error::Storage { source, .. } => source.to_string(),
+            e => e.to_string(),
+        };
+        match &mut self.outage {
+            Some(o) => {
+                o.delay = (o.delay * 2).min(MAX_OUTAGE_BACKOFF);
+                o.next_try = now + o.delay;
+                o.last_error = reason.clone();
+            }
+            None => {
+                tracing::warn!(
+                    run_id = %self.record.run_id,
+                    error = %reason,
+                    "the store is unreachable: keeping what is logged in memory and retrying"
+                );
+                let delay = Duration::from_millis(250);
+                self.outage = Some(Outage {
+                    since: now,
+                    next_try: now + delay,
+                    delay,
+                    last_error: reason.clone(),
+                });
+            }
+        }
+        self.publish();
+        self.unavailable()
+    }
+
+    /// A write went through: the outage (if any) is over.
+    fn recovered(&mut self) {
+        if let Some(o) = self.outage.take() {
+            tracing::info!(
+                run_id = %self.record.run_id,
+                after_secs = o.since.elapsed().as_secs(),
+                "the store is reachable again; everything buffered is written"
+            );
+        }
+        self.publish();
+    }
+
+    /// Tells loggers how the store is doing, and whether the outage buffer is full.
+    fn publish(&self) {
+        {
+            let mut h = self.shared.health_mut();
+            h.since = self.outage.as_ref().map(|o| o.since);
+            h.last_error = self.outage.as_ref().map(|o| o.last_error.clone());
+            h.pending_bytes = self.backlog_bytes;
+        }
+        let full = self.backlog_bytes > self.shared.outage_buffer;
+        let _ = self.shared.state.compare_exchange(
+            if full { OK } else { FULL },
+            if full { FULL } else { OK },
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn unavailable(&self) -> Error {
+        let (secs, reason) = self.outage.as_ref().map_or((0, String::new()), |o| {
+            (o.since.elapsed().as_secs(), o.last_error.clone())
+        });
+        Error::StoreUnavailable {
+            run_id: self.record.run_id.clone(),
+            secs,
+            reason,
+            pending: human_bytes(self.backlog_bytes),
         }
     }
 }

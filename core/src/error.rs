@@ -77,6 +77,30 @@ pub enum Error {
     #[error("run {run_id}: the background writer failed: {reason}")]
     Writer { run_id: String, reason: String },
 
+    /// The store cannot be reached by a run's writer: what was logged waits in memory and is
+    /// written when the store is back (see `Run::health`).
+    #[error(
+        "run {run_id}: the store has been unreachable for {secs} s ({reason}); {pending} of logged data waits in memory and is written when the store is back"
+    )]
+    StoreUnavailable {
+        run_id: String,
+        secs: u64,
+        reason: String,
+        pending: String,
+    },
+
+    /// The store has been unreachable so long that a run's outage buffer filled up: the value
+    /// was not recorded.
+    #[error(
+        "run {run_id}: the store has been unreachable for {secs} s ({reason}) and the run's outage buffer ({bound}) is full, so this value was not recorded; logging works again once the store is back (a larger buffer: RunBuilder::outage_buffer)"
+    )]
+    OutageBufferFull {
+        run_id: String,
+        secs: u64,
+        reason: String,
+        bound: String,
+    },
+
     /// The run was already finished; nothing more can be logged to it.
     #[error("run {run_id} is already finished")]
     RunFinished { run_id: String },

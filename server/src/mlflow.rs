@@ -122,6 +122,14 @@ pub(crate) fn store_error(e: runql_core::Error) -> ApiError {
         runql_core::Error::InvalidName { .. }
         | runql_core::Error::InvalidValue { .. }
         | runql_core::Error::ParamChanged { .. } => ApiError::invalid(e.to_string()),
+        // The store is unreachable: the MLflow client retries 503s with backoff.
+        runql_core::Error::StoreUnavailable { .. } | runql_core::Error::OutageBufferFull { .. } => {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARILY_UNAVAILABLE",
+                e.to_string(),
+            )
+        }
         other => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL_ERROR",

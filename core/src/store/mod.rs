@@ -115,6 +115,24 @@ impl Store {
     /// Object-store credentials and settings come from the usual environment variables
     /// (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`…).
     pub fn open(url: &str) -> Result<Store> {
+        Store::open_with_options(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`Store::open`], with object-store settings given here (`aws_endpoint`,
+    /// `aws_allow_http`, `google_service_account`…, the keys `object_store` knows) taking
+    /// precedence over the environment's. Local and `memory://` stores ignore them.
+    ///
+    /// Requests to an object store are retried ([`STORE_RETRY`]): a few times, for seconds,
+    /// not minutes, so that a run's writer notices an outage soon and buffers instead (see
+    /// [`crate::RunHealth`]).
+    pub fn open_with_options<K, V>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Store>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
         let bad = |reason: String| Error::StoreUrl {
             url: url.to_string(),
             reason,
@@ -131,10 +149,16 @@ impl Store {
                 local(&dir).map_err(bad)?
             } else if trimmed.contains("://") {
                 let parsed = url::Url::parse(trimmed).map_err(|e| bad(e.to_string()))?;
-                let options = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
-                let (store, path) = object_store::parse_url_opts(&parsed, options)
-                    .map_err(|e| bad(e.to_string()))?;
-                (Arc::from(store), path, None)
+                let options: Vec<(String, String)> = std::env::vars()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .chain(
+                        options
+                            .into_iter()
+                            .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into())),
+                    )
+                    .collect();
+                let (store, path) = remote(&parsed, options).map_err(|e| bad(e.to_string()))?;
+                (store, path, None)
             } else {
                 local(&expand_tilde(trimmed)).map_err(bad)?
             };
@@ -491,6 +515,58 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// How requests to an object store are retried: 4 times over at most 15 s. `object_store`'s
+/// default (10 times over 3 minutes) would hold a run's writer inside one request for minutes
+/// during an outage, when it should be buffering and telling the user.
+pub const STORE_RETRY: (usize, Duration) = (4, Duration::from_secs(15));
+
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: STORE_RETRY.0,
+        retry_timeout: STORE_RETRY.1,
+    }
+}
+
+/// The object store of an `s3://`, `gs://`, `az://`… URL, configured by `options` (later
+/// options win) and with runql's retry policy.
+fn remote(
+    url: &url::Url,
+    options: Vec<(String, String)>,
+) -> std::result::Result<(Arc<dyn ObjectStore>, Path), object_store::Error> {
+    use object_store::ObjectStoreScheme;
+    macro_rules! build {
+        ($builder:ty) => {{
+            let builder = options.into_iter().fold(
+                <$builder>::new().with_url(url.to_string()),
+                |builder, (key, value)| match key.parse() {
+                    Ok(k) => builder.with_config(k, value),
+                    Err(_) => builder,
+                },
+            );
+            Arc::new(builder.with_retry(retry_config()).build()?) as Arc<dyn ObjectStore>
+        }};
+    }
+    let (scheme, path) = ObjectStoreScheme::parse(url)?;
+    let path = Path::parse(path)?;
+    let store = match scheme {
+        ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
+        ObjectStoreScheme::GoogleCloudStorage => {
+            build!(object_store::gcp::GoogleCloudStorageBuilder)
+        }
+        ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
+        _ => {
+            let (store, path) = object_store::parse_url_opts(url, options)?;
+            return Ok((Arc::from(store), path));
+        }
+    };
+    Ok((store, path))
 }
 
 /// An object store, the root path inside it, and the directory when it is local.

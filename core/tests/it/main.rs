@@ -12,5 +12,6 @@ mod concurrency;
 mod crash;
 mod extension;
 mod gc;
+mod outage;
 mod roundtrip;
 mod util;
