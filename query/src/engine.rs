@@ -121,6 +121,16 @@ impl Engine {
         }
     }
 
+    /// An engine over a session set up elsewhere (a distributed one), read-only.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn from_parts(ctx: SessionContext, store: Store) -> Engine {
+        Engine {
+            ctx,
+            store,
+            writable: false,
+        }
+    }
+
     /// The store queried.
     pub fn store(&self) -> &Store {
         &self.store

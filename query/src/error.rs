@@ -13,6 +13,9 @@ pub enum Error {
     /// running. The message is DataFusion's, which names the culprit.
     #[error("{0}")]
     Query(DataFusionError),
+    /// A distributed engine (Ballista) could not be reached or set up; the message says why.
+    #[error("{0}")]
+    Distributed(String),
     /// A statement that would change something (DDL, DML, `COPY`), on a read-only engine.
     #[error(
         "{statement} is refused: runql's SQL is read-only. Query the store with SELECT (or \

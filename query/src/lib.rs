@@ -6,9 +6,13 @@
 //! pivot tables `params_wide` and `metrics_wide`, the table function `curves(points)` and the
 //! aggregate `sparkline(step, value)`.
 //! Filters on `project`, `run_id` and `key` prune what is read before any file is opened.
+//! With the `ballista` feature, [`Engine::ballista`] runs the same SQL on an Apache DataFusion
+//! Ballista cluster over the store's compacted Parquet.
 //! docs/sql.md lists every table, column and function, with worked examples.
 
 mod catalog;
+#[cfg(feature = "ballista")]
+mod distributed;
 mod engine;
 mod error;
 mod functions;
@@ -19,6 +23,8 @@ mod sparkline;
 mod table;
 mod wide;
 
+#[cfg(feature = "ballista")]
+pub use distributed::{BallistaNotes, ballista_url};
 pub use engine::{CATALOG, Engine, EngineBuilder, SCHEMA};
 pub use error::{Error, Result};
 pub use pushdown::Pushdown;

@@ -38,6 +38,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             file,
             format,
             output,
+            engine,
         }) => {
             let text = match (query, file) {
                 (Some(q), _) => q,
@@ -49,7 +50,10 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     bail!("give the SQL as an argument, with -f FILE, or on standard input")
                 }
             };
-            let engine = open(rt, &url)?;
+            let engine = match engine {
+                Some(address) => open_distributed(rt, &url, &address)?,
+                None => open(rt, &url)?,
+            };
             run_sql(rt, &engine, &text, format, output)
         }
         Some(Command::Runs {
@@ -168,6 +172,25 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
 pub fn open(rt: &Runtime, url: &str) -> Result<Engine> {
     rt.block_on(Engine::open(url))
         .with_context(|| format!("cannot open store {url}"))
+}
+
+/// An engine on a distributed cluster (`--engine ballista://HOST:PORT`); what it cannot see
+/// is said on standard error.
+#[cfg(feature = "ballista")]
+fn open_distributed(rt: &Runtime, url: &str, address: &str) -> Result<Engine> {
+    let store = runql_core::Store::open(url).with_context(|| format!("cannot open store {url}"))?;
+    let (engine, notes) = rt
+        .block_on(Engine::ballista(store, address))
+        .with_context(|| format!("cannot query store {url} on {address}"))?;
+    for line in notes.lines() {
+        eprintln!("note: {line}");
+    }
+    Ok(engine)
+}
+
+#[cfg(not(feature = "ballista"))]
+fn open_distributed(_rt: &Runtime, _url: &str, address: &str) -> Result<Engine> {
+    bail!("--engine {address}: this runql was built without Ballista (cargo feature `ballista`)")
 }
 
 fn read_stdin() -> Result<String> {

@@ -66,6 +66,11 @@ pub enum Command {
         /// Write the output to a file instead of standard output
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Run on an Apache DataFusion Ballista cluster instead of in this process:
+        /// ballista://HOST:PORT names its scheduler. It reads the store's compacted Parquet
+        /// (run `runql compact` first); its executors must reach the store under the same path
+        #[arg(long, value_name = "URL")]
+        engine: Option<String>,
     },
     /// List runs, newest first
     Runs {
