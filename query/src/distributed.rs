@@ -78,6 +78,24 @@ impl Engine {
     pub async fn ballista(store: Store, address: &str) -> Result<(Engine, BallistaNotes)> {
         store.check_readable().await?;
         let url = ballista_url(address)?;
+        // Ballista's client connects lazily, at the first query: a scheduler that is not
+        // there would surface as a transport error deep in execution. Ask now instead.
+        let host_port = url.trim_start_matches("df://").to_string();
+        let unreachable = |reason: String| {
+            Error::Distributed(format!(
+                "cannot reach the Ballista scheduler at {address}: {reason} (is `ballista-scheduler` running there?)"
+            ))
+        };
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&host_port),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("no answer within 10 s".into())),
+        }
         let ctx = SessionContext::remote(&url).await.map_err(|e| {
             Error::Distributed(format!(
                 "cannot reach the Ballista scheduler at {address}: {e}"

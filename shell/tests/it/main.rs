@@ -1,6 +1,8 @@
 //! Tests of the `runql` binary: one binary, one module per concern.
 #![allow(clippy::unwrap_used)]
 
+#[cfg(feature = "ballista")]
+mod ballista;
 mod cli;
 mod dashboard;
 mod mlflow;
