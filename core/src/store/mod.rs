@@ -63,9 +63,17 @@ struct Inner {
     format_checked: tokio::sync::OnceCell<()>,
     /// Per project, the manifest entry names last listed and their folded manifest.
     manifests: ManifestCache,
+    footers: FooterCache,
 }
 
 type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
+
+/// Parquet footers of compacted files, by path. Those files never change once written, so a
+/// footer read once is good for as long as the file exists.
+type FooterCache = std::sync::Mutex<HashMap<String, Arc<parquet::file::metadata::ParquetMetaData>>>;
+
+/// Footers kept at most (the cache starts over past this).
+const MAX_FOOTERS: usize = 1024;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,6 +179,7 @@ impl Store {
                 stale_after: DEFAULT_STALE_AFTER,
                 format_checked: tokio::sync::OnceCell::new(),
                 manifests: ManifestCache::default(),
+                footers: FooterCache::default(),
             }),
         })
     }
@@ -187,6 +196,7 @@ impl Store {
                 stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
                 manifests: ManifestCache::default(),
+                footers: FooterCache::default(),
             }),
         }
     }
@@ -203,8 +213,29 @@ impl Store {
                 stale_after: self.inner.stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
                 manifests: ManifestCache::default(),
+                footers: FooterCache::default(),
             }),
         }
+    }
+
+    pub(crate) fn cached_footer(
+        &self,
+        path: &str,
+    ) -> Option<Arc<parquet::file::metadata::ParquetMetaData>> {
+        let cache = self.inner.footers.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(path).cloned()
+    }
+
+    pub(crate) fn cache_footer(
+        &self,
+        path: &str,
+        footer: Arc<parquet::file::metadata::ParquetMetaData>,
+    ) {
+        let mut cache = self.inner.footers.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_FOOTERS {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), footer);
     }
 
     pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {
@@ -292,7 +323,15 @@ impl Store {
 
     /// Checks the store's format version if it has a marker (an empty store reads as empty).
     pub async fn check_readable(&self) -> Result<()> {
-        self.read_marker().await.map(|_| ())
+        // A marker once found readable stays so (it is written once): one GET per handle,
+        // not one per query.
+        if self.inner.format_checked.initialized() {
+            return Ok(());
+        }
+        if self.read_marker().await?.is_some() {
+            let _ = self.inner.format_checked.set(());
+        }
+        Ok(())
     }
 
     async fn read_marker(&self) -> Result<Option<()>> {

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
@@ -142,6 +142,10 @@ pub struct RunData {
     pub tables: BTreeMap<Table, Vec<RecordBatch>>,
 }
 
+/// Up to this many runs, a snapshot of chosen runs lists each run's folder; beyond, it lists
+/// which runs have a live folder first.
+const PER_RUN_LISTS: usize = 8;
+
 impl Store {
     /// A snapshot of a project: its manifest and its live runs (only `runs`, when given).
     pub async fn snapshot(
@@ -154,10 +158,27 @@ impl Store {
         let objects: Vec<ObjectMeta> = match runs {
             None => self.list_all(&live_root).await?,
             Some(ids) => {
+                // One LIST per run; for many runs, first one LIST of the live folder's run
+                // folders (a page per 1,000 live runs), so that runs with nothing live (the
+                // compacted ones: most, in a big project) cost no request at all.
+                let ids: Vec<String> = if ids.len() > PER_RUN_LISTS {
+                    let live: HashSet<String> = self
+                        .list_dirs(&live_root)
+                        .await?
+                        .into_iter()
+                        .filter_map(|p| p.filename().map(str::to_string))
+                        .collect();
+                    ids.iter()
+                        .filter(|id| live.contains(*id))
+                        .cloned()
+                        .collect()
+                } else {
+                    ids.to_vec()
+                };
                 // Owned items and an explicit store reference keep the future `Send` for
                 // callers such as DataFusion (borrowed closure arguments make it higher-ranked).
                 let store = self;
-                stream::iter(ids.to_vec())
+                stream::iter(ids)
                     .map(move |id: String| {
                         let dir = store.layout().run(project, &id);
                         async move { store.list_all(&dir).await }
@@ -523,9 +544,20 @@ impl Store {
             path: path.clone(),
             size: file.bytes,
         };
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|e| Error::parquet(&path, e))?;
+        let builder = match self.cached_footer(path.as_ref()) {
+            Some(footer) => {
+                let meta = ArrowReaderMetadata::try_new(footer, ArrowReaderOptions::default())
+                    .map_err(|e| Error::parquet(&path, e))?;
+                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+            }
+            None => {
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|e| Error::parquet(&path, e))?;
+                self.cache_footer(path.as_ref(), builder.metadata().clone());
+                builder
+            }
+        };
         let meta = builder.metadata().clone();
         let schema = meta.file_metadata().schema_descr();
         let col_index = |name: &str| schema.columns().iter().position(|c| c.name() == name);

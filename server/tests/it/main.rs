@@ -3,5 +3,6 @@
 
 mod compaction;
 mod events;
+mod scale;
 mod security;
 mod sql;
