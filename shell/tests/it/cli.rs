@@ -318,3 +318,65 @@ fn plot_draws_curves_in_the_terminal_and_to_svg() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// docs/guide.md's DuckDB example, run by DuckDB over a demo store, answers what runql
+/// answers to the same question.
+#[test]
+fn duckdb_reads_the_compacted_store_as_documented() {
+    let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_duckdb = Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_duckdb {
+        assert!(
+            std::env::var_os("RUNQL_REQUIRE_PYTHON").is_none(),
+            "{python} cannot import duckdb; scripts/test installs it"
+        );
+        eprintln!("skipped: no Python with duckdb ({python})");
+        return;
+    }
+    let root = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let guide = std::fs::read_to_string(Path::new(&root).join("../docs/guide.md")).unwrap();
+    let example = guide
+        .split("<!-- duckdb-example -->\n```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/guide.md has a DuckDB example")
+        .trim()
+        .trim_end_matches(';')
+        .to_string();
+    let dir = demo_store();
+    let store = dir.path().to_string_lossy().into_owned();
+    let duck_sql = example.replace("~/.runql", &store);
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import duckdb, sys\nfor row in duckdb.sql(sys.argv[1]).fetchall():\n    print(','.join(str(v) for v in row))",
+            &duck_sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let duck = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The same question in runql's SQL: its tables instead of the files.
+    let ours = example
+        .replace(
+            "read_parquet('~/.runql/projects/mnist-cnn/data/metric_summary/*.parquet')",
+            "(SELECT * FROM metric_summary WHERE project = 'mnist-cnn')",
+        )
+        .replace(
+            "read_parquet('~/.runql/projects/mnist-cnn/data/params/*.parquet')",
+            "(SELECT * FROM params WHERE project = 'mnist-cnn')",
+        );
+    assert!(!ours.contains("read_parquet"), "{ours}");
+    let runql_csv = csv(dir.path(), &ours);
+    let runql_rows: Vec<&str> = runql_csv.lines().skip(1).collect();
+    assert_eq!(runql_rows.len(), 3, "{runql_csv}");
+    assert_eq!(duck.lines().collect::<Vec<_>>(), runql_rows);
+}
