@@ -1379,8 +1379,10 @@ impl Writer {
             self.unsynced.push(path);
         }
         if durable && !self.unsynced.is_empty() {
-            let paths = std::mem::take(&mut self.unsynced);
-            self.store.sync(paths).await?;
+            if let Err(e) = self.store.sync(self.unsynced.clone()).await {
+                return Err(self.failed_try(e));
+            }
+            self.unsynced.clear();
         }
         if self.record_dirty {
             match self.store.write_run_record(&self.record).await {
