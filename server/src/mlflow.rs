@@ -1209,11 +1209,15 @@ async fn get_run(
         .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?;
     flush_if_open(&s, &run_id).await?;
     // A missing run is RESOURCE_DOES_NOT_EXIST.
-    read_record(&s, &run_id).await?;
-    let run = runs_json(&s, std::slice::from_ref(&run_id))
-        .await?
-        .pop()
-        .ok_or_else(|| not_found(format!("Run '{run_id}' not found")))?;
+    let record = read_record(&s, &run_id).await?;
+    let run = runs_json(
+        &s,
+        std::slice::from_ref(&record.project),
+        std::slice::from_ref(&run_id),
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| not_found(format!("Run '{run_id}' not found")))?;
     Ok(axum::Json(json!({ "run": run })).into_response())
 }
 
@@ -1236,32 +1240,55 @@ async fn query(s: &Shared, sql: &str) -> Result<Vec<arrow::array::RecordBatch>, 
 }
 
 /// The runs with these ids, in this order, as MLflow's `Run` objects.
-async fn runs_json(s: &Shared, ids: &[String]) -> Result<Vec<Value>, ApiError> {
+async fn runs_json(
+    s: &Shared,
+    projects: &[String],
+    ids: &[String],
+) -> Result<Vec<Value>, ApiError> {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
-    if ids.is_empty() {
+    if ids.is_empty() || projects.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids
-        .iter()
-        .map(|i| format!("'{}'", i.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let quoted = |v: &[String]| {
+        v.iter()
+            .map(|i| format!("'{}'", i.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // The project filter keeps every query to the projects searched (no listing of the
+    // others); the five queries are independent and run at once.
+    let scope = format!(
+        "project IN ({}) AND run_id IN ({})",
+        quoted(projects),
+        quoted(ids)
+    );
+    let sql = [
+        format!("SELECT * FROM runs WHERE {scope}"),
+        format!("SELECT run_id, key, value FROM params WHERE {scope}"),
+        format!("SELECT run_id, key, value FROM tags WHERE {scope}"),
+        format!(
+            "SELECT run_id, key, last_value, last_step, last_ts FROM metric_summary WHERE {scope}"
+        ),
+        format!("SELECT run_id, name, uri, digest, role FROM inputs WHERE {scope}"),
+    ];
+    let (runs, params, tags, summaries, inputs) = tokio::try_join!(
+        query(s, &sql[0]),
+        query(s, &sql[1]),
+        query(s, &sql[2]),
+        query(s, &sql[3]),
+        query(s, &sql[4]),
+    )?;
     // Per run: its record, params, tags and latest metrics.
     type Parts = (RunRecord, Vec<Value>, Vec<Value>, Vec<Value>);
     let mut by_id: HashMap<String, Parts> = HashMap::new();
-    for b in query(s, &format!("SELECT * FROM runs WHERE run_id IN ({list})")).await? {
+    for b in runs {
         for r in runql_core::store::records_from_batch(&b).map_err(store_error)? {
             by_id.insert(r.run_id.clone(), (r, Vec::new(), Vec::new(), Vec::new()));
         }
     }
-    for (table, slot) in [("params", 1), ("tags", 2)] {
-        for b in query(
-            s,
-            &format!("SELECT run_id, key, value FROM {table} WHERE run_id IN ({list})"),
-        )
-        .await?
-        {
+    for (batches, slot) in [(params, 1), (tags, 2)] {
+        for b in batches {
             let (id, k, v) = (
                 b.column(0).as_string::<i32>(),
                 b.column(1).as_string::<i32>(),
@@ -1279,12 +1306,7 @@ async fn runs_json(s: &Shared, ids: &[String]) -> Result<Vec<Value>, ApiError> {
             }
         }
     }
-    for b in query(
-        s,
-        &format!("SELECT run_id, key, last_value, last_step, last_ts FROM metric_summary WHERE run_id IN ({list})"),
-    )
-    .await?
-    {
+    for b in summaries {
         let id = b.column(0).as_string::<i32>();
         let k = b.column(1).as_string::<i32>();
         let v = b.column(2).as_primitive::<Float64Type>();
@@ -1299,12 +1321,7 @@ async fn runs_json(s: &Shared, ids: &[String]) -> Result<Vec<Value>, ApiError> {
     // Datasets the run used and models it produced (`runs/outputs` rows have the role
     // `output`, see models.rs).
     let mut io: HashMap<String, (Vec<Value>, Vec<Value>)> = HashMap::new();
-    for b in query(
-        s,
-        &format!("SELECT run_id, name, uri, digest, role FROM inputs WHERE run_id IN ({list})"),
-    )
-    .await?
-    {
+    for b in inputs {
         let col = |i: usize| b.column(i).as_string::<i32>();
         let (id, name, uri, digest, role) = (col(0), col(1), col(2), col(3), col(4));
         fn text(c: &arrow::array::StringArray, i: usize) -> &str {
@@ -1396,7 +1413,7 @@ async fn search_runs(
     }
     let more = ids.len() > max_results;
     ids.truncate(max_results);
-    let mut out = json!({"runs": runs_json(&s, &ids).await?});
+    let mut out = json!({"runs": runs_json(&s, &projects, &ids).await?});
     if more {
         out["next_page_token"] = json!((offset + max_results).to_string());
     }

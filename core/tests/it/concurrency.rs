@@ -88,3 +88,61 @@ fn four_processes_by_twenty_five_runs_lose_nothing() {
     assert_eq!(again.runs, 0, "compaction is idempotent");
     check("after a third compaction");
 }
+
+/// Two hundred runs open at once in one process (two hundred writer threads, no coordinator),
+/// logging from several threads while the store is compacted under them: nothing is lost.
+#[test]
+fn two_hundred_writers_at_once_lose_nothing() {
+    let (_dir, store) = temp_store();
+    const RUNS: usize = 200;
+    const STEPS: i64 = 50;
+    let project = store.project("many");
+    let runs: Vec<runql_core::Run> = (0..RUNS)
+        .map(|i| {
+            crate::util::quiet_run(&project)
+                .name(format!("w{i:03}"))
+                .flush_interval(std::time::Duration::from_millis(20))
+                .start()
+                .unwrap()
+        })
+        .collect();
+    let ids: BTreeSet<String> = runs.iter().map(|r| r.id().as_hex()).collect();
+    std::thread::scope(|s| {
+        for part in runs.chunks(RUNS / 8) {
+            s.spawn(move || {
+                for step in 0..STEPS {
+                    for run in part {
+                        run.log_metric("loss", step, step as f64).unwrap();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+        }
+        // Compactions meanwhile take whatever has ended (nothing yet, then some).
+        s.spawn(|| {
+            for _ in 0..3 {
+                block_on(store.compact("many")).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+        });
+    });
+    for (i, run) in runs.into_iter().enumerate() {
+        run.set_tag("i", i.to_string()).unwrap();
+        run.finish().unwrap();
+    }
+    block_on(store.compact("many")).unwrap();
+    let metrics = block_on(store.scan(Table::Metrics, &Scan::project("many"))).unwrap();
+    let per_run = rows_per_run(&metrics);
+    assert_eq!(
+        per_run.keys().cloned().collect::<BTreeSet<_>>(),
+        ids,
+        "runs missing"
+    );
+    assert!(
+        per_run.values().all(|n| *n == STEPS as usize),
+        "{per_run:?}"
+    );
+    let listed = block_on(store.list_runs(Some("many"))).unwrap();
+    assert_eq!(listed.len(), RUNS);
+    assert!(listed.iter().all(|r| r.status == RunStatus::Finished));
+}
