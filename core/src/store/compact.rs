@@ -34,8 +34,13 @@ use crate::error::{Error, Result};
 use crate::model::{RunRecord, now_us};
 use crate::schema::{FORMAT_VERSION, Table};
 
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per Parquet row group of `metrics` (and the other point tables): a quarter million
+/// points is a few MB, large enough to scan fast, small enough that one run's points (files
+/// are sorted by run) are found in one or two row groups by their `run_id` statistics.
+const ROW_GROUP_ROWS: usize = 1 << 18;
+/// Rows per row group of the per-run tables (`runs`, `params`, `tags`, `metric_summary`):
+/// opening one run of a 100,000-run project reads one such group, not the whole file.
+const SMALL_ROW_GROUP_ROWS: usize = 1 << 14;
 /// Live bytes compacted into one set of files (and one manifest entry) at most.
 const MAX_BATCH_BYTES: u64 = 512 << 20;
 
@@ -355,7 +360,12 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
 pub fn writer_properties(table: Table) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(match table {
+            Table::Runs | Table::Params | Table::Tags | Table::MetricSummary => {
+                SMALL_ROW_GROUP_ROWS
+            }
+            _ => ROW_GROUP_ROWS,
+        }))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("runql.format_version".into(), FORMAT_VERSION.to_string()),

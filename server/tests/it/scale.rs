@@ -131,6 +131,9 @@ impl ObjectStore for Counting {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        if std::env::var_os("RUNQL_SCALE_TRACE").is_some() {
+            eprintln!("GET_RANGES {location} {ranges:?}");
+        }
         // What S3 does: one GET per range after coalescing nearby ones.
         let coalesced = object_store::coalesce_ranges(
             ranges,
@@ -456,8 +459,14 @@ async fn measure(store: &Store) -> BTreeMap<Question, Measure> {
         let server = start_server(store.with_object_store(counting)).await;
         let experiment = server.experiment_id().await;
         counts.reset();
+        if std::env::var_os("RUNQL_SCALE_TRACE").is_some() {
+            eprintln!("== {q:?} on {}", store.url());
+        }
         let t = Instant::now();
         let rows = server.ask(q, &experiment, &run_id).await;
+        if std::env::var_os("RUNQL_SCALE_TRACE").is_some() {
+            eprintln!("== end");
+        }
         let cold = t.elapsed();
         let cold_requests = counts.describe();
         let cold_total = counts.total();
