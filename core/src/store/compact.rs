@@ -39,8 +39,9 @@ use crate::schema::{FORMAT_VERSION, Table};
 /// are sorted by run) are found in one or two row groups by their `run_id` statistics.
 const ROW_GROUP_ROWS: usize = 1 << 18;
 /// Rows per row group of the per-run tables (`runs`, `params`, `tags`, `metric_summary`):
-/// opening one run of a 100,000-run project reads one such group, not the whole file.
-const SMALL_ROW_GROUP_ROWS: usize = 1 << 14;
+/// opening one run of a 100,000-run project reads one such group, not the whole file, while a
+/// scan of every run still reads few, large enough groups (fewer requests on object stores).
+const SMALL_ROW_GROUP_ROWS: usize = 1 << 16;
 /// Live bytes compacted into one set of files (and one manifest entry) at most.
 const MAX_BATCH_BYTES: u64 = 512 << 20;
 
