@@ -186,7 +186,7 @@ impl ObjectStore for Counting {
             .list(prefix)
             .inspect(move |_| {
                 seen += 1;
-                if seen % 1000 == 0 {
+                if seen.is_multiple_of(1000) {
                     counts.list.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -259,7 +259,7 @@ fn generate(runs: usize) -> PathBuf {
                             .unwrap();
                     }
                     run.finish().unwrap();
-                    if r % 10_000 == 0 {
+                    if r.is_multiple_of(10_000) {
                         eprintln!("generated {r} of {runs} runs in {:?}", t.elapsed());
                     }
                 }
@@ -430,7 +430,6 @@ struct Measure {
     rows: usize,
     cold: Duration,
     cold_requests: String,
-    cold_total: u64,
     warm: Duration,
     warm_requests: String,
     warm_total: u64,
@@ -470,7 +469,6 @@ async fn measure(store: &Store) -> BTreeMap<Question, Measure> {
         }
         let cold = t.elapsed();
         let cold_requests = counts.describe();
-        let cold_total = counts.total();
         let mut times = Vec::new();
         counts.reset();
         for _ in 0..5 {
@@ -487,7 +485,6 @@ async fn measure(store: &Store) -> BTreeMap<Question, Measure> {
                 rows,
                 cold,
                 cold_requests,
-                cold_total,
                 warm: times[2],
                 warm_requests,
                 warm_total,
