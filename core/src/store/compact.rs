@@ -18,7 +18,7 @@ use arrow::array::{
     ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -245,28 +245,40 @@ fn sort_columns(table: Table) -> &'static [&'static str] {
 
 /// Concatenates batches of a table and sorts them by the table's sort columns (stable, so
 /// rows logged in order stay in order).
+///
+/// The sort columns are encoded once into arrow's byte-comparable row format and the row
+/// indices sorted by those bytes: several times faster than a lexicographic sort that compares
+/// column by column through dynamic comparators (it was the largest cost of a compaction).
 pub(crate) fn sort_table(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    use arrow::row::{RowConverter, SortField};
     let schema = table.schema();
     let all = concat_batches(&schema, batches)?;
-    if all.num_rows() <= 1 {
+    let n = all.num_rows();
+    if n <= 1 {
         return Ok(all);
     }
-    let mut cols: Vec<SortColumn> = sort_columns(table)
+    let columns: Vec<ArrayRef> = sort_columns(table)
         .iter()
-        .filter_map(|name| all.column_by_name(name))
-        .map(|c| SortColumn {
-            values: c.clone(),
-            options: None,
-        })
+        .filter_map(|name| all.column_by_name(name).cloned())
         .collect();
-    // A row-number tie breaker keeps the sort stable.
-    cols.push(SortColumn {
-        values: Arc::new(arrow::array::UInt32Array::from_iter_values(
-            0..all.num_rows() as u32,
-        )),
-        options: None,
-    });
-    let idx = lexsort_to_indices(&cols, None)?;
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Segments mostly arrive in order already: then there is nothing to move.
+    if order
+        .windows(2)
+        .all(|w| rows.row(w[0] as usize) <= rows.row(w[1] as usize))
+    {
+        return Ok(all);
+    }
+    // Stable: equal keys keep their logging order.
+    order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    let idx = arrow::array::UInt32Array::from(order);
     Ok(take_record_batch(&all, &idx)?)
 }
 
