@@ -1250,35 +1250,48 @@ async fn runs_json(
     if ids.is_empty() || projects.is_empty() {
         return Ok(Vec::new());
     }
-    let quoted = |v: &[String]| {
-        v.iter()
-            .map(|i| format!("'{}'", i.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    // The project filter keeps every query to the projects searched (no listing of the
-    // others); the five queries are independent and run at once.
-    let scope = format!(
-        "project IN ({}) AND run_id IN ({})",
-        quoted(projects),
-        quoted(ids)
-    );
-    let sql = [
-        format!("SELECT * FROM runs WHERE {scope}"),
-        format!("SELECT run_id, key, value FROM params WHERE {scope}"),
-        format!("SELECT run_id, key, value FROM tags WHERE {scope}"),
-        format!(
-            "SELECT run_id, key, last_value, last_step, last_ts FROM metric_summary WHERE {scope}"
-        ),
-        format!("SELECT run_id, name, uri, digest, role FROM inputs WHERE {scope}"),
-    ];
-    let (runs, params, tags, summaries, inputs) = tokio::try_join!(
-        query(s, &sql[0]),
-        query(s, &sql[1]),
-        query(s, &sql[2]),
-        query(s, &sql[3]),
-        query(s, &sql[4]),
-    )?;
+    // One snapshot per project (one listing of the manifest and of the runs' live folders)
+    // and the five tables read out of it at once: a page is one round of requests, where five
+    // SQL queries made five (and planned five queries).
+    let store = s.engine.store();
+    let (mut runs, mut params, mut tags, mut summaries, mut inputs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for project in projects {
+        let snap = store
+            .snapshot(project, Some(ids))
+            .await
+            .map_err(store_error)?;
+        let scan = Scan::project(project).runs(ids.iter().map(String::as_str));
+        let read = |table: Table| {
+            let (snap, scan) = (&snap, &scan);
+            async move {
+                runql_core::store::resolve(table, store.read_snapshot(snap, table, scan).await?)
+            }
+        };
+        let (r, p, t, m, i) = tokio::try_join!(
+            read(Table::Runs),
+            read(Table::Params),
+            read(Table::Tags),
+            read(Table::MetricSummary),
+            read(Table::Inputs),
+        )
+        .map_err(store_error)?;
+        runs.extend(r);
+        params.extend(p);
+        tags.extend(t);
+        summaries.extend(m);
+        inputs.extend(i);
+    }
+    let column =
+        |b: &arrow::array::RecordBatch, name: &str| -> Result<arrow::array::ArrayRef, ApiError> {
+            b.column_by_name(name).cloned().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    format!("column {name} missing"),
+                )
+            })
+        };
     // Per run: its record, params, tags and latest metrics.
     type Parts = (RunRecord, Vec<Value>, Vec<Value>, Vec<Value>);
     let mut by_id: HashMap<String, Parts> = HashMap::new();
@@ -1290,9 +1303,14 @@ async fn runs_json(
     for (batches, slot) in [(params, 1), (tags, 2)] {
         for b in batches {
             let (id, k, v) = (
-                b.column(0).as_string::<i32>(),
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_string::<i32>(),
+                column(&b, "run_id")?,
+                column(&b, "key")?,
+                column(&b, "value")?,
+            );
+            let (id, k, v) = (
+                id.as_string::<i32>(),
+                k.as_string::<i32>(),
+                v.as_string::<i32>(),
             );
             for i in 0..b.num_rows() {
                 if let Some(e) = by_id.get_mut(id.value(i)) {
@@ -1307,11 +1325,18 @@ async fn runs_json(
         }
     }
     for b in summaries {
-        let id = b.column(0).as_string::<i32>();
-        let k = b.column(1).as_string::<i32>();
-        let v = b.column(2).as_primitive::<Float64Type>();
-        let step = b.column(3).as_primitive::<Int64Type>();
-        let ts = b.column(4).as_primitive::<TimestampMicrosecondType>();
+        let (id, k, v, step, ts) = (
+            column(&b, "run_id")?,
+            column(&b, "key")?,
+            column(&b, "last_value")?,
+            column(&b, "last_step")?,
+            column(&b, "last_ts")?,
+        );
+        let id = id.as_string::<i32>();
+        let k = k.as_string::<i32>();
+        let v = v.as_primitive::<Float64Type>();
+        let step = step.as_primitive::<Int64Type>();
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
         for i in 0..b.num_rows() {
             if let Some(e) = by_id.get_mut(id.value(i)) {
                 e.3.push(json!({"key": k.value(i), "value": to_json(v.value(i)), "step": step.value(i), "timestamp": ts.value(i) / 1000}));
@@ -1322,7 +1347,11 @@ async fn runs_json(
     // `output`, see models.rs).
     let mut io: HashMap<String, (Vec<Value>, Vec<Value>)> = HashMap::new();
     for b in inputs {
-        let col = |i: usize| b.column(i).as_string::<i32>();
+        let cols = ["run_id", "name", "uri", "digest", "role"]
+            .map(|name| column(&b, name))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let col = |i: usize| cols[i].as_string::<i32>();
         let (id, name, uri, digest, role) = (col(0), col(1), col(2), col(3), col(4));
         fn text(c: &arrow::array::StringArray, i: usize) -> &str {
             if arrow::array::Array::is_null(c, i) {

@@ -314,20 +314,22 @@ fn attribute(key: &str) -> Result<(String, bool), ApiError> {
     })
 }
 
-fn condition_sql(c: &Condition) -> Result<String, ApiError> {
+/// `projects`: the SQL list of the searched projects, repeated inside each subquery so that it
+/// reads those projects only (DataFusion does not carry `r.project IN (…)` across the join).
+fn condition_sql(c: &Condition, projects: &str) -> Result<String, ApiError> {
     let v = sql_value(&c.value);
     let key = quote(&c.key);
     Ok(match c.entity {
         Entity::Metric => format!(
-            "EXISTS (SELECT 1 FROM metric_summary s WHERE s.project = r.project AND s.run_id = r.run_id AND s.key = {key} AND s.last_value {} {v})",
+            "EXISTS (SELECT 1 FROM metric_summary s WHERE s.project IN ({projects}) AND s.project = r.project AND s.run_id = r.run_id AND s.key = {key} AND s.last_value {} {v})",
             c.op
         ),
         Entity::Param => format!(
-            "EXISTS (SELECT 1 FROM params p WHERE p.project = r.project AND p.run_id = r.run_id AND p.key = {key} AND p.value {} {v})",
+            "EXISTS (SELECT 1 FROM params p WHERE p.project IN ({projects}) AND p.project = r.project AND p.run_id = r.run_id AND p.key = {key} AND p.value {} {v})",
             c.op
         ),
         Entity::Tag => format!(
-            "EXISTS (SELECT 1 FROM tags t WHERE t.project = r.project AND t.run_id = r.run_id AND t.key = {key} AND t.value {} {v})",
+            "EXISTS (SELECT 1 FROM tags t WHERE t.project IN ({projects}) AND t.project = r.project AND t.run_id = r.run_id AND t.key = {key} AND t.value {} {v})",
             c.op
         ),
         Entity::Attribute => {
@@ -350,19 +352,17 @@ pub(crate) fn runs_sql(
     max_results: usize,
     offset: usize,
 ) -> Result<String, ApiError> {
-    let mut wheres = vec![format!(
-        "r.project IN ({})",
-        projects
-            .iter()
-            .map(|p| quote(p))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )];
+    let project_list = projects
+        .iter()
+        .map(|p| quote(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut wheres = vec![format!("r.project IN ({project_list})")];
     if let Some(d) = deleted {
         wheres.push(format!("r.deleted = {d}"));
     }
     for c in parse(filter)? {
-        wheres.push(condition_sql(&c)?);
+        wheres.push(condition_sql(&c, &project_list)?);
     }
     let mut columns = vec!["r.run_id".to_string()];
     let mut orders = Vec::new();
@@ -387,15 +387,15 @@ pub(crate) fn runs_sql(
         let key = unquote(key).unwrap_or_else(|| key.to_string());
         let expr = match entity {
             "metrics" | "metric" => format!(
-                "(SELECT max(s.last_value) FROM metric_summary s WHERE s.project = r.project AND s.run_id = r.run_id AND s.key = {})",
+                "(SELECT max(s.last_value) FROM metric_summary s WHERE s.project IN ({project_list}) AND s.project = r.project AND s.run_id = r.run_id AND s.key = {})",
                 quote(&key)
             ),
             "params" | "param" => format!(
-                "(SELECT max(p.value) FROM params p WHERE p.project = r.project AND p.run_id = r.run_id AND p.key = {})",
+                "(SELECT max(p.value) FROM params p WHERE p.project IN ({project_list}) AND p.project = r.project AND p.run_id = r.run_id AND p.key = {})",
                 quote(&key)
             ),
             "tags" | "tag" => format!(
-                "(SELECT max(t.value) FROM tags t WHERE t.project = r.project AND t.run_id = r.run_id AND t.key = {})",
+                "(SELECT max(t.value) FROM tags t WHERE t.project IN ({project_list}) AND t.project = r.project AND t.run_id = r.run_id AND t.key = {})",
                 quote(&key)
             ),
             _ => attribute(&key)?.0,
