@@ -1157,7 +1157,7 @@ impl Writer {
                     // Full chunks are written at once but synced with the next timed flush, so
                     // a fast logger is bound by memory bandwidth, not by fsync latency.
                     let r = rt.block_on(self.write_chunk(*chunk, false));
-                    self.report(r);
+                    self.report(&r);
                 }
                 Ok(Msg::Flush(ack)) => {
                     let chunk = self.shared.lock().take_chunk();
@@ -1166,16 +1166,8 @@ impl Writer {
                         o.next_try = Instant::now();
                     }
                     let r = rt.block_on(self.write_chunk(chunk, true));
-                    let fatal = match &r {
-                        Err(e) if !matches!(e, Error::StoreUnavailable { .. }) => {
-                            Some(e.to_string())
-                        }
-                        _ => None,
-                    };
+                    self.report(&r);
                     let _ = ack.send(r);
-                    if let Some(reason) = fatal {
-                        self.shared.fail(reason);
-                    }
                 }
                 Ok(Msg::Blob { source, ack }) => {
                     let r = rt.block_on(async {
@@ -1216,14 +1208,14 @@ impl Writer {
                         None => self.drain(true).await,
                     }
                 });
-                self.report(r);
+                self.report(&r);
                 next_flush = now + flush_interval;
             }
         }
     }
 
     /// Fails the run on an error that is not an outage (outages are reported by `drain`).
-    fn report(&self, r: Result<()>) {
+    fn report(&self, r: &Result<()>) {
         match r {
             Ok(()) | Err(Error::StoreUnavailable { .. }) => {}
             Err(e) => self.shared.fail(e.to_string()),
@@ -1289,7 +1281,7 @@ impl Writer {
             }
             self.record_dirty = true;
             let r = self.drain(false).await;
-            self.report(r);
+            self.report(&r);
         }
         if self.capture.env_files {
             for (name, content) in capture::env_files(&dir) {
