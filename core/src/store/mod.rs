@@ -170,29 +170,29 @@ impl Store {
             } else {
                 local(&expand_tilde(trimmed)).map_err(bad)?
             };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                url: trimmed.to_string(),
-                objects,
-                layout: Layout::new(root),
-                local_root,
-                stale_after: DEFAULT_STALE_AFTER,
-                format_checked: tokio::sync::OnceCell::new(),
-                manifests: ManifestCache::default(),
-                footers: FooterCache::default(),
-            }),
-        })
+        Ok(Store::from_parts(
+            trimmed.to_string(),
+            objects,
+            Layout::new(root),
+            local_root,
+            DEFAULT_STALE_AFTER,
+        ))
     }
 
-    /// A handle on the same store whose readers call a running run `crashed` once it has been
-    /// silent for `stale_after`.
-    pub fn with_stale_after(&self, stale_after: Duration) -> Store {
+    /// A handle with fresh caches (nothing cached is shared between handles built this way).
+    fn from_parts(
+        url: String,
+        objects: Arc<dyn ObjectStore>,
+        layout: Layout,
+        local_root: Option<PathBuf>,
+        stale_after: Duration,
+    ) -> Store {
         Store {
             inner: Arc::new(Inner {
-                url: self.inner.url.clone(),
-                objects: self.inner.objects.clone(),
-                layout: self.inner.layout.clone(),
-                local_root: self.inner.local_root.clone(),
+                url,
+                objects,
+                layout,
+                local_root,
                 stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
                 manifests: ManifestCache::default(),
@@ -201,21 +201,28 @@ impl Store {
         }
     }
 
+    /// A handle on the same store whose readers call a running run `crashed` once it has been
+    /// silent for `stale_after`.
+    pub fn with_stale_after(&self, stale_after: Duration) -> Store {
+        Store::from_parts(
+            self.inner.url.clone(),
+            self.inner.objects.clone(),
+            self.inner.layout.clone(),
+            self.inner.local_root.clone(),
+            stale_after,
+        )
+    }
+
     /// A handle on the same store whose objects are read and written through `objects`, which
     /// must see the same objects (a wrapper that counts, caches or throttles requests).
     pub fn with_object_store(&self, objects: Arc<dyn ObjectStore>) -> Store {
-        Store {
-            inner: Arc::new(Inner {
-                url: self.inner.url.clone(),
-                objects,
-                layout: self.inner.layout.clone(),
-                local_root: self.inner.local_root.clone(),
-                stale_after: self.inner.stale_after,
-                format_checked: tokio::sync::OnceCell::new(),
-                manifests: ManifestCache::default(),
-                footers: FooterCache::default(),
-            }),
-        }
+        Store::from_parts(
+            self.inner.url.clone(),
+            objects,
+            self.inner.layout.clone(),
+            self.inner.local_root.clone(),
+            self.inner.stale_after,
+        )
     }
 
     pub(crate) fn cached_footer(
