@@ -96,11 +96,9 @@ impl Engine {
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => return Err(unreachable("no answer within 10 s".into())),
         }
-        let ctx = SessionContext::remote(&url).await.map_err(|e| {
-            Error::Distributed(format!(
-                "cannot reach the Ballista scheduler at {address}: {e}"
-            ))
-        })?;
+        let ctx = SessionContext::remote(&url)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         // The client reads Parquet footers while planning: give it the store's objects.
         if let Some(base) = object_store_base(&store) {
             ctx.register_object_store(&base, store.object_store());
