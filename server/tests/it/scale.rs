@@ -348,26 +348,20 @@ async fn start_server(store: Store) -> Server {
 
 impl Server {
     async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
+        let request = self
             .client
             .post(format!("{}/{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {v}");
-        v
+            .json(&body);
+        Self::answer(path, request).await
     }
 
     async fn get(&self, path: &str) -> Value {
-        let r = self
-            .client
-            .get(format!("{}/{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        Self::answer(path, self.client.get(format!("{}/{path}", self.base))).await
+    }
+
+    /// The JSON answer of a request, which must succeed.
+    async fn answer(path: &str, request: reqwest::RequestBuilder) -> Value {
+        let r = request.send().await.unwrap();
         let status = r.status();
         let v: Value = r.json().await.unwrap();
         assert!(status.is_success(), "{path}: {v}");

@@ -99,8 +99,7 @@ fn sql(store: &std::path::Path, query: &str, engine: Option<&str>) -> Output {
 
 /// Header line, then the rows sorted (queries without ORDER BY have no order to keep).
 fn rows(o: &Output) -> (String, Vec<String>) {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = crate::cli::stdout(o);
     let mut lines = text.lines().map(str::to_string);
     let header = lines.next().unwrap_or_default();
     let mut rows: Vec<String> = lines.collect();

@@ -36,7 +36,7 @@ fn sql(store: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -358,12 +358,7 @@ fn duckdb_reads_the_compacted_store_as_documented() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let duck = String::from_utf8_lossy(&out.stdout).into_owned();
+    let duck = stdout(&out);
     // The same question in runql's SQL: its tables instead of the files.
     let ours = example
         .replace(
