@@ -572,7 +572,7 @@ pub(crate) fn int(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-fn status_name(s: RunStatus) -> &'static str {
+pub(crate) fn status_name(s: RunStatus) -> &'static str {
     match s {
         RunStatus::Running => "RUNNING",
         RunStatus::Finished => "FINISHED",
@@ -1245,25 +1245,41 @@ async fn runs_json(
     projects: &[String],
     ids: &[String],
 ) -> Result<Vec<Value>, ApiError> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
     if ids.is_empty() || projects.is_empty() {
         return Ok(Vec::new());
     }
-    // One snapshot per project (one listing of the manifest and of the runs' live folders)
-    // and the five tables read out of it at once: a page is one round of requests, where five
-    // SQL queries made five (and planned five queries).
+    // One snapshot per project: one listing of the manifest and of the runs' live folders.
     let store = s.engine.store();
+    let mut snaps = Vec::with_capacity(projects.len());
+    for project in projects {
+        snaps.push(
+            store
+                .snapshot(project, Some(ids))
+                .await
+                .map_err(store_error)?,
+        );
+    }
+    page_json(store, &snaps, ids).await
+}
+
+/// The runs with these ids, in this order, as MLflow's `Run` objects, read out of snapshots.
+async fn page_json(
+    store: &Store,
+    snaps: &[runql_core::store::ProjectSnapshot],
+    ids: &[String],
+) -> Result<Vec<Value>, ApiError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The five tables read out of each snapshot at once: a page is one round of requests.
     let (mut runs, mut params, mut tags, mut summaries, mut inputs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for project in projects {
-        let snap = store
-            .snapshot(project, Some(ids))
-            .await
-            .map_err(store_error)?;
-        let scan = Scan::project(project).runs(ids.iter().map(String::as_str));
+    for snap in snaps {
+        let scan = Scan::project(&snap.project).runs(ids.iter().map(String::as_str));
         let read = |table: Table| {
-            let (snap, scan) = (&snap, &scan);
+            let scan = &scan;
             async move {
                 runql_core::store::resolve(table, store.read_snapshot(snap, table, scan).await?)
             }
@@ -1401,7 +1417,7 @@ async fn runs_json(
         .collect())
 }
 
-/// `runs/search`: MLflow filter strings, order_by and paging, answered with SQL.
+/// `runs/search`: MLflow filter strings, order_by and paging, evaluated by search.rs.
 async fn search_runs(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -1434,15 +1450,21 @@ async fn search_runs(
     let max_results = int(req.get("max_results")).unwrap_or(1000).clamp(1, 50_000) as usize;
     let offset = page_offset(req.get("page_token").and_then(Value::as_str))?;
     flush_all(&s).await?;
-    let sql = crate::search::runs_sql(&projects, filter, &order_by, deleted, max_results, offset)?;
-    let mut ids: Vec<String> = Vec::new();
-    for b in query(&s, &sql).await? {
-        let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
-        ids.extend((0..b.num_rows()).map(|i| c.value(i).to_string()));
+    // One snapshot per project, for the search and the page both.
+    let store = s.engine.store();
+    let mut snaps = Vec::with_capacity(projects.len());
+    for project in &projects {
+        snaps.push(store.snapshot(project, None).await.map_err(store_error)?);
     }
-    let more = ids.len() > max_results;
-    ids.truncate(max_results);
-    let mut out = json!({"runs": runs_json(&s, &projects, &ids).await?});
+    let search = crate::search::Request {
+        filter,
+        order_by: &order_by,
+        deleted,
+        max_results,
+        offset,
+    };
+    let (ids, more) = crate::search::run_ids(store, &snaps, &search).await?;
+    let mut out = json!({"runs": page_json(store, &snaps, &ids).await?});
     if more {
         out["next_page_token"] = json!((offset + max_results).to_string());
     }

@@ -2,6 +2,12 @@
 //! params.lr = '0.01'`), `order_by` clauses and paging become one query over `runs`, with each
 //! condition an `EXISTS` over `metric_summary`, `params` or `tags` (pruned by key).
 
+use std::collections::{BTreeSet, HashMap};
+
+use arrow::array::RecordBatch;
+use runql_core::store::ProjectSnapshot;
+use runql_core::{RunRecord, Scan, Store, Table};
+
 use crate::ApiError;
 
 /// One `entity.key op value` condition.
@@ -26,10 +32,6 @@ enum Value {
     Number(f64),
     Text(String),
     List(Vec<String>),
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A tokenizer for MLflow's filter grammar.
@@ -271,147 +273,319 @@ fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
     Ok(out)
 }
 
-fn sql_value(v: &Value) -> String {
-    match v {
-        Value::Number(n) => format!("{n}"),
-        Value::Text(s) => quote(s),
-        Value::List(items) => format!(
-            "({})",
-            items
-                .iter()
-                .map(|s| quote(s))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+/// A run attribute's value, as MLflow's `Run.info` shows it.
+enum Attr {
+    Text(String),
+    /// Milliseconds since the epoch.
+    Millis(i64),
+}
+
+/// The attributes a filter or `order_by` may name; anything else is refused up front.
+fn check_attribute(key: &str) -> Result<(), ApiError> {
+    match key {
+        "run_id" | "run_uuid" | "run_name" | "mlflow.runName" | "status" | "user_id"
+        | "start_time" | "created" | "end_time" => Ok(()),
+        "artifact_uri" | "lifecycle_stage" => Err(ApiError::invalid(format!(
+            "searching by attributes.{key} is not supported"
+        ))),
+        other => Err(ApiError::invalid(format!(
+            "Invalid attribute key '{other}'"
+        ))),
     }
 }
 
-/// An attribute as a SQL expression over `runs r`, and whether it holds MLflow milliseconds.
-fn attribute(key: &str) -> Result<(String, bool), ApiError> {
-    Ok(match key {
-        "run_id" | "run_uuid" => ("r.run_id".into(), false),
-        "run_name" | "mlflow.runName" => ("r.name".into(), false),
-        "status" => (
-            "upper(CASE r.status WHEN 'crashed' THEN 'failed' ELSE r.status END)".into(),
-            false,
-        ),
-        "user_id" => ("r.username".into(), false),
-        "start_time" | "created" => (
-            "CAST(coalesce(r.started, r.created) AS BIGINT) / 1000".into(),
-            true,
-        ),
-        "end_time" => ("CAST(r.ended AS BIGINT) / 1000".into(), true),
-        "artifact_uri" | "lifecycle_stage" => {
-            return Err(ApiError::invalid(format!(
-                "searching by attributes.{key} is not supported"
-            )));
-        }
-        other => {
-            return Err(ApiError::invalid(format!(
-                "Invalid attribute key '{other}'"
-            )));
-        }
+fn attribute(r: &RunRecord, key: &str) -> Option<Attr> {
+    Some(match key {
+        "run_id" | "run_uuid" => Attr::Text(r.run_id.clone()),
+        "run_name" | "mlflow.runName" => Attr::Text(r.name.clone()?),
+        "status" => Attr::Text(crate::mlflow::status_name(r.status).to_string()),
+        "user_id" => Attr::Text(r.username.clone()?),
+        "start_time" | "created" => Attr::Millis(r.started.unwrap_or(r.created) / 1000),
+        "end_time" => Attr::Millis(r.ended? / 1000),
+        _ => return None,
     })
 }
 
-/// `projects`: the SQL list of the searched projects, repeated inside each subquery so that it
-/// reads those projects only (DataFusion does not carry `r.project IN (…)` across the join).
-fn condition_sql(c: &Condition, projects: &str) -> Result<String, ApiError> {
-    let v = sql_value(&c.value);
-    let key = quote(&c.key);
-    Ok(match c.entity {
-        Entity::Metric => format!(
-            "EXISTS (SELECT 1 FROM metric_summary s WHERE s.project IN ({projects}) AND s.project = r.project AND s.run_id = r.run_id AND s.key = {key} AND s.last_value {} {v})",
-            c.op
-        ),
-        Entity::Param => format!(
-            "EXISTS (SELECT 1 FROM params p WHERE p.project IN ({projects}) AND p.project = r.project AND p.run_id = r.run_id AND p.key = {key} AND p.value {} {v})",
-            c.op
-        ),
-        Entity::Tag => format!(
-            "EXISTS (SELECT 1 FROM tags t WHERE t.project IN ({projects}) AND t.project = r.project AND t.run_id = r.run_id AND t.key = {key} AND t.value {} {v})",
-            c.op
-        ),
-        Entity::Attribute => {
-            let (expr, _) = attribute(&c.key)?;
-            let v = match (&c.value, c.key.as_str()) {
-                (Value::Text(s), "status") => quote(&s.to_uppercase()),
-                _ => v,
-            };
-            format!("{expr} {} {v}", c.op)
+impl Condition {
+    /// Whether a metric's latest value (`None`: the run has no such metric) satisfies the
+    /// condition; IEEE comparison, so NaN satisfies nothing.
+    fn matches_number(&self, actual: Option<f64>) -> bool {
+        let (Some(a), Value::Number(n)) = (actual, &self.value) else {
+            return false;
+        };
+        let Some(ord) = a.partial_cmp(n) else {
+            return false;
+        };
+        match self.op.as_str() {
+            "=" => ord.is_eq(),
+            "!=" => ord.is_ne(),
+            "<" => ord.is_lt(),
+            "<=" => ord.is_le(),
+            ">" => ord.is_gt(),
+            ">=" => ord.is_ge(),
+            _ => false,
         }
-    })
+    }
+
+    fn matches_attribute(&self, r: &RunRecord) -> bool {
+        match attribute(r, &self.key) {
+            None => false,
+            Some(Attr::Millis(ms)) => self.matches(Some(&ms.to_string())),
+            // MLflow's statuses are upper case; `status = 'finished'` finds them too.
+            Some(Attr::Text(t)) if self.key == "status" => {
+                let upper = Condition {
+                    value: match &self.value {
+                        Value::Text(v) => Value::Text(v.to_uppercase()),
+                        Value::List(l) => Value::List(l.iter().map(|v| v.to_uppercase()).collect()),
+                        v => v.clone(),
+                    },
+                    ..self.clone()
+                };
+                upper.matches(Some(&t))
+            }
+            Some(Attr::Text(t)) => self.matches(Some(&t)),
+        }
+    }
 }
 
-/// The SQL selecting the run ids of one page, and the offset of the next page when there may be one.
-pub(crate) fn runs_sql(
-    projects: &[String],
-    filter: &str,
-    order_by: &[String],
-    deleted: Option<bool>,
-    max_results: usize,
-    offset: usize,
-) -> Result<String, ApiError> {
-    let project_list = projects
+/// One `order_by` clause: `metrics.loss DESC`, `start_time`, `params.lr ASC`.
+struct Order {
+    entity: Entity,
+    key: String,
+    desc: bool,
+}
+
+fn parse_order(clause: &str) -> Result<Order, ApiError> {
+    let parts: Vec<&str> = clause.split_whitespace().collect();
+    let (ident, desc) = match parts.as_slice() {
+        [ident] => (*ident, false),
+        [ident, d] if d.eq_ignore_ascii_case("asc") => (*ident, false),
+        [ident, d] if d.eq_ignore_ascii_case("desc") => (*ident, true),
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "Invalid order_by clause {clause:?}"
+            )));
+        }
+    };
+    let toks = tokens(ident)?;
+    let ident = toks.first().cloned().unwrap_or_default();
+    let (entity, key) = ident
+        .split_once('.')
+        .unwrap_or(("attributes", ident.as_str()));
+    let key = unquote(key).unwrap_or_else(|| key.to_string());
+    let entity = match entity {
+        "metrics" | "metric" => Entity::Metric,
+        "params" | "param" => Entity::Param,
+        "tags" | "tag" => Entity::Tag,
+        _ => {
+            check_attribute(&key)?;
+            Entity::Attribute
+        }
+    };
+    Ok(Order { entity, key, desc })
+}
+
+/// A value runs are sorted by.
+#[derive(PartialEq)]
+enum SortValue {
+    Number(f64),
+    Text(String),
+}
+
+impl SortValue {
+    fn cmp(&self, other: &SortValue) -> std::cmp::Ordering {
+        match (self, other) {
+            (SortValue::Number(a), SortValue::Number(b)) => a.total_cmp(b),
+            (SortValue::Text(a), SortValue::Text(b)) => a.cmp(b),
+            (SortValue::Number(_), SortValue::Text(_)) => std::cmp::Ordering::Less,
+            (SortValue::Text(_), SortValue::Number(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+/// What a search asks for.
+pub(crate) struct Request<'a> {
+    pub filter: &'a str,
+    pub order_by: &'a [String],
+    /// `Some(false)`: active runs only; `Some(true)`: deleted only; `None`: both.
+    pub deleted: Option<bool>,
+    pub max_results: usize,
+    pub offset: usize,
+}
+
+/// The latest metric values, params and tags of the keys a search names, by run and key.
+#[derive(Default)]
+struct Values {
+    metrics: HashMap<(String, String), f64>,
+    params: HashMap<(String, String), String>,
+    tags: HashMap<(String, String), String>,
+}
+
+async fn read_values(
+    store: &Store,
+    snap: &ProjectSnapshot,
+    table: Table,
+    keys: &BTreeSet<String>,
+) -> Result<Vec<RecordBatch>, ApiError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scan = Scan::project(&snap.project).keys(keys.iter().cloned());
+    let batches = store
+        .read_snapshot(snap, table, &scan)
+        .await
+        .map_err(crate::mlflow::store_error)?;
+    runql_core::store::resolve(table, batches).map_err(crate::mlflow::store_error)
+}
+
+/// The ids of one page of a run search over these projects' snapshots, in MLflow's order
+/// (the `order_by` clauses with missing values last, then newest first, then by id), and
+/// whether more pages follow. Evaluated here rather than in SQL: a search is a handful of
+/// lookups per run over tables the store keeps decoded, where planning a query cost more
+/// than answering it.
+pub(crate) async fn run_ids(
+    store: &Store,
+    snaps: &[ProjectSnapshot],
+    req: &Request<'_>,
+) -> Result<(Vec<String>, bool), ApiError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Float64Type;
+    let conditions = parse(req.filter)?;
+    let orders = req
+        .order_by
         .iter()
-        .map(|p| quote(p))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut wheres = vec![format!("r.project IN ({project_list})")];
-    if let Some(d) = deleted {
-        wheres.push(format!("r.deleted = {d}"));
-    }
-    for c in parse(filter)? {
-        wheres.push(condition_sql(&c, &project_list)?);
-    }
-    let mut columns = vec!["r.run_id".to_string()];
-    let mut orders = Vec::new();
-    for (i, clause) in order_by.iter().enumerate() {
-        let parts: Vec<&str> = clause.split_whitespace().collect();
-        let (ident, dir) = match parts.as_slice() {
-            [ident] => (*ident, "ASC"),
-            [ident, d] if d.eq_ignore_ascii_case("asc") || d.eq_ignore_ascii_case("desc") => {
-                (*ident, *d)
+        .map(|o| parse_order(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut keys: [BTreeSet<String>; 3] = Default::default();
+    let slot = |e: Entity| match e {
+        Entity::Metric => Some(0),
+        Entity::Param => Some(1),
+        Entity::Tag => Some(2),
+        Entity::Attribute => None,
+    };
+    for (entity, key) in conditions
+        .iter()
+        .map(|c| (c.entity, &c.key))
+        .chain(orders.iter().map(|o| (o.entity, &o.key)))
+    {
+        match slot(entity) {
+            Some(i) => {
+                keys[i].insert(key.clone());
             }
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "Invalid order_by clause {clause:?}"
-                )));
-            }
-        };
-        let toks = tokens(ident)?;
-        let ident = toks.first().cloned().unwrap_or_default();
-        let (entity, key) = ident
-            .split_once('.')
-            .unwrap_or(("attributes", ident.as_str()));
-        let key = unquote(key).unwrap_or_else(|| key.to_string());
-        let expr = match entity {
-            "metrics" | "metric" => format!(
-                "(SELECT max(s.last_value) FROM metric_summary s WHERE s.project IN ({project_list}) AND s.project = r.project AND s.run_id = r.run_id AND s.key = {})",
-                quote(&key)
-            ),
-            "params" | "param" => format!(
-                "(SELECT max(p.value) FROM params p WHERE p.project IN ({project_list}) AND p.project = r.project AND p.run_id = r.run_id AND p.key = {})",
-                quote(&key)
-            ),
-            "tags" | "tag" => format!(
-                "(SELECT max(t.value) FROM tags t WHERE t.project IN ({project_list}) AND t.project = r.project AND t.run_id = r.run_id AND t.key = {})",
-                quote(&key)
-            ),
-            _ => attribute(&key)?.0,
-        };
-        columns.push(format!("{expr} AS o{i}"));
-        orders.push(format!("o{i} {} NULLS LAST", dir.to_uppercase()));
+            None => check_attribute(key)?,
+        }
     }
-    orders.push("coalesce(r.started, r.created) DESC".into());
-    orders.push("r.run_id".into());
-    Ok(format!(
-        "SELECT {} FROM runs r WHERE {} ORDER BY {} LIMIT {} OFFSET {offset}",
-        columns.join(", "),
-        wheres.join(" AND "),
-        orders.join(", "),
-        max_results + 1,
-    ))
+    let text = |b: &RecordBatch, name: &str| -> Result<arrow::array::StringArray, ApiError> {
+        b.column_by_name(name)
+            .map(|c| c.as_string::<i32>().clone())
+            .ok_or_else(|| ApiError::invalid(format!("column {name} missing")))
+    };
+    let mut runs: Vec<RunRecord> = Vec::new();
+    let mut values = Values::default();
+    for snap in snaps {
+        let scan = Scan::project(&snap.project);
+        let (records, metrics, params, tags) = tokio::try_join!(
+            async {
+                let b = store
+                    .read_snapshot(snap, Table::Runs, &scan)
+                    .await
+                    .map_err(crate::mlflow::store_error)?;
+                runql_core::store::resolve(Table::Runs, b).map_err(crate::mlflow::store_error)
+            },
+            read_values(store, snap, Table::MetricSummary, &keys[0]),
+            read_values(store, snap, Table::Params, &keys[1]),
+            read_values(store, snap, Table::Tags, &keys[2]),
+        )?;
+        for b in &records {
+            runs.extend(
+                runql_core::store::records_from_batch(b).map_err(crate::mlflow::store_error)?,
+            );
+        }
+        for b in &metrics {
+            let (id, key) = (text(b, "run_id")?, text(b, "key")?);
+            let v = b
+                .column_by_name("last_value")
+                .map(|c| c.as_primitive::<Float64Type>().clone())
+                .ok_or_else(|| ApiError::invalid("column last_value missing"))?;
+            for i in 0..b.num_rows() {
+                let k = (id.value(i).to_string(), key.value(i).to_string());
+                values.metrics.insert(k, v.value(i));
+            }
+        }
+        for (batches, map) in [(&params, &mut values.params), (&tags, &mut values.tags)] {
+            for b in batches {
+                let (id, key, v) = (text(b, "run_id")?, text(b, "key")?, text(b, "value")?);
+                for i in 0..b.num_rows() {
+                    let k = (id.value(i).to_string(), key.value(i).to_string());
+                    map.insert(k, v.value(i).to_string());
+                }
+            }
+        }
+    }
+    let lookup = |map: &HashMap<(String, String), String>, r: &RunRecord, key: &str| {
+        map.get(&(r.run_id.clone(), key.to_string())).cloned()
+    };
+    let metric = |r: &RunRecord, key: &str| {
+        values
+            .metrics
+            .get(&(r.run_id.clone(), key.to_string()))
+            .copied()
+    };
+    let mut hits: Vec<(Vec<Option<SortValue>>, RunRecord)> = Vec::new();
+    for r in runs {
+        if req.deleted.is_some_and(|d| d != r.deleted) {
+            continue;
+        }
+        let keep = conditions.iter().all(|c| match c.entity {
+            Entity::Metric => c.matches_number(metric(&r, &c.key)),
+            Entity::Param => c.matches(lookup(&values.params, &r, &c.key).as_deref()),
+            Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key).as_deref()),
+            Entity::Attribute => c.matches_attribute(&r),
+        });
+        if !keep {
+            continue;
+        }
+        let sort = orders
+            .iter()
+            .map(|o| match o.entity {
+                Entity::Metric => metric(&r, &o.key).map(SortValue::Number),
+                Entity::Param => lookup(&values.params, &r, &o.key).map(SortValue::Text),
+                Entity::Tag => lookup(&values.tags, &r, &o.key).map(SortValue::Text),
+                Entity::Attribute => attribute(&r, &o.key).map(|a| match a {
+                    Attr::Text(t) => SortValue::Text(t),
+                    Attr::Millis(ms) => SortValue::Number(ms as f64),
+                }),
+            })
+            .collect();
+        hits.push((sort, r));
+    }
+    hits.sort_by(|(a, ra), (b, rb)| {
+        for ((x, y), o) in a.iter().zip(b).zip(&orders) {
+            let ord = match (x, y) {
+                (Some(x), Some(y)) if o.desc => y.cmp(x),
+                (Some(x), Some(y)) => x.cmp(y),
+                // Missing values last, whichever the direction.
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        let start = |r: &RunRecord| r.started.unwrap_or(r.created);
+        start(rb)
+            .cmp(&start(ra))
+            .then_with(|| ra.run_id.cmp(&rb.run_id))
+    });
+    let more = hits.len() > req.offset + req.max_results;
+    let ids = hits
+        .into_iter()
+        .skip(req.offset)
+        .take(req.max_results)
+        .map(|(_, r)| r.run_id)
+        .collect();
+    Ok((ids, more))
 }
 
 #[cfg(test)]

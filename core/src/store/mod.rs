@@ -64,6 +64,7 @@ struct Inner {
     /// Per project, the manifest entry names last listed and their folded manifest.
     manifests: ManifestCache,
     footers: FooterCache,
+    row_groups: std::sync::Mutex<RowGroupCache>,
 }
 
 type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
@@ -74,6 +75,73 @@ type FooterCache = std::sync::Mutex<HashMap<String, Arc<parquet::file::metadata:
 
 /// Footers kept at most (the cache starts over past this).
 const MAX_FOOTERS: usize = 1024;
+
+/// Decoded row groups of the small per-run tables (`runs`, `params`, `tags`,
+/// `metric_summary`, `inputs`) of compacted files, by (path, row group). Every search and every
+/// page of runs reads those tables whole; decoding them again each time was most of the work
+/// (Parquet builds a zstd context per column chunk it opens). Files never change once written.
+#[derive(Default)]
+pub(crate) struct RowGroupCache {
+    entries: HashMap<(String, usize), (arrow::array::RecordBatch, u64)>,
+    /// Bytes held and the use counter (for evicting the least recently used).
+    bytes: usize,
+    tick: u64,
+}
+
+/// Decoded rows kept at most, in bytes of Arrow memory.
+const ROW_GROUP_CACHE_BYTES: usize = 256 << 20;
+
+impl RowGroupCache {
+    pub(crate) fn get(
+        &mut self,
+        path: &str,
+        row_group: usize,
+    ) -> Option<arrow::array::RecordBatch> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (batch, used) = self.entries.get_mut(&(path.to_string(), row_group))?;
+        *used = tick;
+        Some(batch.clone())
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        path: &str,
+        row_group: usize,
+        batch: arrow::array::RecordBatch,
+    ) {
+        let size = batch.get_array_memory_size();
+        if size > ROW_GROUP_CACHE_BYTES / 4 {
+            return;
+        }
+        while self.bytes + size > ROW_GROUP_CACHE_BYTES {
+            // Evict the least recently used eighth at once: one scan per many inserts.
+            let mut uses: Vec<u64> = self.entries.values().map(|(_, u)| *u).collect();
+            if uses.is_empty() {
+                break;
+            }
+            uses.sort_unstable();
+            let cut = uses[uses.len() / 8];
+            let mut freed = 0;
+            self.entries.retain(|_, (b, u)| {
+                let keep = *u > cut;
+                if !keep {
+                    freed += b.get_array_memory_size();
+                }
+                keep
+            });
+            self.bytes -= freed.min(self.bytes);
+        }
+        self.tick += 1;
+        self.bytes += size;
+        if let Some((old, _)) = self
+            .entries
+            .insert((path.to_string(), row_group), (batch, self.tick))
+        {
+            self.bytes -= old.get_array_memory_size().min(self.bytes);
+        }
+    }
+}
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +265,7 @@ impl Store {
                 format_checked: tokio::sync::OnceCell::new(),
                 manifests: ManifestCache::default(),
                 footers: FooterCache::default(),
+                row_groups: Default::default(),
             }),
         }
     }
@@ -243,6 +312,13 @@ impl Store {
             cache.clear();
         }
         cache.insert(path.to_string(), footer);
+    }
+
+    pub(crate) fn row_group_cache(&self) -> std::sync::MutexGuard<'_, RowGroupCache> {
+        self.inner
+            .row_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {

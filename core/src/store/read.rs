@@ -436,7 +436,7 @@ impl Store {
                 keys: key_filter.as_ref(),
                 excluded: &excluded,
             };
-            out.extend(self.read_parquet(file, &filter).await?);
+            out.extend(self.read_parquet(table, file, &filter).await?);
         }
 
         let live_runs = snap.live.values().filter(|r| {
@@ -535,6 +535,7 @@ impl Store {
 
     async fn read_parquet(
         &self,
+        table: Table,
         file: &DataFile,
         filter: &RowFilter<'_>,
     ) -> Result<Vec<RecordBatch>> {
@@ -544,27 +545,28 @@ impl Store {
             path: path.clone(),
             size: file.bytes,
         };
-        let builder = match self.cached_footer(path.as_ref()) {
+        let (meta, reader) = match self.cached_footer(path.as_ref()) {
             Some(footer) => {
                 let meta = ArrowReaderMetadata::try_new(footer, ArrowReaderOptions::default())
                     .map_err(|e| Error::parquet(&path, e))?;
-                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+                (meta, reader)
             }
             None => {
-                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                let mut reader = reader;
+                let meta = ArrowReaderMetadata::load_async(&mut reader, Default::default())
                     .await
                     .map_err(|e| Error::parquet(&path, e))?;
-                self.cache_footer(path.as_ref(), builder.metadata().clone());
-                builder
+                self.cache_footer(path.as_ref(), meta.metadata().clone());
+                (meta, reader)
             }
         };
-        let meta = builder.metadata().clone();
-        let schema = meta.file_metadata().schema_descr();
+        let footer = meta.metadata().clone();
+        let schema = footer.file_metadata().schema_descr();
         let col_index = |name: &str| schema.columns().iter().position(|c| c.name() == name);
         let run_col = col_index("run_id");
         let key_col = col_index("key");
         let mut row_groups = Vec::new();
-        for (i, rg) in meta.row_groups().iter().enumerate() {
+        for (i, rg) in footer.row_groups().iter().enumerate() {
             let keep_run = match (filter.runs, run_col) {
                 (Some(runs), Some(c)) => stats_may_contain(rg.column(c).statistics(), runs),
                 _ => true,
@@ -580,14 +582,49 @@ impl Store {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
-        let stream = builder
-            .with_row_groups(row_groups)
-            .build()
-            .map_err(|e| Error::parquet(&path, e))?;
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(|e| Error::parquet(&path, e))?;
+        // The small per-run tables are read whole by every page of runs: their decoded row
+        // groups are kept. Metric points are read by key and step range, and are large.
+        let cached = matches!(
+            table,
+            Table::Runs | Table::Params | Table::Tags | Table::MetricSummary | Table::Inputs
+        );
+        let mut batches = Vec::new();
+        if cached {
+            for rg in row_groups {
+                let hit = self.row_group_cache().get(path.as_ref(), rg);
+                let batch = match hit {
+                    Some(b) => b,
+                    None => {
+                        let rows = footer.row_group(rg).num_rows().max(1) as usize;
+                        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                            reader.clone(),
+                            meta.clone(),
+                        )
+                        .with_row_groups(vec![rg])
+                        .with_batch_size(rows)
+                        .build()
+                        .map_err(|e| Error::parquet(&path, e))?;
+                        let parts: Vec<RecordBatch> = stream
+                            .try_collect()
+                            .await
+                            .map_err(|e| Error::parquet(&path, e))?;
+                        let b = arrow::compute::concat_batches(meta.schema(), &parts)?;
+                        self.row_group_cache().insert(path.as_ref(), rg, b.clone());
+                        b
+                    }
+                };
+                batches.push(batch);
+            }
+        } else {
+            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+                .with_row_groups(row_groups)
+                .build()
+                .map_err(|e| Error::parquet(&path, e))?;
+            batches = stream
+                .try_collect()
+                .await
+                .map_err(|e| Error::parquet(&path, e))?;
+        }
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
             let b = filter.apply(&b)?;
@@ -854,6 +891,7 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
 }
 
 /// Reads a Parquet file of known size through `object_store`, by byte ranges.
+#[derive(Clone)]
 struct ObjectReader {
     store: Arc<dyn object_store::ObjectStore>,
     path: Path,

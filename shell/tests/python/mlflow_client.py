@@ -154,6 +154,17 @@ rest = client.search_runs([exp.experiment_id], max_results=3, order_by=["attribu
 assert [r.info.run_name for r in rest] == ["parent"] and not rest.token
 assert found[0].data.params["lr"] == "0.01" and found[0].data.metrics["loss"] == 0.2
 expect_error("INVALID_PARAMETER_VALUE", client.search_runs, [exp.experiment_id], "metrics.loss <")
+# Runs without the metric sort last, whichever the direction.
+for direction in ["ASC", "DESC"]:
+    by_loss = client.search_runs([exp.experiment_id], order_by=[f"metrics.loss {direction}"])
+    assert ids(by_loss)[0] == run_id and len(by_loss) == 4, (direction, by_loss)
+assert ids(client.search_runs([exp.experiment_id], "tags.team LIKE 'vis%'")) == [run_id]
+assert ids(client.search_runs([exp.experiment_id], "tags.team ILIKE 'VIS%'")) == [run_id]
+assert ids(client.search_runs([exp.experiment_id], "metrics.loss >= 0.2 and metrics.loss <= 0.2")) == [run_id]
+assert len(client.search_runs([exp.experiment_id], "attributes.start_time > 0")) == 4
+assert ids(client.search_runs([exp.experiment_id], "attributes.run_name = 'broken' and attributes.status != 'FINISHED'")) == [
+    with_failure.info.run_id
+]
 
 # Delete and restore.
 from mlflow.entities import ViewType
