@@ -367,6 +367,126 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
 }
 
+/// `metric_summary` rows of pieces of a run's points (segments, in write order) folded into
+/// one row per run and key: the rows `summarize` gives over all those points at once (counts
+/// add up, first is the lowest step, last the highest (step, time) with a tie going to the
+/// later piece, and min and max keep their -0.0 and NaN rules).
+pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
+    if let [one] = parts {
+        return Ok(one.clone());
+    }
+    struct Acc {
+        project: String,
+        count: i64,
+        min: Option<f64>,
+        max: Option<f64>,
+        first: i64,
+        last: (i64, i64, f64),
+    }
+    let mut acc: std::collections::BTreeMap<(String, String), Acc> = Default::default();
+    for b in parts {
+        let project = string_column(b, "project")?;
+        let run = string_column(b, "run_id")?;
+        let key = string_column(b, "key")?;
+        let int = |name: &str| {
+            b.column_by_name(name)
+                .map(|c| c.as_primitive::<Int64Type>().clone())
+                .ok_or_else(|| Error::Internal(format!("metric_summary.{name} missing")))
+        };
+        let float = |name: &str| {
+            b.column_by_name(name)
+                .map(|c| c.as_primitive::<Float64Type>().clone())
+                .ok_or_else(|| Error::Internal(format!("metric_summary.{name} missing")))
+        };
+        let (count, first, last_step) = (int("count")?, int("first_step")?, int("last_step")?);
+        let (min, max, last_value) = (float("min")?, float("max")?, float("last_value")?);
+        let last_ts = b
+            .column_by_name("last_ts")
+            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+            .ok_or_else(|| Error::Internal("metric_summary.last_ts missing".into()))?;
+        for i in 0..b.num_rows() {
+            let opt = |a: &arrow::array::Float64Array| {
+                arrow::array::Array::is_valid(a, i).then(|| a.value(i))
+            };
+            let last = (last_step.value(i), last_ts.value(i), last_value.value(i));
+            let entry = acc.entry((run.value(i).to_string(), key.value(i).to_string()));
+            match entry {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Acc {
+                        project: project.value(i).to_string(),
+                        count: count.value(i),
+                        min: opt(&min),
+                        max: opt(&max),
+                        first: first.value(i),
+                        last,
+                    });
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let a = o.get_mut();
+                    a.count += count.value(i);
+                    if let Some(v) = opt(&min) {
+                        a.min = Some(a.min.map_or(v, |m| {
+                            if v < m || (v == m && v.is_sign_negative()) {
+                                v
+                            } else {
+                                m
+                            }
+                        }));
+                    }
+                    if let Some(v) = opt(&max) {
+                        a.max = Some(a.max.map_or(v, |m| {
+                            if v > m || (v == m && m.is_sign_negative()) {
+                                v
+                            } else {
+                                m
+                            }
+                        }));
+                    }
+                    a.first = a.first.min(first.value(i));
+                    if (last.0, last.1) >= (a.last.0, a.last.1) {
+                        a.last = last;
+                    }
+                }
+            }
+        }
+    }
+    let mut b_project = StringBuilder::new();
+    let mut b_run = StringBuilder::new();
+    let mut b_key = StringBuilder::new();
+    let mut b_count = Int64Builder::new();
+    let mut b_min = Float64Builder::new();
+    let mut b_max = Float64Builder::new();
+    let mut b_first = Int64Builder::new();
+    let mut b_last_step = Int64Builder::new();
+    let mut b_last_value = Float64Builder::new();
+    let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for ((run, key), a) in acc {
+        b_project.append_value(&a.project);
+        b_run.append_value(&run);
+        b_key.append_value(&key);
+        b_count.append_value(a.count);
+        b_min.append_option(a.min);
+        b_max.append_option(a.max);
+        b_first.append_value(a.first);
+        b_last_step.append_value(a.last.0);
+        b_last_value.append_value(a.last.2);
+        b_last_ts.append_value(a.last.1);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(b_project.finish()),
+        Arc::new(b_run.finish()),
+        Arc::new(b_key.finish()),
+        Arc::new(b_count.finish()),
+        Arc::new(b_min.finish()),
+        Arc::new(b_max.finish()),
+        Arc::new(b_first.finish()),
+        Arc::new(b_last_step.finish()),
+        Arc::new(b_last_value.finish()),
+        Arc::new(b_last_ts.finish()),
+    ];
+    Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
+}
+
 /// Writer settings per table: zstd; dictionaries for strings; delta encoding for steps and
 /// times; byte-stream-split for float values (float32-born values leave whole byte planes
 /// zero, which zstd then removes).
@@ -458,5 +578,97 @@ mod tests {
         assert!(min == 0.0 && min.is_sign_negative());
         assert!(last.is_nan());
         assert_eq!(s.column(3).as_primitive::<Int64Type>().value(0), 4);
+    }
+
+    /// Points as `metrics` rows of project `p`: (run, key, step, ts, value), in logging order.
+    fn points(rows: &[(&str, &str, i64, i64, f64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            Table::Metrics.schema(),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["p"; rows.len()])),
+                Arc::new(arrow::array::StringArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(arrow::array::StringArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(arrow::array::Int64Array::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    arrow::array::TimestampMicrosecondArray::from(
+                        rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                Arc::new(arrow::array::Float64Array::from(
+                    rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn combined_segment_summaries_equal_the_summary_of_all_points() {
+        // Three segments of two runs: steps out of order, a step logged again (same time: the
+        // later segment wins), NaN only in one piece, -0.0 against 0.0, keys in one piece only.
+        let pieces = [
+            points(&[
+                ("a", "loss", 5, 50, 0.5),
+                ("a", "loss", 1, 10, 0.9),
+                ("a", "acc", 0, 5, f64::NAN),
+                ("b", "loss", 0, 1, 0.0),
+            ]),
+            points(&[
+                ("a", "loss", 5, 50, 0.4),
+                ("a", "loss", 3, 30, -0.0),
+                ("b", "loss", 2, 1, 2.0),
+                ("b", "lr", 0, 1, 1e-3),
+            ]),
+            points(&[("a", "acc", 1, 6, 0.7), ("b", "loss", 1, 9, -0.0)]),
+        ];
+        let whole =
+            summarize(&sort_table(Table::Metrics, &pieces).unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let parts: Vec<RecordBatch> = pieces
+            .iter()
+            .map(|p| {
+                summarize(
+                    &sort_table(Table::Metrics, std::slice::from_ref(p))
+                        .unwrap_or_else(|e| panic!("{e}")),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let combined = combine_summaries(&parts).unwrap_or_else(|e| panic!("{e}"));
+        // Compared cell by cell, floats bit for bit (NaN and -0.0 included).
+        let show = |b: &RecordBatch| -> Vec<Vec<String>> {
+            (0..b.num_rows())
+                .map(|i| {
+                    b.columns()
+                        .iter()
+                        .map(|c| match c.data_type() {
+                            arrow::datatypes::DataType::Float64 => {
+                                let f = c.as_primitive::<Float64Type>();
+                                if arrow::array::Array::is_null(f, i) {
+                                    "null".into()
+                                } else {
+                                    format!("{:x}", f.value(i).to_bits())
+                                }
+                            }
+                            arrow::datatypes::DataType::Timestamp(..) => c
+                                .as_primitive::<TimestampMicrosecondType>()
+                                .value(i)
+                                .to_string(),
+                            _ => arrow::util::display::array_value_to_string(c, i)
+                                .unwrap_or_else(|e| panic!("{e}")),
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(show(&combined), show(&whole));
+        assert_eq!(whole.num_rows(), 4);
     }
 }

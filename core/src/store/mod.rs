@@ -64,7 +64,7 @@ struct Inner {
     /// Per project, the manifest entry names last listed and their folded manifest.
     manifests: ManifestCache,
     footers: FooterCache,
-    row_groups: std::sync::Mutex<RowGroupCache>,
+    row_groups: std::sync::Mutex<DecodedCache>,
 }
 
 type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
@@ -76,45 +76,46 @@ type FooterCache = std::sync::Mutex<HashMap<String, Arc<parquet::file::metadata:
 /// Footers kept at most (the cache starts over past this).
 const MAX_FOOTERS: usize = 1024;
 
-/// Decoded row groups of the small per-run tables (`runs`, `params`, `tags`,
-/// `metric_summary`, `inputs`) of compacted files, by (path, row group). Every search and every
-/// page of runs reads those tables whole; decoding them again each time was most of the work
-/// (Parquet builds a zstd context per column chunk it opens). Files never change once written.
+/// Decoded parts of immutable objects, by path: row groups of the small per-run tables
+/// (`runs`, `params`, `tags`, `metric_summary`, `inputs`) of compacted files, and the metric
+/// summary of each live metrics segment. Every search and every page of runs reads those whole;
+/// decoding them again each time was most of the work (Parquet builds a zstd context per column
+/// chunk it opens; a live run's summary read every point it logged). Compacted files and
+/// segments never change once written.
 #[derive(Default)]
-pub(crate) struct RowGroupCache {
-    entries: HashMap<(String, usize), (arrow::array::RecordBatch, u64)>,
+pub(crate) struct DecodedCache {
+    entries: HashMap<(String, Part), (arrow::array::RecordBatch, u64)>,
     /// Bytes held and the use counter (for evicting the least recently used).
     bytes: usize,
     tick: u64,
 }
 
-/// Decoded rows kept at most, in bytes of Arrow memory.
-const ROW_GROUP_CACHE_BYTES: usize = 256 << 20;
+/// Which decoded part of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Part {
+    RowGroup(usize),
+    /// A metrics segment's `metric_summary` rows.
+    Summary,
+}
 
-impl RowGroupCache {
-    pub(crate) fn get(
-        &mut self,
-        path: &str,
-        row_group: usize,
-    ) -> Option<arrow::array::RecordBatch> {
+/// Decoded rows kept at most, in bytes of Arrow memory.
+const DECODED_CACHE_BYTES: usize = 256 << 20;
+
+impl DecodedCache {
+    pub(crate) fn get(&mut self, path: &str, part: Part) -> Option<arrow::array::RecordBatch> {
         self.tick += 1;
         let tick = self.tick;
-        let (batch, used) = self.entries.get_mut(&(path.to_string(), row_group))?;
+        let (batch, used) = self.entries.get_mut(&(path.to_string(), part))?;
         *used = tick;
         Some(batch.clone())
     }
 
-    pub(crate) fn insert(
-        &mut self,
-        path: &str,
-        row_group: usize,
-        batch: arrow::array::RecordBatch,
-    ) {
+    pub(crate) fn insert(&mut self, path: &str, part: Part, batch: arrow::array::RecordBatch) {
         let size = batch.get_array_memory_size();
-        if size > ROW_GROUP_CACHE_BYTES / 4 {
+        if size > DECODED_CACHE_BYTES / 4 {
             return;
         }
-        while self.bytes + size > ROW_GROUP_CACHE_BYTES {
+        while self.bytes + size > DECODED_CACHE_BYTES {
             // Evict the least recently used eighth at once: one scan per many inserts.
             let mut uses: Vec<u64> = self.entries.values().map(|(_, u)| *u).collect();
             if uses.is_empty() {
@@ -136,7 +137,7 @@ impl RowGroupCache {
         self.bytes += size;
         if let Some((old, _)) = self
             .entries
-            .insert((path.to_string(), row_group), (batch, self.tick))
+            .insert((path.to_string(), part), (batch, self.tick))
         {
             self.bytes -= old.get_array_memory_size().min(self.bytes);
         }
@@ -314,7 +315,7 @@ impl Store {
         cache.insert(path.to_string(), footer);
     }
 
-    pub(crate) fn row_group_cache(&self) -> std::sync::MutexGuard<'_, RowGroupCache> {
+    pub(crate) fn decoded_cache(&self) -> std::sync::MutexGuard<'_, DecodedCache> {
         self.inner
             .row_groups
             .lock()

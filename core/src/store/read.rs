@@ -20,7 +20,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::layout::SegmentName;
 use super::manifest::{DataFile, Manifest};
-use super::{Store, segment};
+use super::{Part, Store, segment};
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, RunStatus, now_us};
 use crate::schema::Table;
@@ -466,13 +466,11 @@ impl Store {
                 }
             }
             Table::MetricSummary => {
-                let mut metrics = Vec::new();
+                let mut summaries = Vec::new();
                 for run in live_runs.filter(|r| !split_summaries.contains(&r.run_id)) {
-                    metrics.extend(
-                        self.read_segments(&snap.project, run, Table::Metrics)
-                            .await?,
-                    );
+                    summaries.extend(self.segment_summaries(&snap.project, run).await?);
                 }
+                let mut metrics = Vec::new();
                 if !split_summaries.is_empty() {
                     let split = Scan {
                         projects: None,
@@ -484,7 +482,11 @@ impl Store {
                 }
                 let metrics = filter_keys(metrics, key_filter.as_ref())?;
                 if !metrics.is_empty() {
-                    out.push(summarize_metrics(&metrics)?);
+                    summaries.push(summarize_metrics(&metrics)?);
+                }
+                if !summaries.is_empty() {
+                    let combined = super::compact::combine_summaries(&summaries)?;
+                    out.extend(filter_keys(vec![combined], key_filter.as_ref())?);
                 }
             }
             _ => {
@@ -495,6 +497,36 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The `metric_summary` rows of each of a live run's metrics segments, in write order
+    /// (kept decoded: a segment never changes).
+    async fn segment_summaries(&self, project: &str, run: &LiveRun) -> Result<Vec<RecordBatch>> {
+        let Some(segments) = run.segments.get(&Table::Metrics) else {
+            return Ok(Vec::new());
+        };
+        // Owned items and an explicit store reference keep the future `Send` for callers such
+        // as DataFusion (borrowed closure arguments make it higher-ranked).
+        let store = self;
+        let metas: Vec<ObjectMeta> = segments.iter().map(|(_, m)| m.clone()).collect();
+        stream::iter(metas)
+            .map(move |meta: ObjectMeta| async move {
+                let path = meta.location.as_ref();
+                if let Some(b) = store.decoded_cache().get(path, Part::Summary) {
+                    return Ok(b);
+                }
+                let batches = store
+                    .read_segment(project, &run.run_id, Table::Metrics, &meta)
+                    .await?;
+                let summary = summarize_metrics(&batches)?;
+                store
+                    .decoded_cache()
+                    .insert(path, Part::Summary, summary.clone());
+                Ok(summary)
+            })
+            .buffered(8)
+            .try_collect()
+            .await
     }
 
     /// The rows of one table in a live run's segments, in write order.
@@ -511,26 +543,34 @@ impl Store {
         let metas: Vec<ObjectMeta> = segments.iter().map(|(_, m)| m.clone()).collect();
         let decoded: Vec<Vec<RecordBatch>> = stream::iter(metas)
             .map(move |meta: ObjectMeta| async move {
-                match store.get_opt(&meta.location).await? {
-                    Some(bytes) => {
-                        segment::decode(table, project, &run.run_id, bytes, &meta.location)
-                    }
-                    // Compacted and removed since the listing: the manifest now has the rows,
-                    // but this snapshot predates it. Report rather than silently drop.
-                    None => Err(Error::storage(
-                        &meta.location,
-                        object_store::Error::NotFound {
-                            path: meta.location.to_string(),
-                            source: "segment removed by a concurrent compaction; retry the read"
-                                .into(),
-                        },
-                    )),
-                }
+                store.read_segment(project, &run.run_id, table, &meta).await
             })
             .buffered(8)
             .try_collect()
             .await?;
         Ok(decoded.into_iter().flatten().collect())
+    }
+
+    /// The rows of one live segment.
+    async fn read_segment(
+        &self,
+        project: &str,
+        run_id: &str,
+        table: Table,
+        meta: &ObjectMeta,
+    ) -> Result<Vec<RecordBatch>> {
+        match self.get_opt(&meta.location).await? {
+            Some(bytes) => segment::decode(table, project, run_id, bytes, &meta.location),
+            // Compacted and removed since the listing: the manifest now has the rows, but this
+            // snapshot predates it. Report rather than silently drop.
+            None => Err(Error::storage(
+                &meta.location,
+                object_store::Error::NotFound {
+                    path: meta.location.to_string(),
+                    source: "segment removed by a concurrent compaction; retry the read".into(),
+                },
+            )),
+        }
     }
 
     async fn read_parquet(
@@ -591,7 +631,7 @@ impl Store {
         let mut batches = Vec::new();
         if cached {
             for rg in row_groups {
-                let hit = self.row_group_cache().get(path.as_ref(), rg);
+                let hit = self.decoded_cache().get(path.as_ref(), Part::RowGroup(rg));
                 let batch = match hit {
                     Some(b) => b,
                     None => {
@@ -609,7 +649,8 @@ impl Store {
                             .await
                             .map_err(|e| Error::parquet(&path, e))?;
                         let b = arrow::compute::concat_batches(meta.schema(), &parts)?;
-                        self.row_group_cache().insert(path.as_ref(), rg, b.clone());
+                        self.decoded_cache()
+                            .insert(path.as_ref(), Part::RowGroup(rg), b.clone());
                         b
                     }
                 };
