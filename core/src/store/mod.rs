@@ -65,6 +65,8 @@ struct Inner {
     manifests: ManifestCache,
     footers: FooterCache,
     row_groups: std::sync::Mutex<DecodedCache>,
+    /// Run record snapshots by path (each snapshot is a new object, never rewritten).
+    records: std::sync::Mutex<HashMap<String, crate::model::RunRecord>>,
 }
 
 type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
@@ -76,9 +78,13 @@ type FooterCache = std::sync::Mutex<HashMap<String, Arc<parquet::file::metadata:
 /// Footers kept at most (the cache starts over past this).
 const MAX_FOOTERS: usize = 1024;
 
+/// Run record snapshots kept at most (the cache starts over past this).
+const MAX_RECORDS: usize = 16 * 1024;
+
 /// Decoded parts of immutable objects, by path: row groups of the small per-run tables
-/// (`runs`, `params`, `tags`, `metric_summary`, `inputs`) of compacted files, and the metric
-/// summary of each live metrics segment. Every search and every page of runs reads those whole;
+/// (`runs`, `params`, `tags`, `metric_summary`, `inputs`) of compacted files, the live segments
+/// of `params`, `tags` and `inputs`, and the metric summary of each live metrics segment. Every
+/// search and every page of runs reads those whole;
 /// decoding them again each time was most of the work (Parquet builds a zstd context per column
 /// chunk it opens; a live run's summary read every point it logged). Compacted files and
 /// segments never change once written.
@@ -96,6 +102,8 @@ pub(crate) enum Part {
     RowGroup(usize),
     /// A metrics segment's `metric_summary` rows.
     Summary,
+    /// A live segment's rows.
+    Segment,
 }
 
 /// Decoded rows kept at most, in bytes of Arrow memory.
@@ -267,6 +275,7 @@ impl Store {
                 manifests: ManifestCache::default(),
                 footers: FooterCache::default(),
                 row_groups: Default::default(),
+                records: Default::default(),
             }),
         }
     }
@@ -320,6 +329,19 @@ impl Store {
             .row_groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn cached_record(&self, path: &str) -> Option<crate::model::RunRecord> {
+        let cache = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(path).cloned()
+    }
+
+    pub(crate) fn cache_record(&self, path: &str, record: &crate::model::RunRecord) {
+        let mut cache = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_RECORDS {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), record.clone());
     }
 
     pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {

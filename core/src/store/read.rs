@@ -236,15 +236,22 @@ impl Store {
                     }
                     let (record, record_snapshot) = match newest {
                         Some((stem, path)) if !manifest.consumed_meta(&run_id, &stem) => {
-                            match self.get_opt(&path).await? {
-                                Some(bytes) => {
+                            let cached = self.cached_record(path.as_ref());
+                            let bytes = match cached {
+                                Some(_) => None,
+                                None => self.get_opt(&path).await?,
+                            };
+                            match (cached, bytes) {
+                                (Some(rec), _) => (Some(rec), Some(stem)),
+                                (None, Some(bytes)) => {
                                     let rec: RunRecord = serde_json::from_slice(&bytes)
                                         .map_err(|e| Error::corrupt(&path, e))?;
+                                    self.cache_record(path.as_ref(), &rec);
                                     (Some(rec), Some(stem))
                                 }
                                 // Superseded by a newer snapshot (a heartbeat) and deleted
                                 // between LIST and GET: read the newest one now.
-                                None => match self.newest_record(project, &run_id).await? {
+                                (None, None) => match self.newest_record(project, &run_id).await? {
                                     Some((rec, stem)) => (Some(rec), Some(stem)),
                                     None => (None, None),
                                 },
@@ -551,7 +558,8 @@ impl Store {
         Ok(decoded.into_iter().flatten().collect())
     }
 
-    /// The rows of one live segment.
+    /// The rows of one live segment. Those of the small per-run tables are kept decoded: every
+    /// search reads them.
     async fn read_segment(
         &self,
         project: &str,
@@ -559,7 +567,19 @@ impl Store {
         table: Table,
         meta: &ObjectMeta,
     ) -> Result<Vec<RecordBatch>> {
+        let keep = matches!(table, Table::Params | Table::Tags | Table::Inputs);
+        let path = meta.location.as_ref();
+        if keep && let Some(b) = self.decoded_cache().get(path, Part::Segment) {
+            return Ok(vec![b]);
+        }
         match self.get_opt(&meta.location).await? {
+            Some(bytes) if keep => {
+                let batches = segment::decode(table, project, run_id, bytes, &meta.location)?;
+                let one = arrow::compute::concat_batches(&table.schema(), &batches)?;
+                self.decoded_cache()
+                    .insert(path, Part::Segment, one.clone());
+                Ok(vec![one])
+            }
             Some(bytes) => segment::decode(table, project, run_id, bytes, &meta.location),
             // Compacted and removed since the listing: the manifest now has the rows, but this
             // snapshot predates it. Report rather than silently drop.
