@@ -37,7 +37,14 @@ pub(crate) struct Runs {
     /// Digests of recent metric-logging requests: a client retrying a request whose answer it
     /// lost (the mlflow client retries up to 7 times) must not log the points twice.
     recent: std::sync::Mutex<Recent>,
+    /// The project of each run this server created or looked up (a run never changes
+    /// project): reading a run's record is then one listing of its folder, not a search of
+    /// every project.
+    projects: std::sync::Mutex<HashMap<String, String>>,
 }
+
+/// Run projects remembered at most (the memory starts over past this).
+const KNOWN_PROJECTS: usize = 100_000;
 
 /// The last [`RECENT`] request digests, oldest first.
 #[derive(Default)]
@@ -49,6 +56,19 @@ struct Recent {
 const RECENT: usize = 4096;
 
 impl Runs {
+    fn project_of(&self, run_id: &str) -> Option<String> {
+        self.projects.lock().ok()?.get(run_id).cloned()
+    }
+
+    fn remember_project(&self, run_id: &str, project: &str) {
+        if let Ok(mut p) = self.projects.lock() {
+            if p.len() >= KNOWN_PROJECTS {
+                p.clear();
+            }
+            p.insert(run_id.to_string(), project.to_string());
+        }
+    }
+
     fn digest(path: &str, body: &[u8]) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -677,6 +697,7 @@ async fn create_run(
     .map_err(join_error)?
     .map_err(store_error)?;
     let id = run.id().to_string();
+    s.runs.remember_project(&id, run.project());
     let run = Arc::new(run);
     if let Ok(mut open) = s.runs.open.lock() {
         open.insert(id.clone(), run.clone());
@@ -725,9 +746,10 @@ async fn handle(s: &Shared, run_id: &str) -> Result<Handle, ApiError> {
     let id: RunId = run_id
         .parse()
         .map_err(|_| not_found(format!("Run '{run_id}' not found")))?;
-    let store = s.engine.store().clone();
-    let record = store.find_run(run_id).await.map_err(store_error)?;
-    let builder = store
+    let record = read_record(s, run_id).await?;
+    let builder = s
+        .engine
+        .store()
         .project(&record.project)
         .resume(id)
         .await
@@ -760,8 +782,24 @@ pub(crate) async fn with_run(
     result.and(closed)
 }
 
+/// A run's record (`RESOURCE_DOES_NOT_EXIST` when there is no such run).
 async fn read_record(s: &Shared, run_id: &str) -> Result<RunRecord, ApiError> {
-    s.engine.store().find_run(run_id).await.map_err(store_error)
+    let store = s.engine.store();
+    if let Some(project) = s.runs.project_of(run_id) {
+        let scan = Scan::project(&project).runs([run_id]);
+        for b in store.scan(Table::Runs, &scan).await.map_err(store_error)? {
+            if let Some(r) = runql_core::store::records_from_batch(&b)
+                .map_err(store_error)?
+                .into_iter()
+                .next()
+            {
+                return Ok(r);
+            }
+        }
+    }
+    let record = store.find_run(run_id).await.map_err(store_error)?;
+    s.runs.remember_project(run_id, &record.project);
+    Ok(record)
 }
 
 /// The value of one tag of a run (its latest), the server's writes flushed first.
@@ -1209,10 +1247,13 @@ async fn get_run(
         .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?;
     flush_if_open(&s, &run_id).await?;
     // A missing run is RESOURCE_DOES_NOT_EXIST.
-    let record = read_record(&s, &run_id).await?;
+    let project = match s.runs.project_of(&run_id) {
+        Some(p) => p,
+        None => read_record(&s, &run_id).await?.project,
+    };
     let run = runs_json(
         &s,
-        std::slice::from_ref(&record.project),
+        std::slice::from_ref(&project),
         std::slice::from_ref(&run_id),
     )
     .await?

@@ -11,7 +11,7 @@
 //! A crash before 2 leaves unreferenced files (`gc` removes them); a crash before 3 leaves
 //! segments that readers already skip (the next compaction removes them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -367,6 +367,188 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
 }
 
+/// One run and key's summary being folded.
+struct Acc {
+    count: i64,
+    min: Option<f64>,
+    max: Option<f64>,
+    first: i64,
+    /// (step, time, value) of the last point: highest (step, time), a tie going to the later.
+    last: (i64, i64, f64),
+}
+
+impl Acc {
+    fn merge(
+        &mut self,
+        count: i64,
+        min: Option<f64>,
+        max: Option<f64>,
+        first: i64,
+        last: (i64, i64, f64),
+    ) {
+        self.count += count;
+        if let Some(v) = min {
+            self.min = Some(self.min.map_or(v, |m| {
+                if v < m || (v == m && v.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
+        }
+        if let Some(v) = max {
+            self.max = Some(self.max.map_or(v, |m| {
+                if v > m || (v == m && m.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
+        }
+        self.first = self.first.min(first);
+        if (last.0, last.1) >= (self.last.0, self.last.1) {
+            self.last = last;
+        }
+    }
+}
+
+/// Summaries folded in write order, keyed by (project, run, key) borrowed from the batches.
+#[derive(Default)]
+struct Fold<'a> {
+    index: HashMap<(&'a str, &'a str, &'a str), usize>,
+    accs: Vec<((&'a str, &'a str, &'a str), Acc)>,
+}
+
+impl<'a> Fold<'a> {
+    fn add(
+        &mut self,
+        id: (&'a str, &'a str, &'a str),
+        count: i64,
+        min: Option<f64>,
+        max: Option<f64>,
+        first: i64,
+        last: (i64, i64, f64),
+    ) {
+        match self.index.get(&id) {
+            Some(&i) => self.accs[i].1.merge(count, min, max, first, last),
+            None => {
+                self.index.insert(id, self.accs.len());
+                self.accs.push((
+                    id,
+                    Acc {
+                        count,
+                        min,
+                        max,
+                        first,
+                        last,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// The `metric_summary` rows, by run and key.
+    fn finish(mut self) -> Result<RecordBatch> {
+        self.accs
+            .sort_by(|a, b| (a.0.1, a.0.2).cmp(&(b.0.1, b.0.2)));
+        let mut b_project = StringBuilder::new();
+        let mut b_run = StringBuilder::new();
+        let mut b_key = StringBuilder::new();
+        let mut b_count = Int64Builder::new();
+        let mut b_min = Float64Builder::new();
+        let mut b_max = Float64Builder::new();
+        let mut b_first = Int64Builder::new();
+        let mut b_last_step = Int64Builder::new();
+        let mut b_last_value = Float64Builder::new();
+        let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for ((project, run, key), a) in self.accs {
+            b_project.append_value(project);
+            b_run.append_value(run);
+            b_key.append_value(key);
+            b_count.append_value(a.count);
+            b_min.append_option(a.min);
+            b_max.append_option(a.max);
+            b_first.append_value(a.first);
+            b_last_step.append_value(a.last.0);
+            b_last_value.append_value(a.last.2);
+            b_last_ts.append_value(a.last.1);
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(b_project.finish()),
+            Arc::new(b_run.finish()),
+            Arc::new(b_key.finish()),
+            Arc::new(b_count.finish()),
+            Arc::new(b_min.finish()),
+            Arc::new(b_max.finish()),
+            Arc::new(b_first.finish()),
+            Arc::new(b_last_step.finish()),
+            Arc::new(b_last_value.finish()),
+            Arc::new(b_last_ts.finish()),
+        ];
+        Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
+    }
+}
+
+fn int_column<'a>(
+    b: &'a RecordBatch,
+    table: &str,
+    name: &str,
+) -> Result<&'a arrow::array::Int64Array> {
+    b.column_by_name(name)
+        .map(|c| c.as_primitive::<Int64Type>())
+        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
+}
+
+fn float_column<'a>(
+    b: &'a RecordBatch,
+    table: &str,
+    name: &str,
+) -> Result<&'a arrow::array::Float64Array> {
+    b.column_by_name(name)
+        .map(|c| c.as_primitive::<Float64Type>())
+        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
+}
+
+fn ts_column<'a>(
+    b: &'a RecordBatch,
+    table: &str,
+    name: &str,
+) -> Result<&'a arrow::array::TimestampMicrosecondArray> {
+    b.column_by_name(name)
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>())
+        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
+}
+
+/// The `metric_summary` rows of `metrics` rows in write order, in one pass (no sort): the rows
+/// `summarize` gives over the same points sorted.
+pub(crate) fn summarize_points(metrics: &[RecordBatch]) -> Result<RecordBatch> {
+    let mut fold = Fold::default();
+    for b in metrics {
+        let (project, run, key) = (
+            string_column(b, "project")?,
+            string_column(b, "run_id")?,
+            string_column(b, "key")?,
+        );
+        let step = int_column(b, "metrics", "step")?;
+        let ts = ts_column(b, "metrics", "ts")?;
+        let value = float_column(b, "metrics", "value")?;
+        for i in 0..b.num_rows() {
+            let v = value.value(i);
+            let finite = (!v.is_nan()).then_some(v);
+            let s = step.value(i);
+            fold.add(
+                (project.value(i), run.value(i), key.value(i)),
+                1,
+                finite,
+                finite,
+                s,
+                (s, ts.value(i), v),
+            );
+        }
+    }
+    fold.finish()
+}
+
 /// `metric_summary` rows of pieces of a run's points (segments, in write order) folded into
 /// one row per run and key: the rows `summarize` gives over all those points at once (counts
 /// add up, first is the lowest step, last the highest (step, time) with a tie going to the
@@ -375,116 +557,40 @@ pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
     if let [one] = parts {
         return Ok(one.clone());
     }
-    struct Acc {
-        project: String,
-        count: i64,
-        min: Option<f64>,
-        max: Option<f64>,
-        first: i64,
-        last: (i64, i64, f64),
-    }
-    let mut acc: std::collections::BTreeMap<(String, String), Acc> = Default::default();
+    let mut fold = Fold::default();
     for b in parts {
-        let project = string_column(b, "project")?;
-        let run = string_column(b, "run_id")?;
-        let key = string_column(b, "key")?;
-        let int = |name: &str| {
-            b.column_by_name(name)
-                .map(|c| c.as_primitive::<Int64Type>().clone())
-                .ok_or_else(|| Error::Internal(format!("metric_summary.{name} missing")))
-        };
-        let float = |name: &str| {
-            b.column_by_name(name)
-                .map(|c| c.as_primitive::<Float64Type>().clone())
-                .ok_or_else(|| Error::Internal(format!("metric_summary.{name} missing")))
-        };
-        let (count, first, last_step) = (int("count")?, int("first_step")?, int("last_step")?);
-        let (min, max, last_value) = (float("min")?, float("max")?, float("last_value")?);
-        let last_ts = b
-            .column_by_name("last_ts")
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-            .ok_or_else(|| Error::Internal("metric_summary.last_ts missing".into()))?;
+        let t = "metric_summary";
+        let (project, run, key) = (
+            string_column(b, "project")?,
+            string_column(b, "run_id")?,
+            string_column(b, "key")?,
+        );
+        let (count, first, last_step) = (
+            int_column(b, t, "count")?,
+            int_column(b, t, "first_step")?,
+            int_column(b, t, "last_step")?,
+        );
+        let (min, max, last_value) = (
+            float_column(b, t, "min")?,
+            float_column(b, t, "max")?,
+            float_column(b, t, "last_value")?,
+        );
+        let last_ts = ts_column(b, t, "last_ts")?;
         for i in 0..b.num_rows() {
             let opt = |a: &arrow::array::Float64Array| {
                 arrow::array::Array::is_valid(a, i).then(|| a.value(i))
             };
-            let last = (last_step.value(i), last_ts.value(i), last_value.value(i));
-            let entry = acc.entry((run.value(i).to_string(), key.value(i).to_string()));
-            match entry {
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(Acc {
-                        project: project.value(i).to_string(),
-                        count: count.value(i),
-                        min: opt(&min),
-                        max: opt(&max),
-                        first: first.value(i),
-                        last,
-                    });
-                }
-                std::collections::btree_map::Entry::Occupied(mut o) => {
-                    let a = o.get_mut();
-                    a.count += count.value(i);
-                    if let Some(v) = opt(&min) {
-                        a.min = Some(a.min.map_or(v, |m| {
-                            if v < m || (v == m && v.is_sign_negative()) {
-                                v
-                            } else {
-                                m
-                            }
-                        }));
-                    }
-                    if let Some(v) = opt(&max) {
-                        a.max = Some(a.max.map_or(v, |m| {
-                            if v > m || (v == m && m.is_sign_negative()) {
-                                v
-                            } else {
-                                m
-                            }
-                        }));
-                    }
-                    a.first = a.first.min(first.value(i));
-                    if (last.0, last.1) >= (a.last.0, a.last.1) {
-                        a.last = last;
-                    }
-                }
-            }
+            fold.add(
+                (project.value(i), run.value(i), key.value(i)),
+                count.value(i),
+                opt(min),
+                opt(max),
+                first.value(i),
+                (last_step.value(i), last_ts.value(i), last_value.value(i)),
+            );
         }
     }
-    let mut b_project = StringBuilder::new();
-    let mut b_run = StringBuilder::new();
-    let mut b_key = StringBuilder::new();
-    let mut b_count = Int64Builder::new();
-    let mut b_min = Float64Builder::new();
-    let mut b_max = Float64Builder::new();
-    let mut b_first = Int64Builder::new();
-    let mut b_last_step = Int64Builder::new();
-    let mut b_last_value = Float64Builder::new();
-    let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for ((run, key), a) in acc {
-        b_project.append_value(&a.project);
-        b_run.append_value(&run);
-        b_key.append_value(&key);
-        b_count.append_value(a.count);
-        b_min.append_option(a.min);
-        b_max.append_option(a.max);
-        b_first.append_value(a.first);
-        b_last_step.append_value(a.last.0);
-        b_last_value.append_value(a.last.2);
-        b_last_ts.append_value(a.last.1);
-    }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(b_project.finish()),
-        Arc::new(b_run.finish()),
-        Arc::new(b_key.finish()),
-        Arc::new(b_count.finish()),
-        Arc::new(b_min.finish()),
-        Arc::new(b_max.finish()),
-        Arc::new(b_first.finish()),
-        Arc::new(b_last_step.finish()),
-        Arc::new(b_last_value.finish()),
-        Arc::new(b_last_ts.finish()),
-    ];
-    Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
+    fold.finish()
 }
 
 /// Writer settings per table: zstd; dictionaries for strings; delta encoding for steps and
@@ -610,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn combined_segment_summaries_equal_the_summary_of_all_points() {
+    fn folded_and_combined_summaries_equal_the_sorted_summary() {
         // Three segments of two runs: steps out of order, a step logged again (same time: the
         // later segment wins), NaN only in one piece, -0.0 against 0.0, keys in one piece only.
         let pieces = [
@@ -642,6 +748,7 @@ mod tests {
             })
             .collect();
         let combined = combine_summaries(&parts).unwrap_or_else(|e| panic!("{e}"));
+        let folded = summarize_points(&pieces).unwrap_or_else(|e| panic!("{e}"));
         // Compared cell by cell, floats bit for bit (NaN and -0.0 included).
         let show = |b: &RecordBatch| -> Vec<Vec<String>> {
             (0..b.num_rows())
@@ -669,6 +776,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(show(&combined), show(&whole));
+        assert_eq!(show(&folded), show(&whole));
         assert_eq!(whole.num_rows(), 4);
     }
 }

@@ -817,10 +817,10 @@ pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'
         .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a string column")))
 }
 
-/// The `metric_summary` rows of some `metrics` rows (any order, any runs).
+/// The `metric_summary` rows of some `metrics` rows of any runs, in write order (of two points
+/// at the same step and time, the later row is the last value), in one pass without sorting.
 pub fn summarize_metrics(metrics: &[RecordBatch]) -> Result<RecordBatch> {
-    let sorted = super::compact::sort_table(Table::Metrics, metrics)?;
-    super::compact::summarize(&sorted)
+    super::compact::summarize_points(metrics)
 }
 
 /// The `runs` table rows of some records.
