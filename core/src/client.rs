@@ -1119,8 +1119,6 @@ impl Writer {
         flush_interval: Duration,
         heartbeat_interval: Duration,
     ) {
-        // This thread does nothing but this run's I/O: local writes need no blocking pool.
-        crate::store::inline_local_io();
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

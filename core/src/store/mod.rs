@@ -537,7 +537,7 @@ impl Store {
             .iter()
             .map(|p| local_file(root, self.layout(), p))
             .collect();
-        blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut dirs = std::collections::BTreeSet::new();
             for f in &files {
                 std::fs::File::open(f)?.sync_data()?;
@@ -551,14 +551,16 @@ impl Store {
             Ok::<_, std::io::Error>(())
         })
         .await
+        .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::storage(self.url(), io_to_store(&Path::default(), e)))
     }
 
     async fn put_with(&self, path: &Path, bytes: Bytes, sync: bool) -> Result<()> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return blocking(move || local_put(&file, &bytes, false, sync))
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, false, sync))
                 .await
+                .map_err(|e| Error::Internal(e.to_string()))?
                 .map(|_| ())
                 .map_err(|e| Error::storage(path, io_to_store(path, e)));
         }
@@ -574,8 +576,9 @@ impl Store {
     pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return blocking(move || local_put(&file, &bytes, true, true))
+            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, true, true))
                 .await
+                .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(|e| Error::storage(path, io_to_store(path, e)));
         }
         let opts = PutOptions {
@@ -758,34 +761,9 @@ fn io_to_store(path: &Path, e: std::io::Error) -> object_store::Error {
         source: format!("{path}: {e}").into(),
     }
 }
-thread_local! {
-    /// Set on threads that exist to do a run's I/O (the client's writer thread): there, local
-    /// file writes run inline instead of hopping to the blocking pool and back. That hop, and
-    /// the blocking-pool thread each writer's runtime started for it, were a large part of what
-    /// a short run cost.
-    static INLINE_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
-/// Marks the current thread as one whose blocking local I/O may run inline (see `INLINE_IO`).
-/// Only for threads that do nothing but a run's I/O.
-pub(crate) fn inline_local_io() {
-    INLINE_IO.with(|f| f.set(true));
-}
-
-/// Runs blocking local file I/O: inline on an I/O thread, else on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    if INLINE_IO.with(|f| f.get()) {
-        return f();
-    }
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
-}
-
-/// A local put: temp file, write, fsync, then rename (or hard link when `create_only`), then
-/// fsync the directory: after a crash or power loss the object is either whole or absent.
+/// temp file, write, fsync, then rename (or hard link when `create_only`), then fsync the
+/// directory: after a crash or power loss the object is either whole or absent.
 fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std::io::Result<bool> {
     use std::io::Write;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
