@@ -1315,26 +1315,13 @@ impl Writer {
         let seq = chunk.seq;
         let metrics = std::mem::take(&mut chunk.m);
         if !metrics.key.is_empty() {
-            // The segment's summary, while the points are at hand: readers of this store
-            // handle (the server answering `runs/get` right after `set_terminated`, a search)
-            // then need not read the segment back to summarise it.
-            let summary = crate::store::summarize_columns(
-                &self.record.project,
-                &self.record.run_id,
-                &chunk.key_names,
-                &metrics.key,
-                &metrics.step,
-                &metrics.ts,
-                &metrics.value,
-            )?;
             let (body, cols) =
                 encode_metrics(metrics, &chunk.key_names, std::mem::take(&mut self.ipc_buf))?;
             // Give the vectors back for reuse when nobody else holds them.
             if let Some(cols) = cols {
                 self.shared.lock().spare.push(cols);
             }
-            let path = self.push_segment(Table::Metrics, seq, body);
-            self.store.remember_summary(&path, summary);
+            self.push_segment(Table::Metrics, seq, body);
         }
         for (table, batch) in chunk_batches(chunk)? {
             let body = segment::encode(table, &[batch])?;
@@ -1343,7 +1330,7 @@ impl Writer {
         Ok(())
     }
 
-    fn push_segment(&mut self, table: Table, seq: u64, body: Bytes) -> object_store::path::Path {
+    fn push_segment(&mut self, table: Table, seq: u64, body: Bytes) {
         let path = self.store.layout().segment(
             &self.record.project,
             &self.record.run_id,
@@ -1352,8 +1339,7 @@ impl Writer {
             seq,
         );
         self.backlog_bytes += body.len() as u64;
-        self.backlog.push_back((path.clone(), body));
-        path
+        self.backlog.push_back((path, body));
     }
 
     /// Writes the backlog (and the record when it changed), oldest first. During an outage

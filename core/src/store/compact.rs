@@ -448,88 +448,45 @@ impl<'a> Fold<'a> {
     }
 
     /// The `metric_summary` rows, by run and key.
-    fn finish(self) -> Result<RecordBatch> {
-        summary_batch(self.accs)
-    }
-}
-
-/// The `metric_summary` of one run's points given as columns in write order, keys as indexes
-/// into `key_names`: what `summarize_points` gives for the same rows, without building them.
-pub(crate) fn summarize_columns(
-    project: &str,
-    run_id: &str,
-    key_names: &[String],
-    key: &[i32],
-    step: &[i64],
-    ts: &[i64],
-    value: &[f64],
-) -> Result<RecordBatch> {
-    let mut accs: Vec<Option<Acc>> = (0..key_names.len()).map(|_| None).collect();
-    for i in 0..key.len() {
-        let (s, v) = (step[i], value[i]);
-        let finite = (!v.is_nan()).then_some(v);
-        let slot = accs
-            .get_mut(key[i] as usize)
-            .ok_or_else(|| Error::Internal(format!("metric key index {} out of range", key[i])))?;
-        match slot {
-            Some(a) => a.merge(1, finite, finite, s, (s, ts[i], v)),
-            None => {
-                *slot = Some(Acc {
-                    count: 1,
-                    min: finite,
-                    max: finite,
-                    first: s,
-                    last: (s, ts[i], v),
-                })
-            }
+    fn finish(mut self) -> Result<RecordBatch> {
+        self.accs
+            .sort_by(|a, b| (a.0.1, a.0.2).cmp(&(b.0.1, b.0.2)));
+        let mut b_project = StringBuilder::new();
+        let mut b_run = StringBuilder::new();
+        let mut b_key = StringBuilder::new();
+        let mut b_count = Int64Builder::new();
+        let mut b_min = Float64Builder::new();
+        let mut b_max = Float64Builder::new();
+        let mut b_first = Int64Builder::new();
+        let mut b_last_step = Int64Builder::new();
+        let mut b_last_value = Float64Builder::new();
+        let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for ((project, run, key), a) in self.accs {
+            b_project.append_value(project);
+            b_run.append_value(run);
+            b_key.append_value(key);
+            b_count.append_value(a.count);
+            b_min.append_option(a.min);
+            b_max.append_option(a.max);
+            b_first.append_value(a.first);
+            b_last_step.append_value(a.last.0);
+            b_last_value.append_value(a.last.2);
+            b_last_ts.append_value(a.last.1);
         }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(b_project.finish()),
+            Arc::new(b_run.finish()),
+            Arc::new(b_key.finish()),
+            Arc::new(b_count.finish()),
+            Arc::new(b_min.finish()),
+            Arc::new(b_max.finish()),
+            Arc::new(b_first.finish()),
+            Arc::new(b_last_step.finish()),
+            Arc::new(b_last_value.finish()),
+            Arc::new(b_last_ts.finish()),
+        ];
+        Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
     }
-    let rows = accs
-        .into_iter()
-        .zip(key_names)
-        .filter_map(|(a, k)| Some(((project, run_id, k.as_str()), a?)))
-        .collect();
-    summary_batch(rows)
-}
-
-/// `metric_summary` rows out of folded summaries, sorted by run and key.
-fn summary_batch(mut accs: Vec<((&str, &str, &str), Acc)>) -> Result<RecordBatch> {
-    accs.sort_by(|a, b| (a.0.1, a.0.2).cmp(&(b.0.1, b.0.2)));
-    let mut b_project = StringBuilder::new();
-    let mut b_run = StringBuilder::new();
-    let mut b_key = StringBuilder::new();
-    let mut b_count = Int64Builder::new();
-    let mut b_min = Float64Builder::new();
-    let mut b_max = Float64Builder::new();
-    let mut b_first = Int64Builder::new();
-    let mut b_last_step = Int64Builder::new();
-    let mut b_last_value = Float64Builder::new();
-    let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for ((project, run, key), a) in accs {
-        b_project.append_value(project);
-        b_run.append_value(run);
-        b_key.append_value(key);
-        b_count.append_value(a.count);
-        b_min.append_option(a.min);
-        b_max.append_option(a.max);
-        b_first.append_value(a.first);
-        b_last_step.append_value(a.last.0);
-        b_last_value.append_value(a.last.2);
-        b_last_ts.append_value(a.last.1);
-    }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(b_project.finish()),
-        Arc::new(b_run.finish()),
-        Arc::new(b_key.finish()),
-        Arc::new(b_count.finish()),
-        Arc::new(b_min.finish()),
-        Arc::new(b_max.finish()),
-        Arc::new(b_first.finish()),
-        Arc::new(b_last_step.finish()),
-        Arc::new(b_last_value.finish()),
-        Arc::new(b_last_ts.finish()),
-    ];
-    Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
 }
 
 fn int_column<'a>(
@@ -821,46 +778,5 @@ mod tests {
         assert_eq!(show(&combined), show(&whole));
         assert_eq!(show(&folded), show(&whole));
         assert_eq!(whole.num_rows(), 4);
-    }
-
-    #[test]
-    fn a_writers_column_summary_equals_the_summary_of_its_rows() {
-        let rows = [
-            ("r", "loss", 3, 30, 0.5),
-            ("r", "acc", 0, 1, f64::NAN),
-            ("r", "loss", 1, 10, -0.0),
-            ("r", "loss", 3, 30, 0.25),
-            ("r", "loss", 2, 20, 0.0),
-        ];
-        let names = vec!["acc".to_string(), "loss".to_string(), "unused".to_string()];
-        let key: Vec<i32> = rows.iter().map(|r| i32::from(r.1 == "loss")).collect();
-        let step: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        let ts: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let value: Vec<f64> = rows.iter().map(|r| r.4).collect();
-        let columns = summarize_columns("p", "r", &names, &key, &step, &ts, &value)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let expected = summarize_points(&[points(&rows)]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(columns.num_rows(), 2);
-        let bits = |b: &RecordBatch| -> Vec<u64> {
-            (4..9)
-                .filter(|&c| c != 6 && c != 7)
-                .flat_map(|c| {
-                    let a = b.column(c).as_primitive::<Float64Type>().clone();
-                    (0..b.num_rows())
-                        .map(move |i| {
-                            if arrow::array::Array::is_null(&a, i) {
-                                1
-                            } else {
-                                a.value(i).to_bits()
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        assert_eq!(bits(&columns), bits(&expected));
-        assert_eq!(columns.column(3), expected.column(3));
-        assert_eq!(columns.column(2), expected.column(2));
-        assert_eq!(columns.column(7), expected.column(7));
     }
 }

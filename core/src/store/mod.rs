@@ -31,7 +31,6 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 use serde::{Deserialize, Serialize};
 
 pub use compact::CompactReport;
-pub(crate) use compact::summarize_columns;
 pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
@@ -343,13 +342,6 @@ impl Store {
             cache.clear();
         }
         cache.insert(path.to_string(), record.clone());
-    }
-
-    /// Records the `metric_summary` of a metrics segment this handle is writing (see
-    /// [`DecodedCache`]): the segment is then summarised without being read back.
-    pub(crate) fn remember_summary(&self, segment: &Path, summary: arrow::array::RecordBatch) {
-        self.decoded_cache()
-            .insert(segment.as_ref(), Part::Summary, summary);
     }
 
     pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {
