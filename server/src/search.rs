@@ -413,12 +413,13 @@ pub(crate) struct Request<'a> {
     pub offset: usize,
 }
 
-/// The latest metric values, params and tags of the keys a search names, by run and key.
+/// The latest metric values, params and tags of the keys a search names, by key then run,
+/// borrowed from the batches they were read into.
 #[derive(Default)]
-struct Values {
-    metrics: HashMap<(String, String), f64>,
-    params: HashMap<(String, String), String>,
-    tags: HashMap<(String, String), String>,
+struct Values<'a> {
+    metrics: HashMap<&'a str, HashMap<&'a str, f64>>,
+    params: HashMap<&'a str, HashMap<&'a str, &'a str>>,
+    tags: HashMap<&'a str, HashMap<&'a str, &'a str>>,
 }
 
 async fn read_values(
@@ -481,10 +482,10 @@ pub(crate) async fn run_ids(
             .ok_or_else(|| ApiError::invalid(format!("column {name} missing")))
     };
     let mut runs: Vec<RunRecord> = Vec::new();
-    let mut values = Values::default();
+    let (mut metrics, mut params, mut tags) = (Vec::new(), Vec::new(), Vec::new());
     for snap in snaps {
         let scan = Scan::project(&snap.project);
-        let (records, metrics, params, tags) = tokio::try_join!(
+        let (records, m, p, t) = tokio::try_join!(
             async {
                 let b = store
                     .read_snapshot(snap, Table::Runs, &scan)
@@ -501,34 +502,60 @@ pub(crate) async fn run_ids(
                 runql_core::store::records_from_batch(b).map_err(crate::mlflow::store_error)?,
             );
         }
-        for b in &metrics {
-            let (id, key) = (text(b, "run_id")?, text(b, "key")?);
-            let v = b
-                .column_by_name("last_value")
-                .map(|c| c.as_primitive::<Float64Type>().clone())
-                .ok_or_else(|| ApiError::invalid("column last_value missing"))?;
-            for i in 0..b.num_rows() {
-                let k = (id.value(i).to_string(), key.value(i).to_string());
-                values.metrics.insert(k, v.value(i));
-            }
+        metrics.extend(m);
+        params.extend(p);
+        tags.extend(t);
+    }
+    // Columns first (they own the strings the maps borrow), in the batches' order: a later
+    // row of the same run and key wins, as `resolve` left at most one anyway.
+    let mut columns = Vec::new();
+    for b in &metrics {
+        let v = b
+            .column_by_name("last_value")
+            .map(|c| c.as_primitive::<Float64Type>().clone())
+            .ok_or_else(|| ApiError::invalid("column last_value missing"))?;
+        columns.push((text(b, "run_id")?, text(b, "key")?, v));
+    }
+    let mut string_columns = [Vec::new(), Vec::new()];
+    for (slot, batches) in [&params, &tags].into_iter().enumerate() {
+        for b in batches {
+            string_columns[slot].push((text(b, "run_id")?, text(b, "key")?, text(b, "value")?));
         }
-        for (batches, map) in [(&params, &mut values.params), (&tags, &mut values.tags)] {
-            for b in batches {
-                let (id, key, v) = (text(b, "run_id")?, text(b, "key")?, text(b, "value")?);
-                for i in 0..b.num_rows() {
-                    let k = (id.value(i).to_string(), key.value(i).to_string());
-                    map.insert(k, v.value(i).to_string());
-                }
+    }
+    let mut values = Values::default();
+    for (id, key, v) in &columns {
+        for i in 0..arrow::array::Array::len(id) {
+            values
+                .metrics
+                .entry(key.value(i))
+                .or_default()
+                .insert(id.value(i), v.value(i));
+        }
+    }
+    for (slot, map) in [&mut values.params, &mut values.tags]
+        .into_iter()
+        .enumerate()
+    {
+        for (id, key, v) in &string_columns[slot] {
+            for i in 0..arrow::array::Array::len(id) {
+                map.entry(key.value(i))
+                    .or_default()
+                    .insert(id.value(i), v.value(i));
             }
         }
     }
-    let lookup = |map: &HashMap<(String, String), String>, r: &RunRecord, key: &str| {
-        map.get(&(r.run_id.clone(), key.to_string())).cloned()
-    };
+    fn lookup<'v>(
+        map: &HashMap<&str, HashMap<&str, &'v str>>,
+        r: &RunRecord,
+        key: &str,
+    ) -> Option<&'v str> {
+        map.get(key)?.get(r.run_id.as_str()).copied()
+    }
     let metric = |r: &RunRecord, key: &str| {
         values
             .metrics
-            .get(&(r.run_id.clone(), key.to_string()))
+            .get(key)
+            .and_then(|m| m.get(r.run_id.as_str()))
             .copied()
     };
     let mut hits: Vec<(Vec<Option<SortValue>>, RunRecord)> = Vec::new();
@@ -538,8 +565,8 @@ pub(crate) async fn run_ids(
         }
         let keep = conditions.iter().all(|c| match c.entity {
             Entity::Metric => c.matches_number(metric(&r, &c.key)),
-            Entity::Param => c.matches(lookup(&values.params, &r, &c.key).as_deref()),
-            Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key).as_deref()),
+            Entity::Param => c.matches(lookup(&values.params, &r, &c.key)),
+            Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key)),
             Entity::Attribute => c.matches_attribute(&r),
         });
         if !keep {
@@ -549,8 +576,12 @@ pub(crate) async fn run_ids(
             .iter()
             .map(|o| match o.entity {
                 Entity::Metric => metric(&r, &o.key).map(SortValue::Number),
-                Entity::Param => lookup(&values.params, &r, &o.key).map(SortValue::Text),
-                Entity::Tag => lookup(&values.tags, &r, &o.key).map(SortValue::Text),
+                Entity::Param => {
+                    lookup(&values.params, &r, &o.key).map(|v| SortValue::Text(v.to_string()))
+                }
+                Entity::Tag => {
+                    lookup(&values.tags, &r, &o.key).map(|v| SortValue::Text(v.to_string()))
+                }
                 Entity::Attribute => attribute(&r, &o.key).map(|a| match a {
                     Attr::Text(t) => SortValue::Text(t),
                     Attr::Millis(ms) => SortValue::Number(ms as f64),
