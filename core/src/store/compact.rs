@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    Array, ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::{concat_batches, take_record_batch};
@@ -257,6 +257,17 @@ pub(crate) fn sort_table(table: Table, batches: &[RecordBatch]) -> Result<Record
     if n <= 1 {
         return Ok(all);
     }
+    if table == Table::Metrics
+        && let Some(order) = metric_order(&all)
+    {
+        return match order {
+            None => Ok(all),
+            Some(order) => {
+                let idx = arrow::array::UInt32Array::from(order);
+                Ok(take_record_batch(&all, &idx)?)
+            }
+        };
+    }
     let columns: Vec<ArrayRef> = sort_columns(table)
         .iter()
         .filter_map(|name| all.column_by_name(name).cloned())
@@ -280,6 +291,63 @@ pub(crate) fn sort_table(table: Table, batches: &[RecordBatch]) -> Result<Record
     order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     let idx = arrow::array::UInt32Array::from(order);
     Ok(take_record_batch(&all, &idx)?)
+}
+
+/// The order of `metrics` rows by (run_id, key, step, ts), ties in row order: `Some(None)` when
+/// they are in order already; `None` when a sort column has nulls (the general path sorts
+/// those). Run ids and keys are few: they are ranked once, and rows compare as four integers
+/// instead of as encoded rows (that comparison was a quarter of a compaction's time).
+fn metric_order(all: &RecordBatch) -> Option<Option<Vec<u32>>> {
+    let run = string_column(all, "run_id").ok()?;
+    let key = string_column(all, "key").ok()?;
+    let step = all
+        .column_by_name("step")?
+        .as_primitive_opt::<Int64Type>()?;
+    let ts = all
+        .column_by_name("ts")?
+        .as_primitive_opt::<TimestampMicrosecondType>()?;
+    if [
+        run.null_count(),
+        key.null_count(),
+        step.null_count(),
+        ts.null_count(),
+    ]
+    .iter()
+    .any(|&n| n > 0)
+    {
+        return None;
+    }
+    // Each distinct string's rank in byte order (the order arrow's row format gives).
+    fn ranks<'a>(col: &'a arrow::array::StringArray) -> Vec<u32> {
+        let mut ids: HashMap<&'a str, u32> = HashMap::new();
+        let row_ids: Vec<u32> = (0..col.len())
+            .map(|i| {
+                let next = ids.len() as u32;
+                *ids.entry(col.value(i)).or_insert(next)
+            })
+            .collect();
+        let mut names: Vec<(&str, u32)> = ids.into_iter().collect();
+        names.sort_unstable();
+        let mut rank = vec![0u32; names.len()];
+        for (r, (_, id)) in names.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        row_ids.into_iter().map(|id| rank[id as usize]).collect()
+    }
+    let (run, key) = (ranks(run), ranks(key));
+    let (step, ts) = (step.values(), ts.values());
+    let at = |i: u32| {
+        let i = i as usize;
+        (run[i], key[i], step[i], ts[i])
+    };
+    let n = all.num_rows() as u32;
+    if (1..n).all(|i| at(i - 1) <= at(i)) {
+        return Some(None);
+    }
+    let mut order: Vec<u32> = (0..n).collect();
+    // Stable: equal keys keep their logging order.
+    order.sort_by_key(|&i| at(i));
+    Some(Some(order))
 }
 
 /// The `metric_summary` rows of a `metrics` batch sorted by (run_id, key, step, ts).
@@ -778,5 +846,31 @@ mod tests {
         assert_eq!(show(&combined), show(&whole));
         assert_eq!(show(&folded), show(&whole));
         assert_eq!(whole.num_rows(), 4);
+    }
+
+    #[test]
+    fn metrics_sort_by_run_key_step_time_keeping_logging_order_on_ties() {
+        let rows = [
+            ("b", "loss", 2, 5, 1.0),
+            ("a", "val", 1, 1, 2.0),
+            ("a", "loss", 1, 9, 3.0),
+            ("a", "loss", 1, 9, 4.0),
+            ("a", "loss", 0, 20, 5.0),
+            ("ab", "a", 0, 0, 6.0),
+            ("a", "loss", 1, 3, 7.0),
+        ];
+        let sorted = sort_table(Table::Metrics, &[points(&rows)]).unwrap_or_else(|e| panic!("{e}"));
+        let mut expected: Vec<usize> = (0..rows.len()).collect();
+        expected.sort_by_key(|&i| (rows[i].0, rows[i].1, rows[i].2, rows[i].3));
+        let values: Vec<f64> = sorted
+            .column(5)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec();
+        let want: Vec<f64> = expected.iter().map(|&i| rows[i].4).collect();
+        assert_eq!(values, want);
+        // Already sorted input comes back as is.
+        let again = sort_table(Table::Metrics, &[sorted.clone()]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, sorted);
     }
 }
