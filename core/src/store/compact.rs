@@ -870,7 +870,8 @@ mod tests {
         let want: Vec<f64> = expected.iter().map(|&i| rows[i].4).collect();
         assert_eq!(values, want);
         // Already sorted input comes back as is.
-        let again = sort_table(Table::Metrics, &[sorted.clone()]).unwrap_or_else(|e| panic!("{e}"));
+        let again = sort_table(Table::Metrics, std::slice::from_ref(&sorted))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, sorted);
     }
 }
