@@ -144,18 +144,22 @@ impl Condition {
                     (Value::Text(t), _) => Some(actual.cmp(t.as_str())),
                     (Value::List(_), _) => None,
                 };
-                let Some(ord) = ord else { return false };
-                match op {
-                    "=" => ord.is_eq(),
-                    "!=" => ord.is_ne(),
-                    "<" => ord.is_lt(),
-                    "<=" => ord.is_le(),
-                    ">" => ord.is_gt(),
-                    ">=" => ord.is_ge(),
-                    _ => false,
-                }
+                ord.is_some_and(|ord| holds(op, ord))
             }
         }
+    }
+}
+
+/// Whether a comparison `op` holds for two values ordered as `ord`.
+fn holds(op: &str, ord: std::cmp::Ordering) -> bool {
+    match op {
+        "=" => ord.is_eq(),
+        "!=" => ord.is_ne(),
+        "<" => ord.is_lt(),
+        "<=" => ord.is_le(),
+        ">" => ord.is_gt(),
+        ">=" => ord.is_ge(),
+        _ => false,
     }
 }
 
@@ -313,18 +317,7 @@ impl Condition {
         let (Some(a), Value::Number(n)) = (actual, &self.value) else {
             return false;
         };
-        let Some(ord) = a.partial_cmp(n) else {
-            return false;
-        };
-        match self.op.as_str() {
-            "=" => ord.is_eq(),
-            "!=" => ord.is_ne(),
-            "<" => ord.is_lt(),
-            "<=" => ord.is_le(),
-            ">" => ord.is_gt(),
-            ">=" => ord.is_ge(),
-            _ => false,
-        }
+        a.partial_cmp(n).is_some_and(|ord| holds(&self.op, ord))
     }
 
     fn matches_attribute(&self, r: &RunRecord) -> bool {

@@ -355,19 +355,109 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
     let project = string_column(metrics, "project")?;
     let run = string_column(metrics, "run_id")?;
     let key = string_column(metrics, "key")?;
-    let step = metrics
-        .column_by_name("step")
-        .map(|c| c.as_primitive::<Int64Type>().clone())
-        .ok_or_else(|| Error::Internal("metrics.step missing".into()))?;
-    let ts = metrics
-        .column_by_name("ts")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-        .ok_or_else(|| Error::Internal("metrics.ts missing".into()))?;
-    let value = metrics
-        .column_by_name("value")
-        .map(|c| c.as_primitive::<Float64Type>().clone())
-        .ok_or_else(|| Error::Internal("metrics.value missing".into()))?;
+    let step = int_column(metrics, "metrics", "step")?;
+    let ts = ts_column(metrics, "metrics", "ts")?;
+    let value = float_column(metrics, "metrics", "value")?;
+    let point = |i: usize| Acc::point(step.value(i), ts.value(i), value.value(i));
+    // Sorted input: each run and key is one run of rows, folded in order.
+    let mut rows: Vec<((&str, &str, &str), Acc)> = Vec::new();
+    let n = metrics.num_rows();
+    let mut start = 0;
+    while start < n {
+        let mut acc = point(start);
+        let mut end = start + 1;
+        while end < n && run.value(end) == run.value(start) && key.value(end) == key.value(start) {
+            acc.merge(point(end));
+            end += 1;
+        }
+        rows.push((
+            (project.value(start), run.value(start), key.value(start)),
+            acc,
+        ));
+        start = end;
+    }
+    summary_batch(rows)
+}
 
+/// One run and key's summary being folded.
+struct Acc {
+    count: i64,
+    min: Option<f64>,
+    max: Option<f64>,
+    first: i64,
+    /// (step, time, value) of the last point: highest (step, time), a tie going to the later.
+    last: (i64, i64, f64),
+}
+
+impl Acc {
+    /// One point's summary.
+    fn point(step: i64, ts: i64, value: f64) -> Acc {
+        let finite = (!value.is_nan()).then_some(value);
+        Acc {
+            count: 1,
+            min: finite,
+            max: finite,
+            first: step,
+            last: (step, ts, value),
+        }
+    }
+
+    /// Folds in the summary of points logged after this one's.
+    fn merge(&mut self, other: Acc) {
+        self.count += other.count;
+        if let Some(v) = other.min {
+            self.min = Some(self.min.map_or(v, |m| {
+                if v < m || (v == m && v.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
+        }
+        if let Some(v) = other.max {
+            self.max = Some(self.max.map_or(v, |m| {
+                if v > m || (v == m && m.is_sign_negative()) {
+                    v
+                } else {
+                    m
+                }
+            }));
+        }
+        self.first = self.first.min(other.first);
+        if (other.last.0, other.last.1) >= (self.last.0, self.last.1) {
+            self.last = other.last;
+        }
+    }
+}
+
+/// Summaries folded in write order, keyed by (project, run, key) borrowed from the batches.
+#[derive(Default)]
+struct Fold<'a> {
+    index: HashMap<(&'a str, &'a str, &'a str), usize>,
+    accs: Vec<((&'a str, &'a str, &'a str), Acc)>,
+}
+
+impl<'a> Fold<'a> {
+    fn add(&mut self, id: (&'a str, &'a str, &'a str), acc: Acc) {
+        match self.index.get(&id) {
+            Some(&i) => self.accs[i].1.merge(acc),
+            None => {
+                self.index.insert(id, self.accs.len());
+                self.accs.push((id, acc));
+            }
+        }
+    }
+
+    /// The `metric_summary` rows, by run and key.
+    fn finish(mut self) -> Result<RecordBatch> {
+        self.accs
+            .sort_by(|a, b| (a.0.1, a.0.2).cmp(&(b.0.1, b.0.2)));
+        summary_batch(self.accs)
+    }
+}
+
+/// `metric_summary` rows out of folded summaries, in the given order.
+fn summary_batch(rows: Vec<((&str, &str, &str), Acc)>) -> Result<RecordBatch> {
     let mut b_project = StringBuilder::new();
     let mut b_run = StringBuilder::new();
     let mut b_key = StringBuilder::new();
@@ -378,47 +468,17 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
     let mut b_last_step = Int64Builder::new();
     let mut b_last_value = Float64Builder::new();
     let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-
-    let n = metrics.num_rows();
-    let mut start = 0;
-    while start < n {
-        let mut end = start + 1;
-        while end < n && run.value(end) == run.value(start) && key.value(end) == key.value(start) {
-            end += 1;
-        }
-        let (mut min, mut max) = (None::<f64>, None::<f64>);
-        for i in start..end {
-            let v = value.value(i);
-            if v.is_nan() {
-                continue;
-            }
-            min = Some(min.map_or(v, |m: f64| {
-                if v < m || (v == m && v.is_sign_negative()) {
-                    v
-                } else {
-                    m
-                }
-            }));
-            max = Some(max.map_or(v, |m: f64| {
-                if v > m || (v == m && m.is_sign_negative()) {
-                    v
-                } else {
-                    m
-                }
-            }));
-        }
-        let last = end - 1;
-        b_project.append_value(project.value(start));
-        b_run.append_value(run.value(start));
-        b_key.append_value(key.value(start));
-        b_count.append_value((end - start) as i64);
-        b_min.append_option(min);
-        b_max.append_option(max);
-        b_first.append_value(step.value(start));
-        b_last_step.append_value(step.value(last));
-        b_last_value.append_value(value.value(last));
-        b_last_ts.append_value(ts.value(last));
-        start = end;
+    for ((project, run, key), a) in rows {
+        b_project.append_value(project);
+        b_run.append_value(run);
+        b_key.append_value(key);
+        b_count.append_value(a.count);
+        b_min.append_option(a.min);
+        b_max.append_option(a.max);
+        b_first.append_value(a.first);
+        b_last_step.append_value(a.last.0);
+        b_last_value.append_value(a.last.2);
+        b_last_ts.append_value(a.last.1);
     }
     let cols: Vec<ArrayRef> = vec![
         Arc::new(b_project.finish()),
@@ -433,128 +493,6 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
         Arc::new(b_last_ts.finish()),
     ];
     Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
-}
-
-/// One run and key's summary being folded.
-struct Acc {
-    count: i64,
-    min: Option<f64>,
-    max: Option<f64>,
-    first: i64,
-    /// (step, time, value) of the last point: highest (step, time), a tie going to the later.
-    last: (i64, i64, f64),
-}
-
-impl Acc {
-    fn merge(
-        &mut self,
-        count: i64,
-        min: Option<f64>,
-        max: Option<f64>,
-        first: i64,
-        last: (i64, i64, f64),
-    ) {
-        self.count += count;
-        if let Some(v) = min {
-            self.min = Some(self.min.map_or(v, |m| {
-                if v < m || (v == m && v.is_sign_negative()) {
-                    v
-                } else {
-                    m
-                }
-            }));
-        }
-        if let Some(v) = max {
-            self.max = Some(self.max.map_or(v, |m| {
-                if v > m || (v == m && m.is_sign_negative()) {
-                    v
-                } else {
-                    m
-                }
-            }));
-        }
-        self.first = self.first.min(first);
-        if (last.0, last.1) >= (self.last.0, self.last.1) {
-            self.last = last;
-        }
-    }
-}
-
-/// Summaries folded in write order, keyed by (project, run, key) borrowed from the batches.
-#[derive(Default)]
-struct Fold<'a> {
-    index: HashMap<(&'a str, &'a str, &'a str), usize>,
-    accs: Vec<((&'a str, &'a str, &'a str), Acc)>,
-}
-
-impl<'a> Fold<'a> {
-    fn add(
-        &mut self,
-        id: (&'a str, &'a str, &'a str),
-        count: i64,
-        min: Option<f64>,
-        max: Option<f64>,
-        first: i64,
-        last: (i64, i64, f64),
-    ) {
-        match self.index.get(&id) {
-            Some(&i) => self.accs[i].1.merge(count, min, max, first, last),
-            None => {
-                self.index.insert(id, self.accs.len());
-                self.accs.push((
-                    id,
-                    Acc {
-                        count,
-                        min,
-                        max,
-                        first,
-                        last,
-                    },
-                ));
-            }
-        }
-    }
-
-    /// The `metric_summary` rows, by run and key.
-    fn finish(mut self) -> Result<RecordBatch> {
-        self.accs
-            .sort_by(|a, b| (a.0.1, a.0.2).cmp(&(b.0.1, b.0.2)));
-        let mut b_project = StringBuilder::new();
-        let mut b_run = StringBuilder::new();
-        let mut b_key = StringBuilder::new();
-        let mut b_count = Int64Builder::new();
-        let mut b_min = Float64Builder::new();
-        let mut b_max = Float64Builder::new();
-        let mut b_first = Int64Builder::new();
-        let mut b_last_step = Int64Builder::new();
-        let mut b_last_value = Float64Builder::new();
-        let mut b_last_ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        for ((project, run, key), a) in self.accs {
-            b_project.append_value(project);
-            b_run.append_value(run);
-            b_key.append_value(key);
-            b_count.append_value(a.count);
-            b_min.append_option(a.min);
-            b_max.append_option(a.max);
-            b_first.append_value(a.first);
-            b_last_step.append_value(a.last.0);
-            b_last_value.append_value(a.last.2);
-            b_last_ts.append_value(a.last.1);
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(b_project.finish()),
-            Arc::new(b_run.finish()),
-            Arc::new(b_key.finish()),
-            Arc::new(b_count.finish()),
-            Arc::new(b_min.finish()),
-            Arc::new(b_max.finish()),
-            Arc::new(b_first.finish()),
-            Arc::new(b_last_step.finish()),
-            Arc::new(b_last_value.finish()),
-            Arc::new(b_last_ts.finish()),
-        ];
-        Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
-    }
 }
 
 fn int_column<'a>(
@@ -601,16 +539,9 @@ pub(crate) fn summarize_points(metrics: &[RecordBatch]) -> Result<RecordBatch> {
         let ts = ts_column(b, "metrics", "ts")?;
         let value = float_column(b, "metrics", "value")?;
         for i in 0..b.num_rows() {
-            let v = value.value(i);
-            let finite = (!v.is_nan()).then_some(v);
-            let s = step.value(i);
             fold.add(
                 (project.value(i), run.value(i), key.value(i)),
-                1,
-                finite,
-                finite,
-                s,
-                (s, ts.value(i), v),
+                Acc::point(step.value(i), ts.value(i), value.value(i)),
             );
         }
     }
@@ -645,16 +576,16 @@ pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
         );
         let last_ts = ts_column(b, t, "last_ts")?;
         for i in 0..b.num_rows() {
-            let opt = |a: &arrow::array::Float64Array| {
-                arrow::array::Array::is_valid(a, i).then(|| a.value(i))
-            };
+            let opt = |a: &arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
             fold.add(
                 (project.value(i), run.value(i), key.value(i)),
-                count.value(i),
-                opt(min),
-                opt(max),
-                first.value(i),
-                (last_step.value(i), last_ts.value(i), last_value.value(i)),
+                Acc {
+                    count: count.value(i),
+                    min: opt(min),
+                    max: opt(max),
+                    first: first.value(i),
+                    last: (last_step.value(i), last_ts.value(i), last_value.value(i)),
+                },
             );
         }
     }
