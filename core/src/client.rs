@@ -1337,6 +1337,7 @@ impl Writer {
             table,
             &self.writer_id,
             seq,
+            self.store.nested_live(),
         );
         self.backlog_bytes += body.len() as u64;
         self.backlog.push_back((path, body));

@@ -10,8 +10,10 @@ use std::sync::{Arc, LazyLock};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// Version of the on-store format written by this build. A store records the version it was
-/// created with; this build reads every version up to this one.
-pub const FORMAT_VERSION: u32 = 1;
+/// created with; this build reads every version up to this one. Version 2: a run's live objects
+/// sit side by side in its folder (`live/<run>/meta.<id>.json`, `live/<run>/<table>.<writer>-<seq>.arrow`)
+/// instead of in a sub-folder per kind.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A column of a table: its name, Arrow type, nullability and meaning.
 #[derive(Debug, Clone, Copy)]

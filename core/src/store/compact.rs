@@ -220,9 +220,7 @@ impl Store {
                     .flatten()
                     .map(|(_, m)| m.location.clone()),
             );
-            if let Some(stem) = &run.record_snapshot {
-                consumed.push(self.layout().run_meta(project, &run.run_id, stem));
-            }
+            consumed.extend(run.record_path.clone());
         }
         report.removed += consumed.len();
         self.delete_all(consumed).await

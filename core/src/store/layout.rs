@@ -3,8 +3,8 @@
 //! ```text
 //! runql.json                                       format marker (version), written once
 //! projects/<p>/project.json                        project record, written once
-//! projects/<p>/live/<run>/meta/<uuid7>.json        run record snapshots; the newest wins
-//! projects/<p>/live/<run>/<table>/<writer>-<seq>.arrow   live Arrow IPC segments
+//! projects/<p>/live/<run>/meta.<uuid7>.json        run record snapshots; the newest wins
+//! projects/<p>/live/<run>/<table>.<writer>-<seq>.arrow   live Arrow IPC segments
 //! projects/<p>/data/<table>/<uuid7>.parquet        compacted runs (many runs per file)
 //! projects/<p>/manifest/<uuid7>.json               manifest entries: which runs are compacted where
 //! blobs/sha256/<2 hex>/<62 hex>                    artifact contents, deduplicated
@@ -13,6 +13,12 @@
 //! `<p>` is the project name with every byte outside `[A-Za-z0-9_.-]` written as `=XX`, so any
 //! name (MLflow experiment names often contain `/` and spaces) maps to one path part that
 //! every object store accepts.
+//!
+//! A run's live objects sit side by side in its one folder (format 2). Stores of format 1 had a
+//! sub-folder per kind (`live/<run>/meta/<uuid7>.json`, `live/<run>/<table>/<writer>-<seq>.arrow`):
+//! they are still read, and written the same way for as long as their marker says format 1, so
+//! that older runql versions keep reading them. On a local disk a folder is an inode and a
+//! directory block to allocate: a short MLflow run made four folders, now one.
 
 use object_store::path::Path;
 
@@ -97,12 +103,17 @@ impl Layout {
         self.live(project).join(run_id)
     }
 
-    pub fn run_meta(&self, project: &str, run_id: &str, snapshot: &str) -> Path {
-        self.run(project, run_id)
-            .join("meta")
-            .join(format!("{snapshot}.json"))
+    /// A run record snapshot; `nested` for a format-1 store (`meta/<uuid7>.json`).
+    pub fn run_meta(&self, project: &str, run_id: &str, snapshot: &str, nested: bool) -> Path {
+        let run = self.run(project, run_id);
+        if nested {
+            run.join("meta").join(format!("{snapshot}.json"))
+        } else {
+            run.join(format!("meta.{snapshot}.json"))
+        }
     }
 
+    /// A live segment; `nested` for a format-1 store (`<table>/<writer>-<seq>.arrow`).
     pub fn segment(
         &self,
         project: &str,
@@ -110,10 +121,15 @@ impl Layout {
         table: Table,
         writer: &str,
         seq: u64,
+        nested: bool,
     ) -> Path {
-        self.run(project, run_id)
-            .join(table.name())
-            .join(format!("{writer}-{seq:010}.arrow"))
+        let run = self.run(project, run_id);
+        if nested {
+            run.join(table.name())
+                .join(format!("{writer}-{seq:010}.arrow"))
+        } else {
+            run.join(format!("{}.{writer}-{seq:010}.arrow", table.name()))
+        }
     }
 
     pub fn data_file(&self, project: &str, table: Table, id: &str) -> Path {
@@ -241,6 +257,37 @@ pub struct SegmentName {
     pub seq: u64,
 }
 
+/// What a live object is, from its path below `live/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveObject {
+    /// A run record snapshot, by its file stem (a UUIDv7: later sorts higher).
+    Meta(String),
+    /// A segment of a table.
+    Segment(Table, SegmentName),
+}
+
+impl LiveObject {
+    /// Parses the parts of a path below a project's `live/` folder: `<run>/<file>` (format 2)
+    /// or `<run>/<kind>/<file>` (format 1). `None` for anything else (temporary files, strays).
+    pub fn parse<'a>(parts: &[&'a str]) -> Option<(&'a str, LiveObject)> {
+        let (run, kind, file) = match *parts {
+            [run, file] => {
+                let (kind, file) = file.split_once('.')?;
+                (run, kind, file)
+            }
+            [run, kind, file] => (run, kind, file),
+            _ => return None,
+        };
+        if kind == "meta" {
+            return Some((run, LiveObject::Meta(file.strip_suffix(".json")?.to_string())));
+        }
+        Some((
+            run,
+            LiveObject::Segment(Table::from_name(kind)?, SegmentName::parse(file)?),
+        ))
+    }
+}
+
 impl SegmentName {
     pub fn parse(file_name: &str) -> Option<SegmentName> {
         let stem = file_name.strip_suffix(".arrow")?;
@@ -267,6 +314,47 @@ mod tests {
                 object_store::path::PathPart::from(enc.as_str()).as_ref(),
                 enc
             );
+        }
+    }
+
+    #[test]
+    fn live_objects_of_both_formats_parse() {
+        let l = Layout::new(Path::from("root"));
+        let live = l.live("p");
+        let depth = live.parts().count();
+        for nested in [false, true] {
+            let meta = l.run_meta("p", "r1", "0191", nested);
+            let seg = l.segment("p", "r1", Table::Metrics, "w7", 3, nested);
+            let parse = |p: &Path| {
+                let parts: Vec<String> = p.parts().skip(depth).map(|x| x.as_ref().to_string()).collect();
+                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                LiveObject::parse(&parts).map(|(r, o)| (r.to_string(), o))
+            };
+            assert_eq!(parse(&meta), Some(("r1".into(), LiveObject::Meta("0191".into()))));
+            assert_eq!(
+                parse(&seg),
+                Some((
+                    "r1".into(),
+                    LiveObject::Segment(
+                        Table::Metrics,
+                        SegmentName {
+                            writer: "w7".into(),
+                            seq: 3
+                        }
+                    )
+                ))
+            );
+            assert_eq!(meta.parts().count(), depth + if nested { 3 } else { 2 });
+        }
+        // Temporary names, unknown kinds and strays are not live objects.
+        for bad in [
+            &["r1", "meta.0191.json#123"][..],
+            &["r1", "nosuch.w-0000000001.arrow"],
+            &["r1", "metrics.w.arrow"],
+            &["r1"],
+            &["r1", "a", "b", "c"],
+        ] {
+            assert_eq!(LiveObject::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -60,7 +60,8 @@ struct Inner {
     /// The directory of a local store, for the fsync'd write path.
     local_root: Option<PathBuf>,
     stale_after: Duration,
-    format_checked: tokio::sync::OnceCell<()>,
+    /// The store's format version, once its marker was read (or written).
+    format_checked: tokio::sync::OnceCell<u32>,
     /// Per project, the manifest entry names last listed and their folded manifest.
     manifests: ManifestCache,
     footers: FooterCache,
@@ -408,7 +409,7 @@ impl Store {
             .get_or_try_init(|| async {
                 let path = self.layout().marker();
                 match self.read_marker().await? {
-                    Some(()) => Ok(()),
+                    Some(version) => Ok(version),
                     None => {
                         let marker = Marker {
                             format: "runql".into(),
@@ -418,8 +419,10 @@ impl Store {
                         let body = serde_json::to_vec_pretty(&marker)
                             .map_err(|e| Error::Internal(e.to_string()))?;
                         self.put_if_absent(&path, Bytes::from(body)).await?;
-                        // Another writer may have won the race with a newer version.
-                        self.read_marker().await.map(|_| ())
+                        // Another writer may have won the race, with another version.
+                        self.read_marker()
+                            .await?
+                            .ok_or_else(|| Error::corrupt(&path, "the store marker vanished"))
                     }
                 }
             })
@@ -434,13 +437,21 @@ impl Store {
         if self.inner.format_checked.initialized() {
             return Ok(());
         }
-        if self.read_marker().await?.is_some() {
-            let _ = self.inner.format_checked.set(());
+        if let Some(version) = self.read_marker().await? {
+            let _ = self.inner.format_checked.set(version);
         }
         Ok(())
     }
 
-    async fn read_marker(&self) -> Result<Option<()>> {
+    /// Whether live objects are written in format 1's sub-folders (`meta/`, `<table>/`): only
+    /// into a store whose marker says format 1, so that older runql versions keep reading it.
+    /// Known once [`Store::ensure_writable`] ran, which every writer calls first.
+    pub(crate) fn nested_live(&self) -> bool {
+        self.inner.format_checked.get().is_some_and(|&v| v < 2)
+    }
+
+    /// The format version in the store's marker, if there is one.
+    async fn read_marker(&self) -> Result<Option<u32>> {
         let path = self.layout().marker();
         let Some(bytes) = self.get_opt(&path).await? else {
             return Ok(None);
@@ -454,7 +465,7 @@ impl Store {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(Some(()))
+        Ok(Some(marker.version))
     }
 
     /// Creates a project if it does not exist yet. Creating an existing project is fine.
@@ -506,10 +517,14 @@ impl Store {
 
     /// Writes a snapshot of a run's record; the newest snapshot wins.
     pub async fn write_run_record(&self, record: &RunRecord) -> Result<Path> {
+        self.ensure_writable().await?;
         let snapshot = uuid::Uuid::now_v7().simple().to_string();
-        let path = self
-            .layout()
-            .run_meta(&record.project, &record.run_id, &snapshot);
+        let path = self.layout().run_meta(
+            &record.project,
+            &record.run_id,
+            &snapshot,
+            self.nested_live(),
+        );
         let body = serde_json::to_vec(record).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(&path, Bytes::from(body)).await?;
         Ok(path)

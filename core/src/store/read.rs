@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::layout::SegmentName;
+use super::layout::{LiveObject, SegmentName};
 use super::manifest::{DataFile, Manifest};
 use super::{Part, Store, segment};
 use crate::error::{Error, Result};
@@ -69,6 +69,8 @@ pub struct LiveRun {
     pub record: Option<RunRecord>,
     /// File stem of that record's snapshot.
     pub record_snapshot: Option<String>,
+    /// The path of that snapshot.
+    pub record_path: Option<Path>,
     /// Segments not consumed by a compaction, per table, in write order.
     pub segments: BTreeMap<Table, Vec<(SegmentName, ObjectMeta)>>,
     /// Objects a compaction already consumed or a newer snapshot superseded: garbage.
@@ -199,28 +201,25 @@ impl Store {
         }
         let mut found: HashMap<String, Found> = HashMap::new();
         for meta in objects {
-            let parts: Vec<String> = meta
+            let parts: Vec<&str> = meta
                 .location
-                .parts()
+                .as_ref()
+                .split('/')
                 .skip(root_depth)
-                .map(|p| p.as_ref().to_string())
                 .collect();
-            let [run_id, kind, file] = parts.as_slice() else {
+            let Some((run_id, object)) = LiveObject::parse(&parts) else {
                 continue;
             };
-            let f = found.entry(run_id.clone()).or_default();
+            let f = found.entry(run_id.to_string()).or_default();
             f.last_modified = f.last_modified.max(meta.last_modified.timestamp_micros());
-            if kind == "meta" {
-                if let Some(stem) = file.strip_suffix(".json") {
-                    f.metas.push((stem.to_string(), meta.location.clone()));
-                }
-            } else if let (Some(table), Some(name)) =
-                (Table::from_name(kind), SegmentName::parse(file))
-            {
-                if manifest.consumed_segment(run_id, &name.writer, name.seq) {
-                    f.garbage.push(meta.location.clone());
-                } else {
-                    f.segments.entry(table).or_default().push((name, meta));
+            match object {
+                LiveObject::Meta(stem) => f.metas.push((stem, meta.location.clone())),
+                LiveObject::Segment(table, name) => {
+                    if manifest.consumed_segment(run_id, &name.writer, name.seq) {
+                        f.garbage.push(meta.location.clone());
+                    } else {
+                        f.segments.entry(table).or_default().push((name, meta));
+                    }
                 }
             }
         }
@@ -242,17 +241,17 @@ impl Store {
                                 None => self.get_opt(&path).await?,
                             };
                             match (cached, bytes) {
-                                (Some(rec), _) => (Some(rec), Some(stem)),
+                                (Some(rec), _) => (Some(rec), Some((stem, path))),
                                 (None, Some(bytes)) => {
                                     let rec: RunRecord = serde_json::from_slice(&bytes)
                                         .map_err(|e| Error::corrupt(&path, e))?;
                                     self.cache_record(path.as_ref(), &rec);
-                                    (Some(rec), Some(stem))
+                                    (Some(rec), Some((stem, path)))
                                 }
                                 // Superseded by a newer snapshot (a heartbeat) and deleted
                                 // between LIST and GET: read the newest one now.
                                 (None, None) => match self.newest_record(project, &run_id).await? {
-                                    Some((rec, stem)) => (Some(rec), Some(stem)),
+                                    Some((rec, stem, path)) => (Some(rec), Some((stem, path))),
                                     None => (None, None),
                                 },
                             }
@@ -263,10 +262,12 @@ impl Store {
                         }
                         None => (None, None),
                     };
+                    let (record_snapshot, record_path) = record_snapshot.unzip();
                     Ok::<_, Error>(LiveRun {
                         run_id,
                         record,
                         record_snapshot,
+                        record_path,
                         segments: f.segments,
                         garbage: f.garbage,
                         last_modified: f.last_modified,
@@ -295,27 +296,31 @@ impl Store {
         &self,
         project: &str,
         run_id: &str,
-    ) -> Result<Option<(RunRecord, String)>> {
-        let dir = self.layout().run(project, run_id).join("meta");
+    ) -> Result<Option<(RunRecord, String, Path)>> {
+        let dir = self.layout().run(project, run_id);
+        let depth = self.layout().live(project).parts().count();
         // A snapshot can be superseded again while we read: retry a few times.
         for _ in 0..3 {
-            let mut metas = self.list_all(&dir).await?;
-            metas.sort_by(|a, b| a.location.cmp(&b.location));
-            let Some(newest) = metas.pop() else {
-                return Ok(None);
-            };
-            let Some(stem) = newest
-                .location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .map(str::to_string)
-            else {
+            let mut metas: Vec<(String, ObjectMeta)> = self
+                .list_all(&dir)
+                .await?
+                .into_iter()
+                .filter_map(|m| {
+                    let parts: Vec<&str> = m.location.as_ref().split('/').skip(depth).collect();
+                    match LiveObject::parse(&parts)?.1 {
+                        LiveObject::Meta(stem) => Some((stem, m)),
+                        LiveObject::Segment(..) => None,
+                    }
+                })
+                .collect();
+            metas.sort_by(|a, b| a.0.cmp(&b.0));
+            let Some((stem, newest)) = metas.pop() else {
                 return Ok(None);
             };
             if let Some(bytes) = self.get_opt(&newest.location).await? {
                 let rec: RunRecord = serde_json::from_slice(&bytes)
                     .map_err(|e| Error::corrupt(&newest.location, e))?;
-                return Ok(Some((rec, stem)));
+                return Ok(Some((rec, stem, newest.location)));
             }
         }
         Ok(None)

@@ -390,3 +390,62 @@ fn a_resumed_run_keeps_its_identity_and_adds_to_its_data() {
         "{missing}"
     );
 }
+
+/// Format 2 keeps a run's live objects side by side in its folder; a store created by a format-1
+/// runql keeps getting format 1's sub-folders (older versions read it still), and both read
+/// back and compact the same.
+#[test]
+fn format_1_stores_keep_their_layout_and_both_layouts_read_back() {
+    for version in [1u32, 2] {
+        let (dir, store) = temp_store();
+        if version == 1 {
+            let marker = format!(r#"{{"format":"runql","version":1,"created":0}}"#);
+            block_on(store.put(&store.layout().marker(), bytes::Bytes::from(marker)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A fresh handle, as a later process would open it.
+        let store = Store::open(dir.url()).unwrap_or_else(|e| panic!("{e}"));
+        let run = quiet_run(&store.project("layout"))
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let id = run.id().as_hex();
+        run.log_param("lr", "0.1").unwrap_or_else(|e| panic!("{e}"));
+        for step in 0..100 {
+            run.log_metric("loss", step, 1.0 / (1 + step) as f64)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        run.flush().unwrap_or_else(|e| panic!("{e}"));
+        let live = store.layout().live("layout");
+        let depth = live.parts().count();
+        let objects = block_on(store.list_all(&live)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(objects.len() >= 3, "{objects:?}");
+        for o in &objects {
+            let below = o.location.parts().count() - depth;
+            let want = if version == 1 { 3 } else { 2 };
+            assert_eq!(below, want, "format {version}: {}", o.location);
+        }
+        run.finish().unwrap_or_else(|e| panic!("{e}"));
+        let expect: Vec<(i64, u64)> = (0..100)
+            .map(|s| (s, (1.0 / (1 + s) as f64).to_bits()))
+            .collect();
+        assert_eq!(metric_points(&store, "layout", &id, "loss"), expect);
+        let runs = block_on(store.list_runs(Some("layout"))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, RunStatus::Finished);
+        // Compaction consumes every live object of either layout.
+        let report = block_on(store.compact("layout")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.runs, 1);
+        let left = block_on(store.list_all(&live)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(left.is_empty(), "format {version}: {left:?}");
+        assert_eq!(metric_points(&store, "layout", &id, "loss"), expect);
+        let params = table_rows_of(&store, &id);
+        assert_eq!(params, vec!["lr=0.1".to_string()]);
+    }
+}
+
+fn table_rows_of(store: &Store, run_id: &str) -> Vec<String> {
+    let batches = block_on(store.scan(Table::Params, &Scan::project("layout").runs([run_id])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (k, v) = (strings(&batches, "key"), strings(&batches, "value"));
+    k.into_iter().zip(v).map(|(k, v)| format!("{k}={v}")).collect()
+}

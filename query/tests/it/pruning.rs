@@ -178,7 +178,7 @@ fn single_run_queries_open_only_that_runs_objects() {
     }
     assert!(
         log.iter()
-            .any(|(op, p)| *op == "get" && p.contains(&format!("/live/{live}/metrics/")))
+            .any(|(op, p)| *op == "get" && p.contains(&format!("/live/{live}/metrics.")))
     );
 
     // The whole project, for contrast: every file and every live run is read.
