@@ -333,6 +333,7 @@ impl RunBuilder {
             }
         }
         let (ready_tx, ready_rx) = mpsc::channel();
+        let started = record.clone();
         let writer = Writer {
             store: self.store.clone(),
             shared: shared.clone(),
@@ -375,6 +376,7 @@ impl RunBuilder {
         Ok(Run {
             shared,
             store: self.store,
+            started,
             writer: Some(handle),
             sampler,
             ended: false,
@@ -386,6 +388,8 @@ impl RunBuilder {
 pub struct Run {
     shared: Arc<Shared>,
     store: Store,
+    /// The record as `start` stored it.
+    started: RunRecord,
     writer: Option<JoinHandle<()>>,
     sampler: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
     ended: bool,
@@ -413,6 +417,11 @@ impl Run {
     /// The run's project.
     pub fn project(&self) -> &str {
         &self.shared.project
+    }
+
+    /// The run's record as [`RunBuilder::start`] stored it (status `running`).
+    pub fn started_record(&self) -> &RunRecord {
+        &self.started
     }
 
     /// The store the run writes to.
@@ -706,22 +715,30 @@ impl Run {
 
     /// Ends the run with another status (`failed`, `killed`).
     pub fn finish_with(mut self, status: RunStatus) -> Result<()> {
-        self.end_at(status, None)
+        self.end_at(status, None).map(drop)
+    }
+
+    /// Like [`Run::finish_with`], and returns the run's final record as stored (what a reader
+    /// of the run would now get, without reading it back).
+    pub fn finish_with_record(mut self, status: RunStatus) -> Result<RunRecord> {
+        self.end_at(status, None)?
+            .ok_or_else(|| Error::Internal("the run had ended already".into()))
     }
 
     /// Ends the run with a status and an end time (µs since the epoch) taken from another
     /// tool's records rather than now.
     pub fn finish_at(mut self, status: RunStatus, ended_us: i64) -> Result<()> {
-        self.end_at(status, Some(ended_us))
+        self.end_at(status, Some(ended_us)).map(drop)
     }
 
     fn end(&mut self, status: RunStatus) -> Result<()> {
-        self.end_at(status, None)
+        self.end_at(status, None).map(drop)
     }
 
-    fn end_at(&mut self, status: RunStatus, at: Option<i64>) -> Result<()> {
+    /// Ends the run; its final record, `None` when it had ended already.
+    fn end_at(&mut self, status: RunStatus, at: Option<i64>) -> Result<Option<RunRecord>> {
         if self.ended {
-            return Ok(());
+            return Ok(None);
         }
         self.ended = true;
         if let Some((handle, stop)) = self.sampler.take() {
@@ -740,7 +757,7 @@ impl Run {
         if let Some(h) = self.writer.take() {
             let _ = h.join();
         }
-        result
+        result.map(Some)
     }
 }
 
@@ -1070,7 +1087,8 @@ enum Msg {
         status: RunStatus,
         /// The end time to record, when it is not now.
         at: Option<i64>,
-        ack: mpsc::Sender<Result<()>>,
+        /// The final record as stored, or why it could not be.
+        ack: mpsc::Sender<Result<RunRecord>>,
     },
 }
 
@@ -1181,7 +1199,7 @@ impl Writer {
                 Ok(Msg::End { status, at, ack }) => {
                     let chunk = self.shared.lock().take_chunk();
                     let r = rt.block_on(self.end(chunk, status, at));
-                    let _ = ack.send(r);
+                    let _ = ack.send(r.map(|()| self.record.clone()));
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}

@@ -698,12 +698,13 @@ async fn create_run(
     .map_err(store_error)?;
     let id = run.id().to_string();
     s.runs.remember_project(&id, run.project());
+    // The record as stored: what reading it back would give.
+    let info = run_info(run.started_record());
     let run = Arc::new(run);
     if let Ok(mut open) = s.runs.open.lock() {
-        open.insert(id.clone(), run.clone());
+        open.insert(id.clone(), run);
     }
-    let record = read_record(&s, &id).await?;
-    Ok(axum::Json(json!({"run": {"info": run_info(&record), "data": {"metrics": [], "params": [], "tags": []}}})).into_response())
+    Ok(axum::Json(json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": []}}})).into_response())
 }
 
 /// A run to log into: one the server holds open, or one reopened for this request only.
@@ -851,12 +852,16 @@ async fn update_run(
         Some(other) => return Err(ApiError::invalid(format!("Invalid run status '{other}'"))),
     };
     if let Some(status) = status {
+        // The final record as the run's writer stored it, when this server ended the run.
+        let mut ended = None;
         // Make sure the run exists (and reopen it if this server does not hold it).
         if let Handle::Reopened(run, _) = handle(&s, &run_id).await? {
-            tokio::task::spawn_blocking(move || run.finish_with(status))
-                .await
-                .map_err(join_error)?
-                .map_err(store_error)?;
+            ended = Some(
+                tokio::task::spawn_blocking(move || run.finish_with_record(status))
+                    .await
+                    .map_err(join_error)?
+                    .map_err(store_error)?,
+            );
         }
         let owned = s.runs.open.lock().ok().and_then(|mut o| o.remove(&run_id));
         if let Some(run) = owned {
@@ -865,7 +870,7 @@ async fn update_run(
                 let mut run = run;
                 loop {
                     match Arc::try_unwrap(run) {
-                        Ok(r) => return Some(r),
+                        Ok(r) => return r,
                         Err(shared) => {
                             run = shared;
                             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -875,15 +880,16 @@ async fn update_run(
             })
             .await
             .map_err(join_error)?;
-            if let Some(run) = run {
-                tokio::task::spawn_blocking(move || run.finish_with(status))
+            ended = Some(
+                tokio::task::spawn_blocking(move || run.finish_with_record(status))
                     .await
                     .map_err(join_error)?
-                    .map_err(store_error)?;
-            }
+                    .map_err(store_error)?,
+            );
         }
-        if let Ok(record) = read_record(&s, &run_id).await {
+        if let Some(record) = ended {
             crate::compactor::schedule(&s, &record.project);
+            return Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response());
         }
     }
     let record = read_record(&s, &run_id).await?;

@@ -644,6 +644,17 @@ impl Store {
 
     /// Every object below `prefix` (recursively).
     pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        if let Some(root) = &self.inner.local_root {
+            let dir = local_file(root, self.layout(), prefix);
+            let base = prefix.clone();
+            let listed = tokio::task::spawn_blocking(move || local_list(&dir, &base))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::storage(prefix, io_to_store(prefix, e)))?;
+            if let Some(listed) = listed {
+                return Ok(listed);
+            }
+        }
         self.inner
             .objects
             .list(Some(prefix))
@@ -664,6 +675,30 @@ impl Store {
 
     /// Deletes objects; ones already gone are fine.
     pub async fn delete_all(&self, paths: impl IntoIterator<Item = Path>) -> Result<()> {
+        if let Some(root) = &self.inner.local_root {
+            // One trip to the blocking pool for the lot, not one per object.
+            let files: Vec<(Path, PathBuf)> = paths
+                .into_iter()
+                .map(|p| {
+                    let f = local_file(root, self.layout(), &p);
+                    (p, f)
+                })
+                .collect();
+            let root = root.clone();
+            return tokio::task::spawn_blocking(move || {
+                for (path, file) in files {
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::storage(&path, io_to_store(&path, e))),
+                    }
+                    remove_empty_parents(&root, &file);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        }
         for path in paths {
             match self.inner.objects.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -820,6 +855,91 @@ fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std:
 }
 
 /// Removes the now-empty directories above a deleted local object, up to the store root.
+/// Lists every object below `dir` (the local folder of `prefix`) with one `readdir` per folder
+/// and one `statx` per file: what `object_store`'s local lister returns (same locations, sizes,
+/// times and ETags; temporary `name#<digits>` files skipped), without its cost per listing
+/// (it canonicalizes the root, a `readlink` per path component, and stats every entry twice).
+/// `None` when a name needs `object_store`'s own encoding or an entry is a symbolic link: the
+/// caller then lists through `object_store`.
+fn local_list(dir: &FsPath, prefix: &Path) -> std::io::Result<Option<Vec<ObjectMeta>>> {
+    fn plain(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'='))
+    }
+    fn temporary(name: &str) -> bool {
+        name.split_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+    let mut out = Vec::new();
+    let base = prefix.as_ref().to_string();
+    // (folder, its location with a trailing '/', or empty at the store's root)
+    let mut todo = vec![(
+        dir.to_path_buf(),
+        if base.is_empty() { base } else { base + "/" },
+    )];
+    while let Some((folder, location)) = todo.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Ok(None);
+            };
+            if temporary(name) {
+                continue;
+            }
+            if !plain(name) {
+                return Ok(None);
+            }
+            let kind = match entry.file_type() {
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if kind.is_symlink() {
+                return Ok(None);
+            }
+            if kind.is_dir() {
+                todo.push((entry.path(), format!("{location}{name}/")));
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let modified = meta.modified()?;
+            let micros = modified
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros();
+            #[cfg(unix)]
+            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+            #[cfg(not(unix))]
+            let inode = 0u64;
+            out.push(ObjectMeta {
+                location: Path::from(format!("{location}{name}")),
+                last_modified: modified.into(),
+                size: meta.len(),
+                e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
+                version: None,
+            });
+        }
+    }
+    Ok(Some(out))
+}
+
 fn remove_empty_parents(root: &FsPath, file: &FsPath) {
     let mut dir = file.parent();
     while let Some(d) = dir {
@@ -830,5 +950,62 @@ fn remove_empty_parents(root: &FsPath, file: &FsPath) {
             break;
         }
         dir = d.parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut v: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
+        v.sort_by(|a, b| a.location.cmp(&b.location));
+        v
+    }
+
+    /// The local lister returns exactly what `object_store`'s does, and hands over to it for
+    /// names it would encode.
+    #[test]
+    fn local_listing_equals_object_stores() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        for f in [
+            "projects/p/live/r1/meta.01.json",
+            "projects/p/live/r1/metrics.w-0000000001.arrow",
+            "projects/p/live/r1/meta/02.json",
+            "projects/p/live/r2/params.w-0000000001.arrow",
+            "projects/a=2Fb/project.json",
+            "blobs/sha256/ab/cdef",
+        ] {
+            let file = root.join(f);
+            std::fs::create_dir_all(file.parent().unwrap_or(&root))
+                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&file, f.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A write in progress: skipped by both.
+        std::fs::write(root.join("projects/p/live/r1/meta.03.json#17"), b"x")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(root.join("projects/p/live/empty")).unwrap_or_else(|e| panic!("{e}"));
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        for prefix in ["", "projects", "projects/p/live", "projects/p/live/r1", "nosuch"] {
+            let p = Path::from(prefix);
+            let theirs: Vec<ObjectMeta> = rt
+                .block_on(fs.list(Some(&p)).try_collect())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let dir = local_file(&root, &Layout::new(Path::default()), &p);
+            let ours = local_list(&dir, &p)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("{prefix}: plain names need no fallback"));
+            assert_eq!(sorted(ours), sorted(theirs), "prefix {prefix:?}");
+        }
+        // A name object_store would encode: the caller falls back to it.
+        std::fs::write(root.join("projects/p/live/r2/odd name%.txt"), b"x")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = Path::from("projects/p/live");
+        let dir = local_file(&root, &Layout::new(Path::default()), &p);
+        assert!(local_list(&dir, &p).unwrap_or_else(|e| panic!("{e}")).is_none());
     }
 }
