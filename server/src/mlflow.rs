@@ -69,11 +69,12 @@ impl Runs {
         }
     }
 
+    /// BLAKE3 of the request: collision-resistant like SHA-256 (a retry must never be mistaken
+    /// for another request) at several times its speed on a 100 KB log-batch body.
     fn digest(path: &str, body: &[u8]) -> [u8; 32] {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
+        let mut h = blake3::Hasher::new();
         h.update(path.as_bytes());
-        h.update([0]);
+        h.update(&[0]);
         h.update(body);
         h.finalize().into()
     }

@@ -546,6 +546,68 @@ pub(crate) fn summarize_points(metrics: &[RecordBatch]) -> Result<RecordBatch> {
     fold.finish()
 }
 
+/// The `metric_summary` rows of one live metrics segment of a run, from its batches as stored
+/// (keys dictionary-encoded, no project or run column): the rows [`summarize_points`] gives
+/// over the same rows widened, without widening them — a point costs an index into its
+/// batch's dictionary, not a hash of three strings.
+pub(crate) fn summarize_segment(project: &str, run: &str, raw: &[RecordBatch]) -> Result<RecordBatch> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int32Type;
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut accs: Vec<(&str, Option<Acc>)> = Vec::new();
+    for b in raw {
+        let dict = b
+            .column_by_name("key")
+            .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+            .filter(|d| d.keys().null_count() == 0);
+        let Some(dict) = dict else {
+            // Not the layout this build writes: widen and fold the general way.
+            let wide: Vec<RecordBatch> = raw
+                .iter()
+                .map(|b| segment::widen(Table::Metrics, project, run, b))
+                .collect::<Result<_>>()?;
+            return summarize_points(&wide);
+        };
+        let names = dict.values().as_string_opt::<i32>().ok_or_else(|| {
+            Error::Internal("metrics segment keys are not a string dictionary".into())
+        })?;
+        let step = int_column(b, "metrics", "step")?;
+        let ts = ts_column(b, "metrics", "ts")?;
+        let value = float_column(b, "metrics", "value")?;
+        // Dictionary code -> the fold's slot, looked up once per code and batch.
+        let mut slots: Vec<Option<usize>> = vec![None; names.len()];
+        for (i, &code) in dict.keys().values().iter().enumerate() {
+            let code = usize::try_from(code)
+                .ok()
+                .filter(|&c| c < names.len())
+                .ok_or_else(|| Error::Internal("metrics segment key code out of range".into()))?;
+            let slot = match slots[code] {
+                Some(slot) => slot,
+                None => {
+                    let name = names.value(code);
+                    let slot = *index.entry(name).or_insert_with(|| {
+                        accs.push((name, None));
+                        accs.len() - 1
+                    });
+                    slots[code] = Some(slot);
+                    slot
+                }
+            };
+            let point = Acc::point(step.value(i), ts.value(i), value.value(i));
+            match &mut accs[slot].1 {
+                Some(acc) => acc.merge(point),
+                empty => *empty = Some(point),
+            }
+        }
+    }
+    let mut rows: Vec<((&str, &str, &str), Acc)> = accs
+        .into_iter()
+        .filter_map(|(key, acc)| Some(((project, run, key), acc?)))
+        .collect();
+    rows.sort_by(|a, b| a.0.2.cmp(b.0.2));
+    summary_batch(rows)
+}
+
 /// `metric_summary` rows of pieces of a run's points (segments, in write order) folded into
 /// one row per run and key: the rows `summarize` gives over all those points at once (counts
 /// add up, first is the lowest step, last the highest (step, time) with a tie going to the
@@ -712,6 +774,113 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A batch cell by cell, floats bit for bit (NaN and -0.0 included).
+    fn show(b: &RecordBatch) -> Vec<Vec<String>> {
+        (0..b.num_rows())
+            .map(|i| {
+                b.columns()
+                    .iter()
+                    .map(|c| match c.data_type() {
+                        arrow::datatypes::DataType::Float64 => {
+                            let f = c.as_primitive::<Float64Type>();
+                            if arrow::array::Array::is_null(f, i) {
+                                "null".into()
+                            } else {
+                                format!("{:x}", f.value(i).to_bits())
+                            }
+                        }
+                        arrow::datatypes::DataType::Timestamp(..) => c
+                            .as_primitive::<TimestampMicrosecondType>()
+                            .value(i)
+                            .to_string(),
+                        _ => arrow::util::display::array_value_to_string(c, i)
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A metrics segment batch as stored: keys coded against `dictionary` (in that order).
+    fn stored(dictionary: &[&str], rows: &[(&str, i64, i64, f64)]) -> RecordBatch {
+        let codes: Vec<i32> = rows
+            .iter()
+            .map(|r| {
+                dictionary
+                    .iter()
+                    .position(|k| *k == r.0)
+                    .unwrap_or_else(|| panic!("{} not in the dictionary", r.0)) as i32
+            })
+            .collect();
+        let keys = arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
+            arrow::array::Int32Array::from(codes),
+            Arc::new(arrow::array::StringArray::from(dictionary.to_vec())),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let schema = Table::Metrics.segment_schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "key" => Arc::new(keys.clone()),
+                    "step" => Arc::new(arrow::array::Int64Array::from(
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    )),
+                    "ts" => Arc::new(
+                        arrow::array::TimestampMicrosecondArray::from(
+                            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                    "value" => Arc::new(arrow::array::Float64Array::from(
+                        rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                    )),
+                    other => panic!("unexpected segment column {other}"),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_segment_summarized_as_stored_equals_its_widened_rows_summarized() {
+        // Two batches whose dictionaries code the same keys differently, a key of the second
+        // only, a step logged again at the same time (the later wins), NaN and -0.0.
+        let batches = [
+            stored(
+                &["loss", "acc"],
+                &[
+                    ("loss", 5, 50, 0.5),
+                    ("acc", 0, 5, f64::NAN),
+                    ("loss", 1, 10, 0.0),
+                    ("acc", 1, 6, 0.7),
+                ],
+            ),
+            stored(
+                &["lr", "acc", "loss"],
+                &[
+                    ("loss", 5, 50, 0.4),
+                    ("loss", 3, 30, -0.0),
+                    ("lr", 0, 1, 1e-3),
+                    ("acc", 0, 5, f64::NAN),
+                ],
+            ),
+        ];
+        // Through the IPC stream, as segments are read.
+        let bytes = segment::encode(Table::Metrics, &batches).unwrap_or_else(|e| panic!("{e}"));
+        let raw = segment::decode_raw(bytes, &"test").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(raw.len(), 2);
+        let ours = summarize_segment("p", "r", &raw).unwrap_or_else(|e| panic!("{e}"));
+        let wide: Vec<RecordBatch> = raw
+            .iter()
+            .map(|b| segment::widen(Table::Metrics, "p", "r", b).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let theirs = summarize_points(&wide).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(show(&ours), show(&theirs));
+        assert_eq!(ours.num_rows(), 3);
+    }
+
     #[test]
     fn folded_and_combined_summaries_equal_the_sorted_summary() {
         // Three segments of two runs: steps out of order, a step logged again (same time: the
@@ -746,32 +915,6 @@ mod tests {
             .collect();
         let combined = combine_summaries(&parts).unwrap_or_else(|e| panic!("{e}"));
         let folded = summarize_points(&pieces).unwrap_or_else(|e| panic!("{e}"));
-        // Compared cell by cell, floats bit for bit (NaN and -0.0 included).
-        let show = |b: &RecordBatch| -> Vec<Vec<String>> {
-            (0..b.num_rows())
-                .map(|i| {
-                    b.columns()
-                        .iter()
-                        .map(|c| match c.data_type() {
-                            arrow::datatypes::DataType::Float64 => {
-                                let f = c.as_primitive::<Float64Type>();
-                                if arrow::array::Array::is_null(f, i) {
-                                    "null".into()
-                                } else {
-                                    format!("{:x}", f.value(i).to_bits())
-                                }
-                            }
-                            arrow::datatypes::DataType::Timestamp(..) => c
-                                .as_primitive::<TimestampMicrosecondType>()
-                                .value(i)
-                                .to_string(),
-                            _ => arrow::util::display::array_value_to_string(c, i)
-                                .unwrap_or_else(|e| panic!("{e}")),
-                        })
-                        .collect()
-                })
-                .collect()
-        };
         assert_eq!(show(&combined), show(&whole));
         assert_eq!(show(&folded), show(&whole));
         assert_eq!(whole.num_rows(), 4);

@@ -11,6 +11,7 @@ use arrow::array::{
 use arrow::compute::filter_record_batch;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use bytes::Bytes;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -527,10 +528,9 @@ impl Store {
                 if let Some(b) = store.decoded_cache().get(path, Part::Summary) {
                     return Ok(b);
                 }
-                let batches = store
-                    .read_segment(project, &run.run_id, Table::Metrics, &meta)
-                    .await?;
-                let summary = summarize_metrics(&batches)?;
+                let bytes = store.segment_bytes(&meta).await?;
+                let raw = segment::decode_raw(bytes, &meta.location)?;
+                let summary = super::compact::summarize_segment(project, &run.run_id, &raw)?;
                 store
                     .decoded_cache()
                     .insert(path, Part::Summary, summary.clone());
@@ -577,25 +577,30 @@ impl Store {
         if keep && let Some(b) = self.decoded_cache().get(path, Part::Segment) {
             return Ok(vec![b]);
         }
-        match self.get_opt(&meta.location).await? {
-            Some(bytes) if keep => {
-                let batches = segment::decode(table, project, run_id, bytes, &meta.location)?;
-                let one = arrow::compute::concat_batches(&table.schema(), &batches)?;
-                self.decoded_cache()
-                    .insert(path, Part::Segment, one.clone());
-                Ok(vec![one])
-            }
-            Some(bytes) => segment::decode(table, project, run_id, bytes, &meta.location),
+        let bytes = self.segment_bytes(meta).await?;
+        let batches = segment::decode(table, project, run_id, bytes, &meta.location)?;
+        if keep {
+            let one = arrow::compute::concat_batches(&table.schema(), &batches)?;
+            self.decoded_cache()
+                .insert(path, Part::Segment, one.clone());
+            return Ok(vec![one]);
+        }
+        Ok(batches)
+    }
+
+    /// The bytes of a live segment.
+    async fn segment_bytes(&self, meta: &ObjectMeta) -> Result<Bytes> {
+        self.get_opt(&meta.location).await?.ok_or_else(|| {
             // Compacted and removed since the listing: the manifest now has the rows, but this
             // snapshot predates it. Report rather than silently drop.
-            None => Err(Error::storage(
+            Error::storage(
                 &meta.location,
                 object_store::Error::NotFound {
                     path: meta.location.to_string(),
                     source: "segment removed by a concurrent compaction; retry the read".into(),
                 },
-            )),
-        }
+            )
+        })
     }
 
     async fn read_parquet(

@@ -51,11 +51,18 @@ pub fn decode(
     bytes: Bytes,
     path: &dyn std::fmt::Display,
 ) -> Result<Vec<RecordBatch>> {
+    decode_raw(bytes, path)?
+        .iter()
+        .map(|b| widen(table, project, run_id, b))
+        .collect()
+}
+
+/// The batches of a segment as stored ([`Table::segment_schema`]: no project or run column,
+/// keys dictionary-encoded). A torn tail is skipped: the whole batches before it are returned.
+pub fn decode_raw(bytes: Bytes, path: &dyn std::fmt::Display) -> Result<Vec<RecordBatch>> {
     let reader = match StreamReader::try_new(std::io::Cursor::new(bytes), None) {
         Ok(r) => r,
         Err(e) => {
-            // Only a segment torn by a power loss before its writer synced it looks like this
-            // (objects are renamed into place whole): it is incomplete, so it is skipped.
             tracing::warn!(%path, error = %e, "skipping an incomplete segment");
             return Ok(Vec::new());
         }
@@ -63,7 +70,7 @@ pub fn decode(
     let mut out = Vec::new();
     for batch in reader {
         match batch {
-            Ok(b) => out.push(widen(table, project, run_id, &b)?),
+            Ok(b) => out.push(b),
             Err(e) => {
                 tracing::warn!(%path, error = %e, "torn segment tail; reading the whole batches before it");
                 break;
@@ -73,7 +80,6 @@ pub fn decode(
     Ok(out)
 }
 
-/// Turns a batch of the segment schema into one of the full schema.
 pub fn widen(
     table: Table,
     project: &str,
