@@ -109,6 +109,8 @@ impl Store {
         let mut files = Vec::new();
         let mut written = Vec::new();
         let mut tables: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+        // Metrics segments as stored, per run: sorted and summarized without widening.
+        let mut metrics: Vec<(&str, Vec<RecordBatch>)> = Vec::new();
         for (run, _) in &runs {
             for (table, segments) in &run.segments {
                 for (_, meta) in segments {
@@ -118,17 +120,38 @@ impl Store {
                             "segment vanished during compaction (another compaction won; retry)",
                         )
                     })?;
-                    let rows =
-                        segment::decode(*table, project, &run.run_id, bytes, &meta.location)?;
-                    tables.entry(*table).or_default().extend(rows);
+                    let raw = segment::decode_raw(bytes, &meta.location)?;
+                    if *table == Table::Metrics {
+                        match metrics.last_mut() {
+                            Some((id, batches)) if *id == run.run_id => batches.extend(raw),
+                            _ => metrics.push((&run.run_id, raw)),
+                        }
+                        continue;
+                    }
+                    for b in &raw {
+                        let rows = segment::widen(*table, project, &run.run_id, b)?;
+                        tables.entry(*table).or_default().push(rows);
+                    }
                 }
             }
         }
         let records: Vec<RunRecord> = runs.iter().map(|(_, r)| r.clone()).collect();
         tables.insert(Table::Runs, vec![records_to_batch(&records)?]);
-        if let Some(metrics) = tables.get(&Table::Metrics) {
-            let sorted = sort_table(Table::Metrics, metrics)?;
-            let summary = summarize(&sorted)?;
+        if !metrics.is_empty() {
+            let (sorted, summary) = match sorted_metrics(project, &metrics)? {
+                Some(done) => done,
+                None => {
+                    let mut wide = Vec::new();
+                    for (run, raw) in &metrics {
+                        for b in raw {
+                            wide.push(segment::widen(Table::Metrics, project, run, b)?);
+                        }
+                    }
+                    let sorted = sort_table(Table::Metrics, &wide)?;
+                    let summary = summarize(&sorted)?;
+                    (sorted, summary)
+                }
+            };
             tables.insert(Table::Metrics, vec![sorted]);
             tables.insert(Table::MetricSummary, vec![summary]);
         }
@@ -346,6 +369,151 @@ fn metric_order(all: &RecordBatch) -> Option<Option<Vec<u32>>> {
     // Stable: equal keys keep their logging order.
     order.sort_by_key(|&i| at(i));
     Some(Some(order))
+}
+
+/// The `metrics` rows of runs (each run's segment batches as stored, in write order) sorted by
+/// run, key, step and time — ties in logging order — and their `metric_summary` rows: what
+/// [`sort_table`] and [`summarize`] give over the same rows widened, without widening them
+/// (a run id and a project per row), hashing keys per row, or comparing strings to sort. Each
+/// run is sorted by itself, its keys ranked through its segments' dictionaries. `None` when a
+/// batch is not in the layout this build writes (the caller takes the general path).
+fn sorted_metrics(
+    project: &str,
+    runs: &[(&str, Vec<RecordBatch>)],
+) -> Result<Option<(RecordBatch, RecordBatch)>> {
+    use arrow::array::{
+        AsArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::Int32Type;
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[a].0.cmp(runs[b].0));
+    let total: usize = runs
+        .iter()
+        .flat_map(|(_, b)| b)
+        .map(RecordBatch::num_rows)
+        .sum();
+    let mut run_ids = StringBuilder::with_capacity(total, runs.iter().map(|r| r.0.len()).max().unwrap_or(0) * total);
+    let mut keys = StringBuilder::with_capacity(total, 8 * total);
+    let (mut steps, mut times, mut values) = (
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+    );
+    let mut summary: Vec<((&str, &str, &str), Acc)> = Vec::new();
+    // (key rank, step, time, value) of one run's points, reused run to run.
+    let mut points: Vec<(u32, i64, i64, f64)> = Vec::new();
+    for &r in &order {
+        let (run, batches) = (runs[r].0, &runs[r].1);
+        // The run's key names, each once, and each batch's dictionary codes mapped to them.
+        let mut names: Vec<&str> = Vec::new();
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        let mut codes: Vec<Vec<u32>> = Vec::with_capacity(batches.len());
+        for b in batches {
+            let dict = b
+                .column_by_name("key")
+                .and_then(|c| c.as_dictionary_opt::<Int32Type>());
+            let Some(dict) = dict else {
+                return Ok(None);
+            };
+            let Some(values) = dict.values().as_string_opt::<i32>() else {
+                return Ok(None);
+            };
+            let nulls = ["step", "ts", "value"]
+                .iter()
+                .map(|c| b.column_by_name(c).map_or(1, |c| c.null_count()))
+                .sum::<usize>();
+            if nulls + dict.keys().null_count() + values.null_count() > 0 {
+                return Ok(None);
+            }
+            codes.push(
+                (0..values.len())
+                    .map(|c| {
+                        let name = values.value(c);
+                        *ids.entry(name).or_insert_with(|| {
+                            names.push(name);
+                            (names.len() - 1) as u32
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        // Ranks in byte order, as the row format compares strings.
+        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+        by_name.sort_by(|&a, &b| names[a as usize].cmp(names[b as usize]));
+        let mut rank = vec![0u32; names.len()];
+        for (r, &id) in by_name.iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        points.clear();
+        for (b, codes) in batches.iter().zip(&codes) {
+            let dict = b
+                .column_by_name("key")
+                .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+                .ok_or_else(|| Error::Internal("metrics segment without keys".into()))?;
+            let step = b.column_by_name("step").and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            let ts = b
+                .column_by_name("ts")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+            let value = b.column_by_name("value").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let (Some(step), Some(ts), Some(value)) = (step, ts, value) else {
+                return Ok(None);
+            };
+            for (i, &code) in dict.keys().values().iter().enumerate() {
+                let Some(&id) = usize::try_from(code).ok().and_then(|c| codes.get(c)) else {
+                    return Ok(None);
+                };
+                points.push((rank[id as usize], step.value(i), ts.value(i), value.value(i)));
+            }
+        }
+        // Stable: points at the same step and time keep their logging order.
+        if !points.is_sorted_by_key(|p| (p.0, p.1, p.2)) {
+            points.sort_by_key(|p| (p.0, p.1, p.2));
+        }
+        let mut start = 0;
+        while start < points.len() {
+            let k = points[start].0;
+            let name = names[by_name[k as usize] as usize];
+            let mut acc = Acc::point(points[start].1, points[start].2, points[start].3);
+            let mut end = start + 1;
+            while end < points.len() && points[end].0 == k {
+                acc.merge(Acc::point(points[end].1, points[end].2, points[end].3));
+                end += 1;
+            }
+            for &(_, step, ts, value) in &points[start..end] {
+                run_ids.append_value(run);
+                keys.append_value(name);
+                steps.push(step);
+                times.push(ts);
+                values.push(value);
+            }
+            summary.push(((project, run, name), acc));
+            start = end;
+        }
+    }
+    let schema = Table::Metrics.schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef> {
+            Ok(match f.name().as_str() {
+                "project" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    project, total,
+                ))),
+                "run_id" => Arc::new(run_ids.finish()),
+                "key" => Arc::new(keys.finish()),
+                "step" => Arc::new(Int64Array::from(std::mem::take(&mut steps))),
+                "ts" => Arc::new(
+                    TimestampMicrosecondArray::from(std::mem::take(&mut times)).with_timezone("UTC"),
+                ),
+                "value" => Arc::new(Float64Array::from(std::mem::take(&mut values))),
+                other => {
+                    return Err(Error::Internal(format!("metrics column {other} unknown to compaction")));
+                }
+            })
+        })
+        .collect::<Result<_>>()?;
+    let sorted = RecordBatch::try_new(schema, columns)?;
+    Ok(Some((sorted, summary_batch(summary)?)))
 }
 
 /// The `metric_summary` rows of a `metrics` batch sorted by (run_id, key, step, ts).
@@ -879,6 +1047,60 @@ mod tests {
         let theirs = summarize_points(&wide).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(show(&ours), show(&theirs));
         assert_eq!(ours.num_rows(), 3);
+    }
+
+    #[test]
+    fn metrics_sorted_from_stored_segments_equal_the_general_sort_and_summary() {
+        // Runs listed out of order ("ab" after "a" in byte order), dictionaries coding keys
+        // differently batch to batch, steps out of order, a step logged twice at the same time
+        // (logging order decides), NaN and -0.0.
+        let runs: Vec<(&str, Vec<RecordBatch>)> = vec![
+            (
+                "ab",
+                vec![stored(&["b", "a"], &[("b", 2, 5, 1.0), ("a", 0, 0, 6.0)])],
+            ),
+            (
+                "a",
+                vec![
+                    stored(
+                        &["loss", "val"],
+                        &[
+                            ("val", 1, 1, 2.0),
+                            ("loss", 1, 9, 3.0),
+                            ("loss", 1, 9, 4.0),
+                            ("loss", 0, 20, f64::NAN),
+                        ],
+                    ),
+                    stored(
+                        &["val", "loss", "lr"],
+                        &[
+                            ("loss", 1, 3, -0.0),
+                            ("lr", 0, 0, 1e-3),
+                            ("loss", 1, 9, 5.0),
+                            ("val", 0, 0, 0.0),
+                        ],
+                    ),
+                ],
+            ),
+            ("b", vec![stored(&["x"], &[("x", 0, 0, 1.0)])]),
+        ];
+        let (sorted, summary) = sorted_metrics("p", &runs)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("stored segments take the fast path"));
+        let wide: Vec<RecordBatch> = runs
+            .iter()
+            .flat_map(|(run, batches)| {
+                batches.iter().map(move |b| {
+                    segment::widen(Table::Metrics, "p", run, b).unwrap_or_else(|e| panic!("{e}"))
+                })
+            })
+            .collect();
+        let general = sort_table(Table::Metrics, &wide).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(show(&sorted), show(&general));
+        let general_summary = summarize(&general).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(show(&summary), show(&general_summary));
+        assert_eq!(sorted.num_rows(), 11);
+        assert_eq!(summary.num_rows(), 6);
     }
 
     #[test]
