@@ -114,6 +114,7 @@ impl Project {
             command: None,
             resume: None,
             started_at: None,
+            runtime: None,
         }
     }
 
@@ -179,6 +180,8 @@ pub struct RunBuilder {
     command: Option<String>,
     /// The record and params of the run being resumed.
     resume: Option<(RunRecord, HashMap<String, String>)>,
+    /// A multi-thread runtime the writer does its I/O on, instead of a runtime of its own.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl RunBuilder {
@@ -263,6 +266,17 @@ impl RunBuilder {
     /// another tool's records (an Optuna trial, an MLflow folder).
     pub fn started_at(mut self, us: i64) -> Self {
         self.started_at = Some(us);
+        self
+    }
+
+    /// Has the run's writer thread do its store I/O on this runtime instead of starting a
+    /// runtime (and, on a local disk, a blocking-pool thread) of its own: for a process that
+    /// keeps many runs open and has a runtime for as long as they live, such as the tracking
+    /// server. Ignored unless it is a multi-thread runtime: a current-thread runtime only
+    /// drives I/O inside its own `block_on`. The runtime must outlive the run.
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = (handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .then_some(handle);
         self
     }
 
@@ -352,9 +366,10 @@ impl RunBuilder {
         };
         let flush_interval = self.flush_interval;
         let heartbeat_interval = self.heartbeat_interval;
+        let runtime = self.runtime.clone();
         let handle = std::thread::Builder::new()
             .name(format!("runql-writer-{run_id}"))
-            .spawn(move || writer.run(rx, ready_tx, flush_interval, heartbeat_interval))
+            .spawn(move || writer.run(rx, ready_tx, runtime, flush_interval, heartbeat_interval))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -1119,6 +1134,23 @@ struct Writer {
     finish_timeout: Duration,
 }
 
+/// Where the writer thread runs its store I/O.
+enum WriterRuntime {
+    /// A current-thread runtime of its own.
+    Own(tokio::runtime::Runtime),
+    /// A multi-thread runtime of the process (see [`RunBuilder::runtime`]).
+    Shared(tokio::runtime::Handle),
+}
+
+impl WriterRuntime {
+    fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        match self {
+            WriterRuntime::Own(rt) => rt.block_on(fut),
+            WriterRuntime::Shared(handle) => handle.block_on(fut),
+        }
+    }
+}
+
 /// An outage of the store, as the writer sees it.
 struct Outage {
     since: Instant,
@@ -1134,18 +1166,23 @@ impl Writer {
         mut self,
         rx: Receiver<Msg>,
         ready: mpsc::Sender<Result<()>>,
+        runtime: Option<tokio::runtime::Handle>,
         flush_interval: Duration,
         heartbeat_interval: Duration,
     ) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = ready.send(Err(Error::Internal(format!("cannot start a runtime: {e}"))));
-                return;
-            }
+        let rt = match runtime {
+            Some(handle) => WriterRuntime::Shared(handle),
+            None => match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => WriterRuntime::Own(rt),
+                Err(e) => {
+                    let _ =
+                        ready.send(Err(Error::Internal(format!("cannot start a runtime: {e}"))));
+                    return;
+                }
+            },
         };
         // The first record is written before `start` returns: a store that cannot be reached
         // now is an error for the caller, not an outage to wait out.

@@ -681,8 +681,13 @@ async fn create_run(
         .find(|(k, _)| k == "mlflow.parentRunId")
         .and_then(|(_, v)| v.parse::<RunId>().ok());
     let store = s.engine.store().clone();
+    let runtime = tokio::runtime::Handle::current();
     let run = tokio::task::spawn_blocking(move || {
-        let mut b = store.project(&project).run().capture(Capture::none());
+        let mut b = store
+            .project(&project)
+            .run()
+            .capture(Capture::none())
+            .runtime(runtime);
         if let Some(n) = name {
             b = b.name(n);
         }
@@ -755,7 +760,8 @@ async fn handle(s: &Shared, run_id: &str) -> Result<Handle, ApiError> {
         .project(&record.project)
         .resume(id)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+        .runtime(tokio::runtime::Handle::current());
     let run = tokio::task::spawn_blocking(move || builder.start())
         .await
         .map_err(join_error)?
@@ -866,26 +872,23 @@ async fn update_run(
         }
         let owned = s.runs.open.lock().ok().and_then(|mut o| o.remove(&run_id));
         if let Some(run) = owned {
-            // Other requests may still hold the handle for a moment; wait for them.
-            let run = tokio::task::spawn_blocking(move || {
-                let mut run = run;
-                loop {
-                    match Arc::try_unwrap(run) {
-                        Ok(r) => return r,
-                        Err(shared) => {
-                            run = shared;
-                            std::thread::sleep(std::time::Duration::from_millis(5));
+            ended = Some(
+                tokio::task::spawn_blocking(move || {
+                    // Other requests may still hold the handle for a moment; wait for them.
+                    let mut run = run;
+                    loop {
+                        match Arc::try_unwrap(run) {
+                            Ok(r) => return r.finish_with_record(status),
+                            Err(shared) => {
+                                run = shared;
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
                         }
                     }
-                }
-            })
-            .await
-            .map_err(join_error)?;
-            ended = Some(
-                tokio::task::spawn_blocking(move || run.finish_with_record(status))
-                    .await
-                    .map_err(join_error)?
-                    .map_err(store_error)?,
+                })
+                .await
+                .map_err(join_error)?
+                .map_err(store_error)?,
             );
         }
         if let Some(record) = ended {

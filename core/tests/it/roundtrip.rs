@@ -449,3 +449,46 @@ fn table_rows_of(store: &Store, run_id: &str) -> Vec<String> {
     let (k, v) = (strings(&batches, "key"), strings(&batches, "value"));
     k.into_iter().zip(v).map(|(k, v)| format!("{k}={v}")).collect()
 }
+
+/// A run can do its I/O on the process's multi-thread runtime (what the server does); a
+/// current-thread runtime is not used (it drives I/O only inside its own `block_on`), and the
+/// run still works.
+#[test]
+fn a_run_writes_through_a_shared_runtime() {
+    let (_dir, store) = temp_store();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, handle) in [("multi", multi.handle()), ("current", current.handle())] {
+        let run = quiet_run(&store.project("shared"))
+            .name(name)
+            .runtime(handle.clone())
+            .start()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let id = run.id().as_hex();
+        for step in 0..1000 {
+            run.log_metric("loss", step, step as f64)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        run.flush().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(metric_points(&store, "shared", &id, "loss").len(), 1000);
+        let record = run
+            .finish_with_record(RunStatus::Finished)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(record.status, RunStatus::Finished);
+        assert!(record.ended.is_some());
+        let stored = block_on(store.list_runs(Some("shared")))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .find(|r| r.run_id == id)
+            .unwrap_or_else(|| panic!("{name}: run {id} not listed"));
+        assert_eq!(stored.status, record.status);
+        assert_eq!(stored.ended, record.ended);
+    }
+}
