@@ -11,6 +11,7 @@
 //! handler serves both APIs.
 
 mod auth;
+mod batch_json;
 mod compactor;
 mod events;
 mod experiments;
