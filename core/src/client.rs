@@ -1170,6 +1170,8 @@ impl Writer {
         flush_interval: Duration,
         heartbeat_interval: Duration,
     ) {
+        // This thread exists to wait on the store: it does its local-disk I/O itself.
+        crate::store::do_local_io_inline();
         let rt = match runtime {
             Some(handle) => WriterRuntime::Shared(handle),
             None => match tokio::runtime::Builder::new_current_thread()

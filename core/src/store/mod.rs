@@ -552,7 +552,7 @@ impl Store {
             .iter()
             .map(|p| local_file(root, self.layout(), p))
             .collect();
-        tokio::task::spawn_blocking(move || {
+        local_io(move || {
             let mut dirs = std::collections::BTreeSet::new();
             for f in &files {
                 std::fs::File::open(f)?.sync_data()?;
@@ -563,19 +563,17 @@ impl Store {
             for d in dirs {
                 std::fs::File::open(d)?.sync_all()?;
             }
-            Ok::<_, std::io::Error>(())
+            Ok(())
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::storage(self.url(), io_to_store(&Path::default(), e)))
     }
 
     async fn put_with(&self, path: &Path, bytes: Bytes, sync: bool) -> Result<()> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, false, sync))
+            return local_io(move || local_put(&file, &bytes, false, sync))
                 .await
-                .map_err(|e| Error::Internal(e.to_string()))?
                 .map(|_| ())
                 .map_err(|e| Error::storage(path, io_to_store(path, e)));
         }
@@ -591,9 +589,8 @@ impl Store {
     pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
-            return tokio::task::spawn_blocking(move || local_put(&file, &bytes, true, true))
+            return local_io(move || local_put(&file, &bytes, true, true))
                 .await
-                .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(|e| Error::storage(path, io_to_store(path, e)));
         }
         let opts = PutOptions {
@@ -622,6 +619,24 @@ impl Store {
 
     /// Reads an object; `None` if it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        if let Some(root) = &self.inner.local_root {
+            // One read, where object_store's local get is two trips to the blocking pool.
+            let file = local_file(root, self.layout(), path);
+            return local_io(move || match std::fs::read(&file) {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            })
+            .await
+            .map_err(|e| Error::storage(path, io_to_store(path, e)));
+        }
         match self.inner.objects.get(path).await {
             Ok(r) => r
                 .bytes()
@@ -647,9 +662,8 @@ impl Store {
         if let Some(root) = &self.inner.local_root {
             let dir = local_file(root, self.layout(), prefix);
             let base = prefix.clone();
-            let listed = tokio::task::spawn_blocking(move || local_list(&dir, &base))
+            let listed = local_io(move || local_list(&dir, &base))
                 .await
-                .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(|e| Error::storage(prefix, io_to_store(prefix, e)))?;
             if let Some(listed) = listed {
                 return Ok(listed);
@@ -685,16 +699,16 @@ impl Store {
                 })
                 .collect();
             let root = root.clone();
-            return tokio::task::spawn_blocking(move || {
+            return local_io(move || {
                 for (path, file) in files {
                     match std::fs::remove_file(&file) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::storage(&path, io_to_store(&path, e))),
+                        Err(e) => return Ok(Err(Error::storage(&path, io_to_store(&path, e)))),
                     }
                     remove_empty_parents(&root, &file);
                 }
-                Ok(())
+                Ok(Ok(()))
             })
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
@@ -762,6 +776,31 @@ fn remote(
         }
     };
     Ok((store, path))
+}
+
+thread_local! {
+    /// Whether this thread does local-disk I/O itself rather than on tokio's blocking pool.
+    static INLINE_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that may block on local-disk I/O: a run's writer thread,
+/// which exists to wait on the store. Its local reads and writes then run on it directly
+/// instead of being handed to tokio's blocking pool and back (two thread switches an object).
+pub(crate) fn do_local_io_inline() {
+    INLINE_IO.with(|c| c.set(true));
+}
+
+/// Runs blocking local-disk work: on this thread when it is marked for it, else on tokio's
+/// blocking pool.
+async fn local_io<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    if INLINE_IO.with(std::cell::Cell::get) {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// An object store, the root path inside it, and the directory when it is local.
