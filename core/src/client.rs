@@ -347,7 +347,7 @@ impl RunBuilder {
             }
         }
         let (ready_tx, ready_rx) = mpsc::channel();
-        let started = record.clone();
+        let started = Box::new(record.clone());
         let writer = Writer {
             store: self.store.clone(),
             shared: shared.clone(),
@@ -403,8 +403,8 @@ impl RunBuilder {
 pub struct Run {
     shared: Arc<Shared>,
     store: Store,
-    /// The record as `start` stored it.
-    started: RunRecord,
+    /// The record as `start` stored it (boxed: a run handle stays small).
+    started: Box<RunRecord>,
     writer: Option<JoinHandle<()>>,
     sampler: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
     ended: bool,

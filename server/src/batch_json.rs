@@ -72,7 +72,10 @@ impl<'a> Parser<'a> {
 
     /// `{ "field": value, … }`, calling `field` for each; `None` on malformed JSON or when
     /// `field` refuses.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>) -> Option<()> {
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
         if !self.eat(b'{') {
             return None;
         }
@@ -468,7 +471,11 @@ mod tests {
     fn check(text: &str) -> bool {
         match parse(text) {
             Some(b) => {
-                assert_eq!(Some(show(&b)), general(text), "fast and general differ on {text}");
+                assert_eq!(
+                    Some(show(&b)),
+                    general(text),
+                    "fast and general differ on {text}"
+                );
                 true
             }
             None => false,
@@ -495,19 +502,19 @@ mod tests {
     #[test]
     fn what_the_fast_path_declines_is_left_to_serde_json() {
         for b in [
-            r#"{"run_id": "a", "run_id": "b"}"#,                              // duplicate
-            r#"{"run_id": "a", "extra": 1}"#,                                 // unknown field
-            r#"{"metrics": [{"key": "k", "value": 1, "timestamp": 1.5}]}"#,   // not whole
-            r#"{"metrics": [{"key": "k", "value": 01}]}"#,                    // not JSON
-            r#"{"metrics": [{"key": "k", "value": "abc"}]}"#,                 // not a number
-            r#"{"metrics": [{"key": "k", "step": 9223372036854775808}]}"#,    // out of range
-            r#"{"metrics": [{"key": "k", "step": NaN}]}"#,                    // not an int
-            r#"{"metrics": null}"#,                                           // not a list
-            r#"{"run_id": "a"} x"#,                                           // trailing
-            r#"{"run_id": "a\ud800"}"#,                                       // lone surrogate
-            "{\"run_id\": \"a\u{1}\"}",                                        // control char
-            r#"["a"]"#,                                                       // not an object
-            r#"{"run_id": "a",}"#,                                            // trailing comma
+            r#"{"run_id": "a", "run_id": "b"}"#, // duplicate
+            r#"{"run_id": "a", "extra": 1}"#,    // unknown field
+            r#"{"metrics": [{"key": "k", "value": 1, "timestamp": 1.5}]}"#, // not whole
+            r#"{"metrics": [{"key": "k", "value": 01}]}"#, // not JSON
+            r#"{"metrics": [{"key": "k", "value": "abc"}]}"#, // not a number
+            r#"{"metrics": [{"key": "k", "step": 9223372036854775808}]}"#, // out of range
+            r#"{"metrics": [{"key": "k", "step": NaN}]}"#, // not an int
+            r#"{"metrics": null}"#,              // not a list
+            r#"{"run_id": "a"} x"#,              // trailing
+            r#"{"run_id": "a\ud800"}"#,          // lone surrogate
+            "{\"run_id\": \"a\u{1}\"}",          // control char
+            r#"["a"]"#,                          // not an object
+            r#"{"run_id": "a",}"#,               // trailing comma
         ] {
             assert!(parse(b).is_none(), "the fast path took {b}");
         }
@@ -525,14 +532,50 @@ mod tests {
             seed % n.max(1)
         };
         let values = [
-            "0", "-0", "1", "-1", "0.5", "-0.0", "1e10", "1E-5", "2.5e+3", "123456789012345678901234",
-            "-9223372036854775809", "18446744073709551615", "\"NaN\"", "\"Infinity\"", "\"-inf\"",
-            "\"12.5\"", "\"x\"", "NaN", "Infinity", "-Infinity", "null", "true", "[]", "1.",
-            ".5", "+1", "0x10", "\"-7\"", "\"+7\"", "3.0", "1e400", "-1e400",
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "0.5",
+            "-0.0",
+            "1e10",
+            "1E-5",
+            "2.5e+3",
+            "123456789012345678901234",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "\"NaN\"",
+            "\"Infinity\"",
+            "\"-inf\"",
+            "\"12.5\"",
+            "\"x\"",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "null",
+            "true",
+            "[]",
+            "1.",
+            ".5",
+            "+1",
+            "0x10",
+            "\"-7\"",
+            "\"+7\"",
+            "3.0",
+            "1e400",
+            "-1e400",
         ];
         let strings = [
-            "\"k\"", "\"\"", "\"a\\\"b\"", "\"\\u0041\\u00e9\"", "\"\\ud83d\\ude00\"", "\"é\"",
-            "null", "1", "\"\\x\"", "\"tab\\tend\"",
+            "\"k\"",
+            "\"\"",
+            "\"a\\\"b\"",
+            "\"\\u0041\\u00e9\"",
+            "\"\\ud83d\\ude00\"",
+            "\"é\"",
+            "null",
+            "1",
+            "\"\\x\"",
+            "\"tab\\tend\"",
         ];
         let ws = ["", " ", "\n  ", "\t"];
         let mut taken = 0;
@@ -540,7 +583,11 @@ mod tests {
             let mut fields: Vec<String> = Vec::new();
             let w = |r: &mut dyn FnMut(u64) -> u64| ws[r(ws.len() as u64) as usize];
             if rnd(3) > 0 {
-                fields.push(format!("\"run_id\":{}{}", w(&mut rnd), strings[rnd(strings.len() as u64) as usize]));
+                fields.push(format!(
+                    "\"run_id\":{}{}",
+                    w(&mut rnd),
+                    strings[rnd(strings.len() as u64) as usize]
+                ));
             }
             let mut metrics = Vec::new();
             for _ in 0..rnd(4) {
@@ -552,7 +599,11 @@ mod tests {
                     ("step", &values[..]),
                 ] {
                     if rnd(5) > 0 {
-                        f.push(format!("\"{name}\":{}{}", w(&mut rnd), pool[rnd(pool.len() as u64) as usize]));
+                        f.push(format!(
+                            "\"{name}\":{}{}",
+                            w(&mut rnd),
+                            pool[rnd(pool.len() as u64) as usize]
+                        ));
                     }
                 }
                 let n = f.len() as u64;
@@ -586,12 +637,18 @@ mod tests {
                             body.remove(at);
                         }
                         1 => body.insert(at, body.as_bytes()[at] as char),
-                        _ => body.replace_range(at..at + 1, ["\"", ",", "}", "]", "0", " "][rnd(6) as usize]),
+                        _ => body.replace_range(
+                            at..at + 1,
+                            ["\"", ",", "}", "]", "0", " "][rnd(6) as usize],
+                        ),
                     }
                     check(&body);
                 }
             }
         }
-        assert!(taken > 500, "the fast path took only {taken} of 4000 well-formed bodies");
+        assert!(
+            taken > 500,
+            "the fast path took only {taken} of 4000 well-formed bodies"
+        );
     }
 }

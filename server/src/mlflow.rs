@@ -720,7 +720,10 @@ async fn create_run(
     if let Ok(mut open) = s.runs.open.lock() {
         open.insert(id.clone(), run);
     }
-    Ok(axum::Json(json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": []}}})).into_response())
+    Ok(axum::Json(
+        json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": []}}}),
+    )
+    .into_response())
 }
 
 /// A run to log into: one the server holds open, or one reopened for this request only.

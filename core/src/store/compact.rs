@@ -381,9 +381,7 @@ fn sorted_metrics(
     project: &str,
     runs: &[(&str, Vec<RecordBatch>)],
 ) -> Result<Option<(RecordBatch, RecordBatch)>> {
-    use arrow::array::{
-        AsArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
-    };
+    use arrow::array::{AsArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
     use arrow::datatypes::Int32Type;
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by(|&a, &b| runs[a].0.cmp(runs[b].0));
@@ -392,7 +390,10 @@ fn sorted_metrics(
         .flat_map(|(_, b)| b)
         .map(RecordBatch::num_rows)
         .sum();
-    let mut run_ids = StringBuilder::with_capacity(total, runs.iter().map(|r| r.0.len()).max().unwrap_or(0) * total);
+    let mut run_ids = StringBuilder::with_capacity(
+        total,
+        runs.iter().map(|r| r.0.len()).max().unwrap_or(0) * total,
+    );
     let mut keys = StringBuilder::with_capacity(total, 8 * total);
     let (mut steps, mut times, mut values) = (
         Vec::with_capacity(total),
@@ -450,11 +451,15 @@ fn sorted_metrics(
                 .column_by_name("key")
                 .and_then(|c| c.as_dictionary_opt::<Int32Type>())
                 .ok_or_else(|| Error::Internal("metrics segment without keys".into()))?;
-            let step = b.column_by_name("step").and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            let step = b
+                .column_by_name("step")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
             let ts = b
                 .column_by_name("ts")
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
-            let value = b.column_by_name("value").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let value = b
+                .column_by_name("value")
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>());
             let (Some(step), Some(ts), Some(value)) = (step, ts, value) else {
                 return Ok(None);
             };
@@ -462,7 +467,12 @@ fn sorted_metrics(
                 let Some(&id) = usize::try_from(code).ok().and_then(|c| codes.get(c)) else {
                     return Ok(None);
                 };
-                points.push((rank[id as usize], step.value(i), ts.value(i), value.value(i)));
+                points.push((
+                    rank[id as usize],
+                    step.value(i),
+                    ts.value(i),
+                    value.value(i),
+                ));
             }
         }
         // Stable: points at the same step and time keep their logging order.
@@ -503,11 +513,14 @@ fn sorted_metrics(
                 "key" => Arc::new(keys.finish()),
                 "step" => Arc::new(Int64Array::from(std::mem::take(&mut steps))),
                 "ts" => Arc::new(
-                    TimestampMicrosecondArray::from(std::mem::take(&mut times)).with_timezone("UTC"),
+                    TimestampMicrosecondArray::from(std::mem::take(&mut times))
+                        .with_timezone("UTC"),
                 ),
                 "value" => Arc::new(Float64Array::from(std::mem::take(&mut values))),
                 other => {
-                    return Err(Error::Internal(format!("metrics column {other} unknown to compaction")));
+                    return Err(Error::Internal(format!(
+                        "metrics column {other} unknown to compaction"
+                    )));
                 }
             })
         })
@@ -718,7 +731,11 @@ pub(crate) fn summarize_points(metrics: &[RecordBatch]) -> Result<RecordBatch> {
 /// (keys dictionary-encoded, no project or run column): the rows [`summarize_points`] gives
 /// over the same rows widened, without widening them — a point costs an index into its
 /// batch's dictionary, not a hash of three strings.
-pub(crate) fn summarize_segment(project: &str, run: &str, raw: &[RecordBatch]) -> Result<RecordBatch> {
+pub(crate) fn summarize_segment(
+    project: &str,
+    run: &str,
+    raw: &[RecordBatch],
+) -> Result<RecordBatch> {
     use arrow::array::AsArray;
     use arrow::datatypes::Int32Type;
     let mut index: HashMap<&str, usize> = HashMap::new();
@@ -977,7 +994,8 @@ mod tests {
                 dictionary
                     .iter()
                     .position(|k| *k == r.0)
-                    .unwrap_or_else(|| panic!("{} not in the dictionary", r.0)) as i32
+                    .unwrap_or_else(|| panic!("{} not in the dictionary", r.0))
+                    as i32
             })
             .collect();
         let keys = arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(

@@ -279,7 +279,10 @@ impl LiveObject {
             _ => return None,
         };
         if kind == "meta" {
-            return Some((run, LiveObject::Meta(file.strip_suffix(".json")?.to_string())));
+            return Some((
+                run,
+                LiveObject::Meta(file.strip_suffix(".json")?.to_string()),
+            ));
         }
         Some((
             run,
@@ -326,11 +329,18 @@ mod tests {
             let meta = l.run_meta("p", "r1", "0191", nested);
             let seg = l.segment("p", "r1", Table::Metrics, "w7", 3, nested);
             let parse = |p: &Path| {
-                let parts: Vec<String> = p.parts().skip(depth).map(|x| x.as_ref().to_string()).collect();
+                let parts: Vec<String> = p
+                    .parts()
+                    .skip(depth)
+                    .map(|x| x.as_ref().to_string())
+                    .collect();
                 let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
                 LiveObject::parse(&parts).map(|(r, o)| (r.to_string(), o))
             };
-            assert_eq!(parse(&meta), Some(("r1".into(), LiveObject::Meta("0191".into()))));
+            assert_eq!(
+                parse(&meta),
+                Some(("r1".into(), LiveObject::Meta("0191".into())))
+            );
             assert_eq!(
                 parse(&seg),
                 Some((

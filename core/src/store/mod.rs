@@ -1023,13 +1023,20 @@ mod tests {
         // A write in progress: skipped by both.
         std::fs::write(root.join("projects/p/live/r1/meta.03.json#17"), b"x")
             .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::create_dir_all(root.join("projects/p/live/empty")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(root.join("projects/p/live/empty"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .unwrap_or_else(|e| panic!("{e}"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        for prefix in ["", "projects", "projects/p/live", "projects/p/live/r1", "nosuch"] {
+        for prefix in [
+            "",
+            "projects",
+            "projects/p/live",
+            "projects/p/live/r1",
+            "nosuch",
+        ] {
             let p = Path::from(prefix);
             let theirs: Vec<ObjectMeta> = rt
                 .block_on(fs.list(Some(&p)).try_collect())
@@ -1045,6 +1052,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let p = Path::from("projects/p/live");
         let dir = local_file(&root, &Layout::new(Path::default()), &p);
-        assert!(local_list(&dir, &p).unwrap_or_else(|e| panic!("{e}")).is_none());
+        assert!(
+            local_list(&dir, &p)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
     }
 }

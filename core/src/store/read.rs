@@ -9,9 +9,9 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::filter_record_batch;
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use bytes::Bytes;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -202,12 +202,7 @@ impl Store {
         }
         let mut found: HashMap<String, Found> = HashMap::new();
         for meta in objects {
-            let parts: Vec<&str> = meta
-                .location
-                .as_ref()
-                .split('/')
-                .skip(root_depth)
-                .collect();
+            let parts: Vec<&str> = meta.location.as_ref().split('/').skip(root_depth).collect();
             let Some((run_id, object)) = LiveObject::parse(&parts) else {
                 continue;
             };

@@ -399,8 +399,8 @@ fn format_1_stores_keep_their_layout_and_both_layouts_read_back() {
     for version in [1u32, 2] {
         let (dir, store) = temp_store();
         if version == 1 {
-            let marker = format!(r#"{{"format":"runql","version":1,"created":0}}"#);
-            block_on(store.put(&store.layout().marker(), bytes::Bytes::from(marker)))
+            let marker = br#"{"format":"runql","version":1,"created":0}"#;
+            block_on(store.put(&store.layout().marker(), bytes::Bytes::from_static(marker)))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         // A fresh handle, as a later process would open it.
@@ -447,7 +447,10 @@ fn table_rows_of(store: &Store, run_id: &str) -> Vec<String> {
     let batches = block_on(store.scan(Table::Params, &Scan::project("layout").runs([run_id])))
         .unwrap_or_else(|e| panic!("{e}"));
     let (k, v) = (strings(&batches, "key"), strings(&batches, "value"));
-    k.into_iter().zip(v).map(|(k, v)| format!("{k}={v}")).collect()
+    k.into_iter()
+        .zip(v)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 /// A run can do its I/O on the process's multi-thread runtime (what the server does); a
