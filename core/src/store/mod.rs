@@ -59,6 +59,9 @@ struct Inner {
     layout: Layout,
     /// The directory of a local store, for the fsync'd write path.
     local_root: Option<PathBuf>,
+    /// Whether reads, listings and deletes of a local store go to the disk directly too;
+    /// not when `objects` wraps it ([`Store::with_object_store`]: the wrapper sees them).
+    local_reads: bool,
     stale_after: Duration,
     /// The store's format version, once its marker was read (or written).
     format_checked: tokio::sync::OnceCell<u32>,
@@ -270,6 +273,7 @@ impl Store {
                 url,
                 objects,
                 layout,
+                local_reads: local_root.is_some(),
                 local_root,
                 stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
@@ -296,13 +300,26 @@ impl Store {
     /// A handle on the same store whose objects are read and written through `objects`, which
     /// must see the same objects (a wrapper that counts, caches or throttles requests).
     pub fn with_object_store(&self, objects: Arc<dyn ObjectStore>) -> Store {
-        Store::from_parts(
+        let mut store = Store::from_parts(
             self.inner.url.clone(),
             objects,
             self.inner.layout.clone(),
             self.inner.local_root.clone(),
             self.inner.stale_after,
-        )
+        );
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.local_reads = false;
+        }
+        store
+    }
+
+    /// The local directory to read, list and delete in directly, if that is how this handle
+    /// reads.
+    fn local_reads(&self) -> Option<&PathBuf> {
+        self.inner
+            .local_root
+            .as_ref()
+            .filter(|_| self.inner.local_reads)
     }
 
     pub(crate) fn cached_footer(
@@ -619,7 +636,7 @@ impl Store {
 
     /// Reads an object; `None` if it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
-        if let Some(root) = &self.inner.local_root {
+        if let Some(root) = self.local_reads() {
             // One read, where object_store's local get is two trips to the blocking pool.
             let file = local_file(root, self.layout(), path);
             return local_io(move || match std::fs::read(&file) {
@@ -659,7 +676,7 @@ impl Store {
 
     /// Every object below `prefix` (recursively).
     pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        if let Some(root) = &self.inner.local_root {
+        if let Some(root) = self.local_reads() {
             let dir = local_file(root, self.layout(), prefix);
             let base = prefix.clone();
             let listed = local_io(move || local_list(&dir, &base))
@@ -689,7 +706,7 @@ impl Store {
 
     /// Deletes objects; ones already gone are fine.
     pub async fn delete_all(&self, paths: impl IntoIterator<Item = Path>) -> Result<()> {
-        if let Some(root) = &self.inner.local_root {
+        if let Some(root) = self.local_reads() {
             // One trip to the blocking pool for the lot, not one per object.
             let files: Vec<(Path, PathBuf)> = paths
                 .into_iter()
