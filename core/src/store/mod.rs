@@ -876,7 +876,7 @@ fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std:
     let dir = file
         .parent()
         .ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
+    ensure_dir(dir, sync)?;
     // `name#<digits>` is what object_store's local backend skips when listing.
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = file.as_os_str().to_owned();
@@ -908,6 +908,31 @@ fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std:
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` and any missing folders above it. With `sync`, a folder it creates is made
+/// durable in its parent (fsync of the parent), so that a power loss cannot take a new run's
+/// folder away with the objects fsync'd inside it. One `mkdir` when the folder exists.
+fn ensure_dir(dir: &FsPath, sync: bool) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir.parent().ok_or(e)?;
+            ensure_dir(parent, sync)?;
+            match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                // Created meanwhile by another writer (which syncs it).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    if sync && let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Removes the now-empty directories above a deleted local object, up to the store root.
@@ -1016,6 +1041,34 @@ mod tests {
     fn sorted(mut v: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
         v.sort_by(|a, b| a.location.cmp(&b.location));
         v
+    }
+
+    #[test]
+    fn local_puts_create_missing_folders_and_refuse_a_file_in_the_way() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for sync in [true, false] {
+            let file = dir.path().join(format!("a{sync}/b/c/object.json"));
+            assert!(local_put(&file, b"one", false, sync).unwrap_or_else(|e| panic!("{e}")));
+            // Into folders that exist now.
+            let next = file.with_file_name("next.json");
+            assert!(local_put(&next, b"two", false, sync).unwrap_or_else(|e| panic!("{e}")));
+            assert_eq!(
+                std::fs::read(&file).unwrap_or_else(|e| panic!("{e}")),
+                b"one"
+            );
+            assert_eq!(
+                std::fs::read(&next).unwrap_or_else(|e| panic!("{e}")),
+                b"two"
+            );
+        }
+        // A file where a folder should be: an error, and nothing left behind.
+        std::fs::write(dir.path().join("blocked"), b"x").unwrap_or_else(|e| panic!("{e}"));
+        let under = dir.path().join("blocked/object.json");
+        assert!(local_put(&under, b"three", false, true).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join("blocked")).unwrap_or_default(),
+            b"x"
+        );
     }
 
     /// The local lister returns exactly what `object_store`'s does, and hands over to it for
