@@ -7,9 +7,9 @@
 //! (an unknown field, a duplicate field, a type the fast path does not take, malformed JSON)
 //! is `None`: the caller then parses with `serde_json`, which also words the error.
 //!
-//! It exists because `serde_json` was half of the server's CPU per logged point (it goes
-//! through a visitor per field and a generic number parser); this is about three times faster
-//! on MLflow's bodies.
+//! It exists because `serde_json` was half of the server's CPU per logged point (a visitor per
+//! field, a generic number parser); with this parser, logging a million points in 1,000 such
+//! requests went from 0.26 to 0.19 s of server CPU (docs/benchmarks.md).
 
 use std::borrow::Cow;
 
