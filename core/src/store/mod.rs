@@ -256,6 +256,7 @@ impl Store {
             objects,
             Layout::new(root),
             local_root,
+            true,
             DEFAULT_STALE_AFTER,
         ))
     }
@@ -266,6 +267,7 @@ impl Store {
         objects: Arc<dyn ObjectStore>,
         layout: Layout,
         local_root: Option<PathBuf>,
+        local_reads: bool,
         stale_after: Duration,
     ) -> Store {
         Store {
@@ -273,7 +275,7 @@ impl Store {
                 url,
                 objects,
                 layout,
-                local_reads: local_root.is_some(),
+                local_reads: local_reads && local_root.is_some(),
                 local_root,
                 stale_after,
                 format_checked: tokio::sync::OnceCell::new(),
@@ -293,6 +295,7 @@ impl Store {
             self.inner.objects.clone(),
             self.inner.layout.clone(),
             self.inner.local_root.clone(),
+            self.inner.local_reads,
             stale_after,
         )
     }
@@ -300,17 +303,14 @@ impl Store {
     /// A handle on the same store whose objects are read and written through `objects`, which
     /// must see the same objects (a wrapper that counts, caches or throttles requests).
     pub fn with_object_store(&self, objects: Arc<dyn ObjectStore>) -> Store {
-        let mut store = Store::from_parts(
+        Store::from_parts(
             self.inner.url.clone(),
             objects,
             self.inner.layout.clone(),
             self.inner.local_root.clone(),
+            false,
             self.inner.stale_after,
-        );
-        if let Some(inner) = Arc::get_mut(&mut store.inner) {
-            inner.local_reads = false;
-        }
-        store
+        )
     }
 
     /// The local directory to read, list and delete in directly, if that is how this handle
