@@ -115,6 +115,24 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// An object whose fields are among `names`: `field` gets each one's index. An unknown
+    /// field declines (serde_json skips it; this parser does not), and so does a field given
+    /// twice (serde_json refuses it).
+    fn fields<const N: usize>(
+        &mut self,
+        names: [&str; N],
+        mut field: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<()> {
+        let mut seen = [false; N];
+        self.object(|p, name| {
+            let slot = names.iter().position(|f| *f == name)?;
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            field(p, slot)
+        })
+    }
+
     fn batch(&mut self) -> Option<BatchIn<'a>> {
         let mut b = BatchIn {
             run_id: None,
@@ -123,35 +141,31 @@ impl<'a> Parser<'a> {
             params: Vec::new(),
             tags: Vec::new(),
         };
-        let mut seen = [false; 5];
-        self.object(|p, name| {
-            let slot = ["run_id", "run_uuid", "metrics", "params", "tags"]
-                .iter()
-                .position(|f| *f == name)?;
-            if std::mem::replace(&mut seen[slot], true) {
-                return None; // a duplicate field: serde_json's error
-            }
-            match slot {
-                0 => b.run_id = p.opt_string()?,
-                1 => b.run_uuid = p.opt_string()?,
-                2 => {
-                    b.metrics.reserve(p.s.len() / 64);
-                    p.array(|p| {
-                        b.metrics.push(p.metric()?);
+        self.fields(
+            ["run_id", "run_uuid", "metrics", "params", "tags"],
+            |p, slot| {
+                match slot {
+                    0 => b.run_id = p.opt_string()?,
+                    1 => b.run_uuid = p.opt_string()?,
+                    2 => {
+                        b.metrics.reserve(p.s.len() / 64);
+                        p.array(|p| {
+                            b.metrics.push(p.metric()?);
+                            Some(())
+                        })?
+                    }
+                    3 => p.array(|p| {
+                        b.params.push(p.kv()?);
                         Some(())
-                    })?
+                    })?,
+                    _ => p.array(|p| {
+                        b.tags.push(p.kv()?);
+                        Some(())
+                    })?,
                 }
-                3 => p.array(|p| {
-                    b.params.push(p.kv()?);
-                    Some(())
-                })?,
-                _ => p.array(|p| {
-                    b.tags.push(p.kv()?);
-                    Some(())
-                })?,
-            }
-            Some(())
-        })?;
+                Some(())
+            },
+        )?;
         Some(b)
     }
 
@@ -162,14 +176,7 @@ impl<'a> Parser<'a> {
             timestamp: None,
             step: None,
         };
-        let mut seen = [false; 4];
-        self.object(|p, name| {
-            let slot = ["key", "value", "timestamp", "step"]
-                .iter()
-                .position(|f| *f == name)?;
-            if std::mem::replace(&mut seen[slot], true) {
-                return None;
-            }
+        self.fields(["key", "value", "timestamp", "step"], |p, slot| {
             match slot {
                 0 => m.key = p.opt_string()?,
                 1 => m.value = p.double()?,
@@ -186,12 +193,7 @@ impl<'a> Parser<'a> {
             key: None,
             value: None,
         };
-        let mut seen = [false; 2];
-        self.object(|p, name| {
-            let slot = ["key", "value"].iter().position(|f| *f == name)?;
-            if std::mem::replace(&mut seen[slot], true) {
-                return None;
-            }
+        self.fields(["key", "value"], |p, slot| {
             let s = p.opt_string()?;
             if slot == 0 {
                 kv.key = s;
