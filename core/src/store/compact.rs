@@ -408,7 +408,8 @@ fn sorted_metrics(
         // The run's key names, each once, and each batch's dictionary codes mapped to them.
         let mut names: Vec<&str> = Vec::new();
         let mut ids: HashMap<&str, u32> = HashMap::new();
-        let mut codes: Vec<Vec<u32>> = Vec::with_capacity(batches.len());
+        // Per batch: its key column, and its dictionary codes mapped to the run's key ids.
+        let mut codes = Vec::with_capacity(batches.len());
         for b in batches {
             let dict = b
                 .column_by_name("key")
@@ -426,17 +427,16 @@ fn sorted_metrics(
             if nulls + dict.keys().null_count() + values.null_count() > 0 {
                 return Ok(None);
             }
-            codes.push(
-                (0..values.len())
-                    .map(|c| {
-                        let name = values.value(c);
-                        *ids.entry(name).or_insert_with(|| {
-                            names.push(name);
-                            (names.len() - 1) as u32
-                        })
+            let ids_of_codes: Vec<u32> = (0..values.len())
+                .map(|c| {
+                    let name = values.value(c);
+                    *ids.entry(name).or_insert_with(|| {
+                        names.push(name);
+                        (names.len() - 1) as u32
                     })
-                    .collect(),
-            );
+                })
+                .collect();
+            codes.push((dict, ids_of_codes));
         }
         // Ranks in byte order, as the row format compares strings.
         let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
@@ -446,11 +446,7 @@ fn sorted_metrics(
             rank[id as usize] = r as u32;
         }
         points.clear();
-        for (b, codes) in batches.iter().zip(&codes) {
-            let dict = b
-                .column_by_name("key")
-                .and_then(|c| c.as_dictionary_opt::<Int32Type>())
-                .ok_or_else(|| Error::Internal("metrics segment without keys".into()))?;
+        for (b, (dict, codes)) in batches.iter().zip(&codes) {
             let step = b
                 .column_by_name("step")
                 .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
@@ -534,9 +530,7 @@ pub(crate) fn summarize(metrics: &RecordBatch) -> Result<RecordBatch> {
     let project = string_column(metrics, "project")?;
     let run = string_column(metrics, "run_id")?;
     let key = string_column(metrics, "key")?;
-    let step = int_column(metrics, "metrics", "step")?;
-    let ts = ts_column(metrics, "metrics", "ts")?;
-    let value = float_column(metrics, "metrics", "value")?;
+    let (step, ts, value) = point_columns(metrics)?;
     let point = |i: usize| Acc::point(step.value(i), ts.value(i), value.value(i));
     // Sorted input: each run and key is one run of rows, folded in order.
     let mut rows: Vec<((&str, &str, &str), Acc)> = Vec::new();
@@ -674,34 +668,30 @@ fn summary_batch(rows: Vec<((&str, &str, &str), Acc)>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Table::MetricSummary.schema(), cols)?)
 }
 
-fn int_column<'a>(
+/// A primitive column of a batch (of `table`, for the error).
+fn primitive_column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
     b: &'a RecordBatch,
     table: &str,
     name: &str,
-) -> Result<&'a arrow::array::Int64Array> {
+) -> Result<&'a arrow::array::PrimitiveArray<T>> {
     b.column_by_name(name)
-        .map(|c| c.as_primitive::<Int64Type>())
+        .map(|c| c.as_primitive::<T>())
         .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
 }
 
-fn float_column<'a>(
-    b: &'a RecordBatch,
-    table: &str,
-    name: &str,
-) -> Result<&'a arrow::array::Float64Array> {
-    b.column_by_name(name)
-        .map(|c| c.as_primitive::<Float64Type>())
-        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
-}
+/// The step, time and value columns of `metrics` rows (full or segment schema).
+type PointColumns<'a> = (
+    &'a arrow::array::Int64Array,
+    &'a arrow::array::TimestampMicrosecondArray,
+    &'a arrow::array::Float64Array,
+);
 
-fn ts_column<'a>(
-    b: &'a RecordBatch,
-    table: &str,
-    name: &str,
-) -> Result<&'a arrow::array::TimestampMicrosecondArray> {
-    b.column_by_name(name)
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>())
-        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
+fn point_columns(b: &RecordBatch) -> Result<PointColumns<'_>> {
+    Ok((
+        primitive_column::<Int64Type>(b, "metrics", "step")?,
+        primitive_column::<TimestampMicrosecondType>(b, "metrics", "ts")?,
+        primitive_column::<Float64Type>(b, "metrics", "value")?,
+    ))
 }
 
 /// The `metric_summary` rows of `metrics` rows in write order, in one pass (no sort): the rows
@@ -714,9 +704,7 @@ pub(crate) fn summarize_points(metrics: &[RecordBatch]) -> Result<RecordBatch> {
             string_column(b, "run_id")?,
             string_column(b, "key")?,
         );
-        let step = int_column(b, "metrics", "step")?;
-        let ts = ts_column(b, "metrics", "ts")?;
-        let value = float_column(b, "metrics", "value")?;
+        let (step, ts, value) = point_columns(b)?;
         for i in 0..b.num_rows() {
             fold.add(
                 (project.value(i), run.value(i), key.value(i)),
@@ -756,9 +744,7 @@ pub(crate) fn summarize_segment(
         let names = dict.values().as_string_opt::<i32>().ok_or_else(|| {
             Error::Internal("metrics segment keys are not a string dictionary".into())
         })?;
-        let step = int_column(b, "metrics", "step")?;
-        let ts = ts_column(b, "metrics", "ts")?;
-        let value = float_column(b, "metrics", "value")?;
+        let (step, ts, value) = point_columns(b)?;
         // Dictionary code -> the fold's slot, looked up once per code and batch.
         let mut slots: Vec<Option<usize>> = vec![None; names.len()];
         for (i, &code) in dict.keys().values().iter().enumerate() {
@@ -810,16 +796,16 @@ pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
             string_column(b, "key")?,
         );
         let (count, first, last_step) = (
-            int_column(b, t, "count")?,
-            int_column(b, t, "first_step")?,
-            int_column(b, t, "last_step")?,
+            primitive_column::<Int64Type>(b, t, "count")?,
+            primitive_column::<Int64Type>(b, t, "first_step")?,
+            primitive_column::<Int64Type>(b, t, "last_step")?,
         );
         let (min, max, last_value) = (
-            float_column(b, t, "min")?,
-            float_column(b, t, "max")?,
-            float_column(b, t, "last_value")?,
+            primitive_column::<Float64Type>(b, t, "min")?,
+            primitive_column::<Float64Type>(b, t, "max")?,
+            primitive_column::<Float64Type>(b, t, "last_value")?,
         );
-        let last_ts = ts_column(b, t, "last_ts")?;
+        let last_ts = primitive_column::<TimestampMicrosecondType>(b, t, "last_ts")?;
         for i in 0..b.num_rows() {
             let opt = |a: &arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
             fold.add(
