@@ -267,6 +267,13 @@ pub enum LiveObject {
 }
 
 impl LiveObject {
+    /// What the object at `location` is, given how many path parts the project's `live/`
+    /// folder has; its run id with it.
+    pub fn at(location: &Path, live_depth: usize) -> Option<(&str, LiveObject)> {
+        let parts: Vec<&str> = location.as_ref().split('/').skip(live_depth).collect();
+        Self::parse(&parts)
+    }
+
     /// Parses the parts of a path below a project's `live/` folder: `<run>/<file>` (format 2)
     /// or `<run>/<kind>/<file>` (format 1). `None` for anything else (temporary files, strays).
     pub fn parse<'a>(parts: &[&'a str]) -> Option<(&'a str, LiveObject)> {

@@ -202,8 +202,7 @@ impl Store {
         }
         let mut found: HashMap<String, Found> = HashMap::new();
         for meta in objects {
-            let parts: Vec<&str> = meta.location.as_ref().split('/').skip(root_depth).collect();
-            let Some((run_id, object)) = LiveObject::parse(&parts) else {
+            let Some((run_id, object)) = LiveObject::at(&meta.location, root_depth) else {
                 continue;
             };
             let f = found.entry(run_id.to_string()).or_default();
@@ -301,12 +300,9 @@ impl Store {
                 .list_all(&dir)
                 .await?
                 .into_iter()
-                .filter_map(|m| {
-                    let parts: Vec<&str> = m.location.as_ref().split('/').skip(depth).collect();
-                    match LiveObject::parse(&parts)?.1 {
-                        LiveObject::Meta(stem) => Some((stem, m)),
-                        LiveObject::Segment(..) => None,
-                    }
+                .filter_map(|m| match LiveObject::at(&m.location, depth)?.1 {
+                    LiveObject::Meta(stem) => Some((stem, m)),
+                    LiveObject::Segment(..) => None,
                 })
                 .collect();
             metas.sort_by(|a, b| a.0.cmp(&b.0));

@@ -63,6 +63,8 @@ pub fn decode_raw(bytes: Bytes, path: &dyn std::fmt::Display) -> Result<Vec<Reco
     let reader = match StreamReader::try_new(std::io::Cursor::new(bytes), None) {
         Ok(r) => r,
         Err(e) => {
+            // Only a segment torn by a power loss before its writer synced it looks like this
+            // (objects are renamed into place whole): it is incomplete, so it is skipped.
             tracing::warn!(%path, error = %e, "skipping an incomplete segment");
             return Ok(Vec::new());
         }
@@ -80,6 +82,7 @@ pub fn decode_raw(bytes: Bytes, path: &dyn std::fmt::Display) -> Result<Vec<Reco
     Ok(out)
 }
 
+/// Turns a batch of the segment schema into one of the full schema.
 pub fn widen(
     table: Table,
     project: &str,
