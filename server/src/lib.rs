@@ -167,7 +167,7 @@ pub fn router(engine: Engine, options: Options) -> Router {
         .route("/api/events", get(events::events))
         .route("/api/artifacts/{run_id}/{*path}", get(ui::artifact))
         .route("/", get(ui::index))
-        .route("/ui/{name}", get(ui::file))
+        .route("/ui/{*name}", get(ui::file))
         .merge(mlflow::routes())
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(

@@ -16,39 +16,40 @@ use serde::Deserialize;
 use crate::mlflow::artifact_bytes;
 use crate::{ApiError, Scope, Shared, authorize};
 
-/// The page's files: name, media type, content.
-const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_str!("../ui/index.html"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/app.js"),
-    ),
-    (
-        "chart.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../ui/chart.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../ui/style.css"),
-    ),
-];
+include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
 
 /// Nothing but this server: scripts, styles, data and images all come from it.
 const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \
                    object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
 
+/// The media type of a dashboard file, by its extension (`None`: not a kind the page has).
+fn media_type(name: &str) -> Option<&'static str> {
+    Some(match name.rsplit_once('.')?.1 {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "json" => "application/json",
+        _ => return None,
+    })
+}
+
 fn asset(name: &str) -> Option<Response> {
-    let (_, media, embedded) = ASSETS.iter().find(|(n, _, _)| *n == name)?;
+    let media = media_type(name)?;
     let body = match std::env::var_os("RUNQL_UI_DIR") {
-        Some(dir) => std::fs::read(std::path::Path::new(&dir).join(name)).ok()?,
-        None => embedded.as_bytes().to_vec(),
+        // Working on the page: any file of the folder, by a plain relative path (no `..`, no
+        // root), so that a new module needs no rebuild.
+        Some(dir) => {
+            let rel = std::path::Path::new(name);
+            if !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return None;
+            }
+            std::fs::read(std::path::Path::new(&dir).join(rel)).ok()?
+        }
+        None => ASSETS.iter().find(|(n, _)| *n == name)?.1.as_bytes().to_vec(),
     };
     let mut r = body.into_response();
     let h = r.headers_mut();
@@ -66,7 +67,7 @@ pub(crate) async fn index() -> Response {
     asset("index.html").unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
 }
 
-/// `GET /ui/<file>`.
+/// `GET /ui/<path>` (modules may sit in folders below `ui/`).
 pub(crate) async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
     asset(&name).ok_or_else(|| {
         ApiError::new(
