@@ -38,6 +38,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the query names a table or schema the engine does not know. The store may have
+    /// gained plugin tables since the engine opened it: [`crate::Engine::refresh_tables`] then
+    /// finds them. DataFusion reports this as a planning error with no variant of its own, so
+    /// its wording is read here, in one place (a test pins it).
+    pub fn is_missing_table(&self) -> bool {
+        match self {
+            Error::Query(e) => match e.find_root() {
+                DataFusionError::Plan(m) => {
+                    m.contains("not found") && (m.contains("table '") || m.contains("schema '"))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
         // A store error raised inside a scan travels as an external error: give it back its type

@@ -8,8 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use runql_core::Store;
@@ -17,7 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::{ApiError, Scope, Shared, authorize};
+use crate::error::ApiError;
+use crate::request::Read;
 
 /// How often the store is looked at.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
@@ -30,8 +30,8 @@ pub(crate) struct RunEvent {
 }
 
 /// The poller, started by the first subscriber.
-#[derive(Default)]
 pub(crate) struct Events {
+    store: Store,
     tx: std::sync::OnceLock<broadcast::Sender<RunEvent>>,
 }
 
@@ -42,11 +42,18 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
-    fn subscribe(&self, store: &Store) -> broadcast::Receiver<RunEvent> {
+    pub(crate) fn new(store: Store) -> Events {
+        Events {
+            store,
+            tx: Default::default(),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.tx
             .get_or_init(|| {
                 let (tx, _) = broadcast::channel(1024);
-                tokio::spawn(poll(store.clone(), tx.clone()));
+                tokio::spawn(poll(self.store.clone(), tx.clone()));
                 tx
             })
             .subscribe()
@@ -106,13 +113,10 @@ pub(crate) struct EventsQuery {
 
 /// `GET /api/events[?project=P]`.
 pub(crate) async fn events(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+    Read(events): Read<Arc<Events>>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let rx = s.events.subscribe(s.engine.store());
+    let rx = events.subscribe();
     let project = q.project.map(Arc::new);
     let stream = futures::stream::unfold(rx, move |mut rx| {
         let project = project.clone();

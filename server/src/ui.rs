@@ -6,15 +6,14 @@
 //! so what the dashboard shows is what a user can query. `RUNQL_UI_DIR` serves the files from a
 //! folder instead, re-read on each request, for working on the page without rebuilding.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::mlflow::artifact_bytes;
-use crate::{ApiError, Scope, Shared, authorize};
+use crate::error::ApiError;
+use crate::mlflow::{self, artifact_bytes};
+use crate::request::Read;
 
 include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
 
@@ -49,7 +48,12 @@ fn asset(name: &str) -> Option<Response> {
             }
             std::fs::read(std::path::Path::new(&dir).join(rel)).ok()?
         }
-        None => ASSETS.iter().find(|(n, _)| *n == name)?.1.as_bytes().to_vec(),
+        None => ASSETS
+            .iter()
+            .find(|(n, _)| *n == name)?
+            .1
+            .as_bytes()
+            .to_vec(),
     };
     let mut r = body.into_response();
     let h = r.headers_mut();
@@ -69,13 +73,7 @@ pub(crate) async fn index() -> Response {
 
 /// `GET /ui/<path>` (modules may sit in folders below `ui/`).
 pub(crate) async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
-    asset(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ENDPOINT_NOT_FOUND",
-            format!("the dashboard has no file {name:?}"),
-        )
-    })
+    asset(&name).ok_or_else(|| ApiError::NoEndpoint(format!("the dashboard has no file {name:?}")))
 }
 
 #[derive(Deserialize)]
@@ -88,15 +86,11 @@ pub(crate) struct ArtifactQuery {
 /// it. Served so that a browser never runs it in the dashboard's origin (`nosniff`, and a
 /// sandboxing content security policy for anything opened directly).
 pub(crate) async fn artifact(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Read(s): Read<mlflow::State>,
     Path((run_id, path)): Path<(String, String)>,
     Query(q): Query<ArtifactQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let rel = runql_core::model::normalize_artifact_path(&path)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let rel = runql_core::model::normalize_artifact_path(&path)?;
     let bytes = artifact_bytes(&s, &run_id, &rel).await?;
     let media = runql_core::model::guess_media_type(&rel).unwrap_or("application/octet-stream");
     let mut r = bytes.into_response();

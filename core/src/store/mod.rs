@@ -35,8 +35,8 @@ pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
 pub use read::{
-    LiveRun, ProjectSnapshot, RunData, Scan, records_from_batch, records_to_batch, resolve,
-    summarize_metrics,
+    LiveRun, ProjectSnapshot, RunData, Scan, f64_column, i64_column, records_from_batch,
+    records_to_batch, resolve, string_column, summarize_metrics, timestamp_column,
 };
 pub use tables::TableDef;
 

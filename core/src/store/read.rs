@@ -811,11 +811,39 @@ pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatc
         .collect()
 }
 
-pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+/// A batch's column `name` as `A`, or an internal error naming the column (a table read
+/// back without the column its schema defines is a bug, not bad input).
+fn typed_column<'a, A: 'static>(batch: &'a RecordBatch, name: &str, kind: &str) -> Result<&'a A> {
     batch
         .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a string column")))
+        .and_then(|c| c.as_any().downcast_ref::<A>())
+        .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a {kind} column")))
+}
+
+/// A batch's string column `name` (checked).
+pub fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    typed_column(batch, name, "string")
+}
+
+/// A batch's int64 column `name` (checked).
+pub fn i64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::Int64Array> {
+    typed_column(batch, name, "int64")
+}
+
+/// A batch's float64 column `name` (checked).
+pub fn f64_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::Float64Array> {
+    typed_column(batch, name, "float64")
+}
+
+/// A batch's timestamp (µs) column `name` (checked).
+pub fn timestamp_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow::array::TimestampMicrosecondArray> {
+    typed_column(batch, name, "timestamp")
 }
 
 /// The `metric_summary` rows of some `metrics` rows of any runs, in write order (of two points

@@ -3,6 +3,7 @@
 
 mod deleted;
 mod docs;
+mod errors;
 mod fixture;
 mod pruning;
 mod slt;

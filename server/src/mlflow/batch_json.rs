@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use crate::mlflow::{BatchIn, Int, KvIn, MetricIn, Num, parse_double, parse_int};
+use super::wire::{BatchIn, Int, KvIn, MetricIn, Num, parse_double, parse_int};
 
 /// The request, or `None` when the fast path does not take this text (see the module docs).
 pub(crate) fn parse(text: &str) -> Option<BatchIn<'_>> {
@@ -463,7 +463,7 @@ mod tests {
     /// What the general path (serde_json over the text with bare non-finite tokens quoted)
     /// makes of it.
     fn general(text: &str) -> Option<String> {
-        let fixed = crate::mlflow::quote_non_finite(text);
+        let fixed = super::super::wire::quote_non_finite(text);
         serde_json::from_str::<BatchIn<'_>>(&fixed)
             .ok()
             .map(|b| show(&b))

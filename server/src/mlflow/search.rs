@@ -1,14 +1,16 @@
-//! MLflow's run search, translated to SQL: filter strings (`metrics.val_loss < 0.5 and
-//! params.lr = '0.01'`), `order_by` clauses and paging become one query over `runs`, with each
-//! condition an `EXISTS` over `metric_summary`, `params` or `tags` (pruned by key).
+//! MLflow's search grammar: filter strings (`metrics.val_loss < 0.5 and params.lr = '0.01'`)
+//! and `order_by` clauses, parsed here, and run searches evaluated over a project snapshot's
+//! tables — `runs` whole, `metric_summary` / `params` / `tags` pruned to the keys the filter
+//! and the order name — as a lookup per run and condition, then MLflow's sort and paging.
+//! Experiment and logged-model searches reuse the parsed conditions (`parse_filter`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::RecordBatch;
-use runql_core::store::ProjectSnapshot;
+use runql_core::store::{ProjectSnapshot, f64_column, string_column};
 use runql_core::{RunRecord, Scan, Store, Table};
 
-use crate::ApiError;
+use crate::error::ApiError;
 
 /// One `entity.key op value` condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -302,7 +304,7 @@ fn attribute(r: &RunRecord, key: &str) -> Option<Attr> {
     Some(match key {
         "run_id" | "run_uuid" => Attr::Text(r.run_id.clone()),
         "run_name" | "mlflow.runName" => Attr::Text(r.name.clone()?),
-        "status" => Attr::Text(crate::mlflow::status_name(r.status).to_string()),
+        "status" => Attr::Text(super::wire::status_name(r.status).to_string()),
         "user_id" => Attr::Text(r.username.clone()?),
         "start_time" | "created" => Attr::Millis(r.started.unwrap_or(r.created) / 1000),
         "end_time" => Attr::Millis(r.ended? / 1000),
@@ -425,11 +427,8 @@ async fn read_values(
         return Ok(Vec::new());
     }
     let scan = Scan::project(&snap.project).keys(keys.iter().cloned());
-    let batches = store
-        .read_snapshot(snap, table, &scan)
-        .await
-        .map_err(crate::mlflow::store_error)?;
-    runql_core::store::resolve(table, batches).map_err(crate::mlflow::store_error)
+    let batches = store.read_snapshot(snap, table, &scan).await?;
+    Ok(runql_core::store::resolve(table, batches)?)
 }
 
 /// The ids of one page of a run search over these projects' snapshots, in MLflow's order
@@ -442,8 +441,6 @@ pub(crate) async fn run_ids(
     snaps: &[ProjectSnapshot],
     req: &Request<'_>,
 ) -> Result<(Vec<String>, bool), ApiError> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::Float64Type;
     let conditions = parse(req.filter)?;
     let orders = req
         .order_by
@@ -470,9 +467,7 @@ pub(crate) async fn run_ids(
         }
     }
     let text = |b: &RecordBatch, name: &str| -> Result<arrow::array::StringArray, ApiError> {
-        b.column_by_name(name)
-            .map(|c| c.as_string::<i32>().clone())
-            .ok_or_else(|| ApiError::invalid(format!("column {name} missing")))
+        Ok(string_column(b, name)?.clone())
     };
     let mut runs: Vec<RunRecord> = Vec::new();
     let (mut metrics, mut params, mut tags) = (Vec::new(), Vec::new(), Vec::new());
@@ -480,20 +475,15 @@ pub(crate) async fn run_ids(
         let scan = Scan::project(&snap.project);
         let (records, m, p, t) = tokio::try_join!(
             async {
-                let b = store
-                    .read_snapshot(snap, Table::Runs, &scan)
-                    .await
-                    .map_err(crate::mlflow::store_error)?;
-                runql_core::store::resolve(Table::Runs, b).map_err(crate::mlflow::store_error)
+                let b = store.read_snapshot(snap, Table::Runs, &scan).await?;
+                Ok::<_, ApiError>(runql_core::store::resolve(Table::Runs, b)?)
             },
             read_values(store, snap, Table::MetricSummary, &keys[0]),
             read_values(store, snap, Table::Params, &keys[1]),
             read_values(store, snap, Table::Tags, &keys[2]),
         )?;
         for b in &records {
-            runs.extend(
-                runql_core::store::records_from_batch(b).map_err(crate::mlflow::store_error)?,
-            );
+            runs.extend(runql_core::store::records_from_batch(b)?);
         }
         metrics.extend(m);
         params.extend(p);
@@ -503,10 +493,7 @@ pub(crate) async fn run_ids(
     // row of the same run and key wins, as `resolve` left at most one anyway.
     let mut columns = Vec::new();
     for b in &metrics {
-        let v = b
-            .column_by_name("last_value")
-            .map(|c| c.as_primitive::<Float64Type>().clone())
-            .ok_or_else(|| ApiError::invalid("column last_value missing"))?;
+        let v = f64_column(b, "last_value")?.clone();
         columns.push((text(b, "run_id")?, text(b, "key")?, v));
     }
     let mut string_columns = [Vec::new(), Vec::new()];

@@ -7,19 +7,18 @@
 //! marks an experiment deleted (its runs are marked deleted with it, as in MLflow), `tags/<key>`
 //! holds one tag.
 
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use runql_core::Store;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::mlflow::{
-    DEFAULT_PROJECT, body, ensure_project, experiment_id_of, int, not_found, project_of,
-    store_error, tags_of,
-};
-use crate::{ApiError, Scope, Shared, authorize};
+use super::runs::ensure_project;
+use super::state::State;
+use super::wire::{self, DEFAULT_PROJECT, Int, Tag, experiment_id_of, kv_json, project_of};
+use crate::error::ApiError;
+use crate::request::{MlflowJson, MlflowQuery, Read, Write, parse_body};
 
 /// What MLflow shows of an experiment.
 #[derive(Debug, Clone)]
@@ -41,14 +40,14 @@ impl Experiment {
             "lifecycle_stage": if self.deleted { "deleted" } else { "active" },
             "creation_time": self.created_ms,
             "last_update_time": self.updated_ms,
-            "tags": self.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            "tags": kv_json(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         })
     }
 }
 
 /// Reads an experiment; `None` when the project does not exist.
 async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiError> {
-    let Some(record) = store.project_record(project).await.map_err(store_error)? else {
+    let Some(record) = store.project_record(project).await? else {
         return Ok(None);
     };
     let layout = store.layout();
@@ -56,8 +55,7 @@ async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiErr
     let mut updated_ms = created_ms;
     let deleted = match store
         .head_opt(&layout.project_deleted_marker(project))
-        .await
-        .map_err(store_error)?
+        .await?
     {
         Some(meta) => {
             updated_ms = updated_ms.max(meta.last_modified.timestamp_millis());
@@ -67,7 +65,7 @@ async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiErr
     };
     let mut tags = Vec::new();
     let prefix = layout.project_tags(project);
-    for meta in store.list_all(&prefix).await.map_err(store_error)? {
+    for meta in store.list_all(&prefix).await? {
         let Some(key) = meta
             .location
             .filename()
@@ -75,7 +73,7 @@ async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiErr
         else {
             continue;
         };
-        if let Some(value) = store.get_opt(&meta.location).await.map_err(store_error)? {
+        if let Some(value) = store.get_opt(&meta.location).await? {
             updated_ms = updated_ms.max(meta.last_modified.timestamp_millis());
             tags.push((key, String::from_utf8_lossy(&value).into_owned()));
         }
@@ -94,7 +92,7 @@ async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiErr
 async fn existing(store: &Store, project: &str) -> Result<Experiment, ApiError> {
     ensure_project(store, project).await?;
     load(store, project).await?.ok_or_else(|| {
-        not_found(format!(
+        ApiError::not_found(format!(
             "No Experiment with id={}",
             experiment_id_of(project)
         ))
@@ -107,62 +105,61 @@ async fn set_tag(store: &Store, project: &str, key: &str, value: &str) -> Result
             "an experiment tag needs a non-empty 'key'",
         ));
     }
-    store
+    Ok(store
         .put(
             &store.layout().project_tag(project, key),
             Bytes::from(value.to_string()),
         )
-        .await
-        .map_err(store_error)
+        .await?)
+}
+
+/// `experiments/create`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Create {
+    name: String,
+    #[serde(default)]
+    tags: Vec<Tag>,
 }
 
 pub(crate) async fn create_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<Create>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let name = req
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'name'"))?;
-    let store = s.engine.store();
-    if let Some(e) = load(store, name).await? {
-        let state = if e.deleted { " in deleted state" } else { "" };
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "RESOURCE_ALREADY_EXISTS",
-            format!("Experiment '{name}' already exists{state}."),
+    let name = req.name.as_str();
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "Missing value for required parameter 'name'",
         ));
     }
-    store.create_project(name).await.map_err(store_error)?;
-    for (k, v) in tags_of(&req) {
+    let store = s.store();
+    if let Some(e) = load(store, name).await? {
+        let state = if e.deleted { " in deleted state" } else { "" };
+        return Err(ApiError::AlreadyExists(format!(
+            "Experiment '{name}' already exists{state}."
+        )));
+    }
+    store.create_project(name).await?;
+    for (k, v) in wire::pairs(req.tags) {
         set_tag(store, name, &k, &v).await?;
     }
     Ok(axum::Json(json!({"experiment_id": experiment_id_of(name)})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct ByName {
     experiment_name: String,
 }
 
 pub(crate) async fn get_experiment_by_name(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<ByName>,
+    Read(s): Read<State>,
+    MlflowQuery(q): MlflowQuery<ByName>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let store = s.engine.store();
+    let store = s.store();
     let found = match load(store, &q.experiment_name).await? {
         Some(e) => e,
         None if q.experiment_name == DEFAULT_PROJECT => existing(store, DEFAULT_PROJECT).await?,
         None => {
-            return Err(not_found(format!(
+            return Err(ApiError::not_found(format!(
                 "Could not find experiment with name '{}'",
                 q.experiment_name
             )));
@@ -171,34 +168,23 @@ pub(crate) async fn get_experiment_by_name(
     Ok(axum::Json(json!({"experiment": found.to_json()})).into_response())
 }
 
-#[derive(Deserialize)]
+/// A request naming one experiment by id.
+#[derive(Debug, Deserialize)]
 pub(crate) struct ById {
     experiment_id: String,
 }
 
 pub(crate) async fn get_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<ById>,
+    Read(s): Read<State>,
+    MlflowQuery(q): MlflowQuery<ById>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let e = existing(s.engine.store(), project_of(&q.experiment_id)).await?;
+    let e = existing(s.store(), project_of(&q.experiment_id)).await?;
     Ok(axum::Json(json!({"experiment": e.to_json()})).into_response())
 }
 
-/// The experiment id of a request body (`experiment_id`), required.
-fn experiment_of(req: &Value) -> Result<String, ApiError> {
-    req.get("experiment_id")
-        .and_then(Value::as_str)
-        .map(|id| project_of(id).to_string())
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'experiment_id'"))
-}
-
-async fn set_deleted(s: &Shared, bytes: &[u8], deleted: bool) -> Result<Response, ApiError> {
-    let req: Value = body(bytes)?;
-    let project = experiment_of(&req)?;
-    let store = s.engine.store();
+async fn set_deleted(s: &State, experiment_id: &str, deleted: bool) -> Result<Response, ApiError> {
+    let project = project_of(experiment_id).to_string();
+    let store = s.store();
     let e = existing(store, &project).await?;
     if project == DEFAULT_PROJECT && deleted {
         return Err(ApiError::invalid(
@@ -207,125 +193,110 @@ async fn set_deleted(s: &Shared, bytes: &[u8], deleted: bool) -> Result<Response
     }
     if e.deleted == deleted {
         // MLflow looks a deleted experiment up among active ones (and the reverse): not found.
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "No Experiment with id={} exists",
             experiment_id_of(&project)
         )));
     }
     // As in MLflow, the experiment's runs are deleted (restored) with it.
-    for run in store.list_runs(Some(&project)).await.map_err(store_error)? {
+    for run in store.list_runs(Some(&project)).await? {
         store
             .set_run_deleted(&project, &run.run_id, deleted)
-            .await
-            .map_err(store_error)?;
+            .await?;
     }
     let marker = store.layout().project_deleted_marker(&project);
     if deleted {
-        store
-            .put(&marker, Bytes::from_static(b"{}"))
-            .await
-            .map_err(store_error)?;
+        store.put(&marker, Bytes::from_static(b"{}")).await?;
     } else {
-        store.delete_all([marker]).await.map_err(store_error)?;
+        store.delete_all([marker]).await?;
     }
-    Ok(axum::Json(json!({})).into_response())
+    Ok(wire::ok())
 }
 
 pub(crate) async fn delete_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<ById>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    set_deleted(&s, &bytes, true).await
+    set_deleted(&s, &req.experiment_id, true).await
 }
 
 pub(crate) async fn restore_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<ById>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    set_deleted(&s, &bytes, false).await
+    set_deleted(&s, &req.experiment_id, false).await
+}
+
+/// `experiments/update`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Update {
+    experiment_id: String,
+    new_name: Option<String>,
 }
 
 /// Renaming: an experiment's id is its name in runql, and every object of the project is
 /// stored under it, so a rename is refused with an explanation rather than half-done.
 pub(crate) async fn update_experiment(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<Update>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let project = experiment_of(&req)?;
-    existing(s.engine.store(), &project).await?;
-    match req.get("new_name").and_then(Value::as_str) {
+    let project = project_of(&req.experiment_id).to_string();
+    existing(s.store(), &project).await?;
+    match req.new_name {
         Some(new) if new != project => Err(ApiError::invalid(format!(
             "runql cannot rename experiment '{project}' to '{new}': an experiment's id is its name, \
              and its runs are stored under it. Log new runs to '{new}' instead \
              (docs/mlflow.md, Differences)."
         ))),
-        _ => Ok(axum::Json(json!({})).into_response()),
+        _ => Ok(wire::ok()),
     }
+}
+
+/// `experiments/set-experiment-tag` and `experiments/delete-experiment-tag`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExperimentTag {
+    experiment_id: String,
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
 }
 
 pub(crate) async fn set_experiment_tag(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<ExperimentTag>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let project = experiment_of(&req)?;
-    let store = s.engine.store();
-    existing(store, &project).await?;
-    let key = req
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'key'"))?;
-    let value = req.get("value").and_then(Value::as_str).unwrap_or("");
-    set_tag(store, &project, key, value).await?;
-    Ok(axum::Json(json!({})).into_response())
+    let project = project_of(&req.experiment_id);
+    let store = s.store();
+    existing(store, project).await?;
+    set_tag(store, project, &req.key, req.value.as_deref().unwrap_or("")).await?;
+    Ok(wire::ok())
 }
 
 pub(crate) async fn delete_experiment_tag(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<ExperimentTag>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let project = experiment_of(&req)?;
-    let store = s.engine.store();
-    let e = existing(store, &project).await?;
-    let key = req
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'key'"))?;
+    let project = project_of(&req.experiment_id);
+    let store = s.store();
+    let e = existing(store, project).await?;
+    let key = req.key.as_str();
     if !e.tags.iter().any(|(k, _)| k == key) {
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "No tag with name: {key} in experiment with id {}",
-            experiment_id_of(&project)
+            experiment_id_of(project)
         )));
     }
     store
-        .delete_all([store.layout().project_tag(&project, key)])
-        .await
-        .map_err(store_error)?;
-    Ok(axum::Json(json!({})).into_response())
+        .delete_all([store.layout().project_tag(project, key)])
+        .await?;
+    Ok(wire::ok())
 }
 
 /// The request of `experiments/search`, by POST body or GET query.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct SearchRequest {
     #[serde(default)]
-    max_results: Option<Value>,
+    max_results: Option<Int>,
     #[serde(default)]
     page_token: Option<String>,
     #[serde(default)]
@@ -337,31 +308,15 @@ pub(crate) struct SearchRequest {
 }
 
 pub(crate) async fn search_experiments(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+    Read(s): Read<State>,
     Query(query): Query<Vec<(String, String)>>,
-    bytes: axum::body::Bytes,
+    bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
     let req: SearchRequest = if bytes.is_empty() {
         // GET: the same fields in the query string (order_by may repeat).
-        let mut r = SearchRequest::default();
-        let mut orders = Vec::new();
-        for (k, v) in query {
-            match k.as_str() {
-                "max_results" => r.max_results = Some(json!(v)),
-                "page_token" => r.page_token = Some(v),
-                "filter" => r.filter = Some(v),
-                "view_type" => r.view_type = Some(v),
-                "order_by" => orders.push(Value::String(v)),
-                _ => {}
-            }
-        }
-        r.order_by = Some(Value::Array(orders));
-        r
+        crate::request::typed(crate::request::query_object(query))?
     } else {
-        body(&bytes)?
+        parse_body(&bytes)?
     };
     let view = req.view_type.as_deref().unwrap_or("ACTIVE_ONLY");
     let keep = |deleted: bool| match view {
@@ -369,10 +324,10 @@ pub(crate) async fn search_experiments(
         "ALL" => true,
         _ => !deleted,
     };
-    let conditions = crate::search::parse_filter(req.filter.as_deref().unwrap_or(""))?;
-    let store = s.engine.store();
+    let conditions = super::search::parse_filter(req.filter.as_deref().unwrap_or(""))?;
+    let store = s.store();
     let mut found = Vec::new();
-    for p in store.list_projects().await.map_err(store_error)? {
+    for p in store.list_projects().await? {
         let Some(e) = load(store, &p).await? else {
             continue;
         };
@@ -453,19 +408,18 @@ pub(crate) async fn search_experiments(
             if desc { o.reverse() } else { o }
         });
     }
-    let max = int(req.max_results.as_ref())
-        .unwrap_or(1000)
-        .clamp(1, 50_000) as usize;
-    let offset = crate::mlflow::page_offset(req.page_token.as_deref())?;
+    let max = req.max_results.map_or(1000, |m| m.0).clamp(1, 50_000) as usize;
+    let offset = wire::page_offset(req.page_token.as_deref())?;
     let page: Vec<Value> = found
         .iter()
         .skip(offset)
         .take(max)
         .map(Experiment::to_json)
         .collect();
-    let mut out = json!({"experiments": page});
-    if found.len() > offset + max {
-        out["next_page_token"] = json!((offset + max).to_string());
-    }
-    Ok(axum::Json(out).into_response())
+    let more = found.len() > offset + max;
+    Ok(wire::page(
+        "experiments",
+        page,
+        more.then_some(offset + max),
+    ))
 }

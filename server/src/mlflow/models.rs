@@ -8,20 +8,21 @@
 //! this server serialises its own read-modify-writes with one lock; two servers writing the same
 //! model's tags at once may lose one of the two updates (documented in docs/mlflow.md).
 
-use std::collections::HashMap;
-
-use axum::Router;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Path as UrlPath;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::mlflow::{body, experiment_id_of, int, not_found, project_of, store_error};
-use crate::{ApiError, Scope, Shared, authorize};
+use super::held::{run_tag, with_run};
+use super::runs::{ensure_project, projects_of};
+use super::state::{Mlflow, State};
+use super::wire::{
+    self, Int, OUTPUT_ROLE, Tag, experiment_id_of, kv_json, page_offset, project_of,
+};
+use crate::error::ApiError;
+use crate::request::{MlflowJson, MlflowQuery, Read, Write};
 
 /// The stored record of one logged model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,11 +50,8 @@ struct ModelRecord {
 
 impl ModelRecord {
     fn to_json(&self) -> Value {
-        let kv = |items: &[(String, String)]| -> Vec<Value> {
-            items
-                .iter()
-                .map(|(k, v)| json!({"key": k, "value": v}))
-                .collect()
+        let kv = |items: &[(String, String)]| {
+            kv_json(items.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         };
         let experiment_id = experiment_id_of(&self.project);
         json!({
@@ -75,13 +73,6 @@ impl ModelRecord {
     }
 }
 
-/// Which project holds which model, and the lock of record updates.
-#[derive(Debug, Default)]
-pub(crate) struct Models {
-    projects: std::sync::Mutex<HashMap<String, String>>,
-    writes: tokio::sync::Mutex<()>,
-}
-
 const STATUSES: [&str; 3] = [
     "LOGGED_MODEL_PENDING",
     "LOGGED_MODEL_READY",
@@ -95,9 +86,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn record_path(s: &Shared, project: &str, model_id: &str) -> Path {
-    s.engine
-        .store()
+fn record_path(s: &Mlflow, project: &str, model_id: &str) -> Path {
+    s.store()
         .layout()
         .model(project, model_id)
         .join("model.json")
@@ -112,63 +102,49 @@ fn check_id(model_id: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(not_found(format!(
+        Err(ApiError::not_found(format!(
             "Logged model with ID '{model_id}' not found"
         )))
     }
 }
 
-async fn write(s: &Shared, m: &ModelRecord) -> Result<(), ApiError> {
-    let body = serde_json::to_vec(m).map_err(|e| ApiError::internal(e.to_string()))?;
-    s.engine
-        .store()
+async fn write(s: &Mlflow, m: &ModelRecord) -> Result<(), ApiError> {
+    let body = serde_json::to_vec(m).map_err(ApiError::internal)?;
+    Ok(s.store()
         .put(&record_path(s, &m.project, &m.model_id), Bytes::from(body))
-        .await
-        .map_err(store_error)
+        .await?)
 }
 
 /// The project of a model, found by looking in every project once and remembered.
-async fn project_of_model(s: &Shared, model_id: &str) -> Result<String, ApiError> {
+async fn project_of_model(s: &Mlflow, model_id: &str) -> Result<String, ApiError> {
     check_id(model_id)?;
-    if let Some(p) = s
-        .models
-        .projects
-        .lock()
-        .ok()
-        .and_then(|m| m.get(model_id).cloned())
-    {
+    if let Some(p) = s.models.project_of(model_id) {
         return Ok(p);
     }
-    let store = s.engine.store();
-    for project in store.list_projects().await.map_err(store_error)? {
+    let store = s.store();
+    for project in store.list_projects().await? {
         let path = record_path(s, &project, model_id);
-        if store.head_opt(&path).await.map_err(store_error)?.is_some() {
-            if let Ok(mut m) = s.models.projects.lock() {
-                m.insert(model_id.to_string(), project.clone());
-            }
+        if store.head_opt(&path).await?.is_some() {
+            s.models.remember(model_id, &project);
             return Ok(project);
         }
     }
-    Err(not_found(format!(
+    Err(ApiError::not_found(format!(
         "Logged model with ID '{model_id}' not found"
     )))
 }
 
-async fn read(s: &Shared, model_id: &str, allow_deleted: bool) -> Result<ModelRecord, ApiError> {
+async fn read(s: &Mlflow, model_id: &str, allow_deleted: bool) -> Result<ModelRecord, ApiError> {
     let project = project_of_model(s, model_id).await?;
     let path = record_path(s, &project, model_id);
-    let bytes = s
-        .engine
-        .store()
-        .get_opt(&path)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(format!("Logged model with ID '{model_id}' not found")))?;
+    let bytes = s.store().get_opt(&path).await?.ok_or_else(|| {
+        ApiError::not_found(format!("Logged model with ID '{model_id}' not found"))
+    })?;
     let m: ModelRecord = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::internal(format!("the record of model {model_id} is damaged: {e}"))
     })?;
     if m.deleted && !allow_deleted {
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "Logged model with ID '{model_id}' not found"
         )));
     }
@@ -177,7 +153,7 @@ async fn read(s: &Shared, model_id: &str, allow_deleted: bool) -> Result<ModelRe
 
 /// Reads, changes and writes back one model's record under the server's lock.
 async fn update(
-    s: &Shared,
+    s: &Mlflow,
     model_id: &str,
     change: impl FnOnce(&mut ModelRecord) -> Result<(), ApiError>,
 ) -> Result<ModelRecord, ApiError> {
@@ -189,21 +165,17 @@ async fn update(
     Ok(m)
 }
 
-/// `[{key, value}]` → pairs; a missing value is the empty string.
-fn pairs(v: Option<&Value>, what: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let Some(items) = v.and_then(Value::as_array) else {
-        return Ok(Vec::new());
-    };
+/// Tags or params of a request: pairs with a non-empty key (a missing value is `""`).
+fn pairs(items: Vec<Tag>, what: &str) -> Result<Vec<(String, String)>, ApiError> {
     items
-        .iter()
-        .map(|i| {
-            let key = i
-                .get("key")
-                .and_then(Value::as_str)
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| ApiError::invalid(format!("a {what} needs a non-empty 'key'")))?;
-            let value = i.get("value").and_then(Value::as_str).unwrap_or("");
-            Ok((key.to_string(), value.to_string()))
+        .into_iter()
+        .map(|t| {
+            if t.key.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "a {what} needs a non-empty 'key'"
+                )));
+            }
+            Ok(t.pair())
         })
         .collect()
 }
@@ -218,42 +190,35 @@ fn merge(into: &mut Vec<(String, String)>, items: Vec<(String, String)>) {
     }
 }
 
-pub(crate) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/logged-models", post(create))
-        .route("/logged-models/search", post(search))
-        .route(
-            "/logged-models/{model_id}",
-            get(get_model).patch(finalize).delete(delete_model),
-        )
-        .route(
-            "/logged-models/{model_id}/tags",
-            axum::routing::patch(set_tags),
-        )
-        .route("/logged-models/{model_id}/tags/{key}", delete(delete_tag))
-        .route("/logged-models/{model_id}/params", post(log_params))
-        .route("/runs/outputs", post(log_outputs))
-        .route("/runs/log-model", post(log_model))
+fn model_json(m: &ModelRecord) -> Response {
+    axum::Json(json!({"model": m.to_json()})).into_response()
 }
 
-async fn create(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+/// `logged-models` (create).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Create {
+    experiment_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    model_type: String,
+    #[serde(default)]
+    source_run_id: String,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    #[serde(default)]
+    params: Vec<Tag>,
+}
+
+pub(crate) async fn create(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<Create>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let experiment_id = req
-        .get("experiment_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'experiment_id'"))?;
-    let project = project_of(experiment_id).to_string();
-    crate::mlflow::ensure_project(s.engine.store(), &project).await?;
+    let project = project_of(&req.experiment_id).to_string();
+    ensure_project(s.store(), &project).await?;
     let id = format!("m-{}", uuid::Uuid::now_v7().simple());
-    let text = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let now = now_ms();
-    let name = match text("name") {
+    let name = match req.name {
         n if n.is_empty() => format!("model-{}", &id[id.len() - 8..]),
         n => n,
     };
@@ -261,144 +226,137 @@ async fn create(
         model_id: id.clone(),
         project: project.clone(),
         name,
-        model_type: text("model_type"),
-        source_run_id: text("source_run_id"),
+        model_type: req.model_type,
+        source_run_id: req.source_run_id,
         status: "LOGGED_MODEL_PENDING".into(),
         status_message: String::new(),
         created_ms: now,
         updated_ms: now,
-        tags: pairs(req.get("tags"), "tag")?,
-        params: pairs(req.get("params"), "param")?,
+        tags: pairs(req.tags, "tag")?,
+        params: pairs(req.params, "param")?,
         deleted: false,
     };
     write(&s, &m).await?;
-    if let Ok(mut map) = s.models.projects.lock() {
-        map.insert(id, project);
-    }
-    Ok(axum::Json(json!({"model": m.to_json()})).into_response())
+    s.models.remember(&id, &project);
+    Ok(model_json(&m))
 }
 
-#[derive(Deserialize)]
-struct GetQuery {
-    allow_deleted: Option<bool>,
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetQuery {
+    allow_deleted: Option<String>,
 }
 
-async fn get_model(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+pub(crate) async fn get_model(
+    Read(s): Read<State>,
     UrlPath(model_id): UrlPath<String>,
-    Query(q): Query<GetQuery>,
+    MlflowQuery(q): MlflowQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let m = read(&s, &model_id, q.allow_deleted.unwrap_or(false)).await?;
-    Ok(axum::Json(json!({"model": m.to_json()})).into_response())
+    let allow_deleted = matches!(q.allow_deleted.as_deref(), Some("true" | "True" | "1"));
+    Ok(model_json(&read(&s, &model_id, allow_deleted).await?))
 }
 
-async fn finalize(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+/// `logged-models/<id>` (PATCH: finalize).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Finalize {
+    status: Option<String>,
+}
+
+pub(crate) async fn finalize(
+    Write(s): Write<State>,
     UrlPath(model_id): UrlPath<String>,
-    bytes: axum::body::Bytes,
+    MlflowJson(req): MlflowJson<Finalize>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
     let status = req
-        .get("status")
-        .and_then(Value::as_str)
-        .filter(|st| STATUSES.contains(st))
+        .status
+        .filter(|st| STATUSES.contains(&st.as_str()))
         .ok_or_else(|| {
             ApiError::invalid(format!("'status' must be one of {}", STATUSES.join(", ")))
-        })?
-        .to_string();
+        })?;
     let m = update(&s, &model_id, |m| {
         m.status = status;
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({"model": m.to_json()})).into_response())
+    Ok(model_json(&m))
 }
 
-async fn delete_model(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+pub(crate) async fn delete_model(
+    Write(s): Write<State>,
     UrlPath(model_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
     update(&s, &model_id, |m| {
         m.deleted = true;
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({})).into_response())
+    Ok(wire::ok())
 }
 
-async fn set_tags(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+#[derive(Debug, Deserialize)]
+pub(crate) struct SetTags {
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+pub(crate) async fn set_tags(
+    Write(s): Write<State>,
     UrlPath(model_id): UrlPath<String>,
-    bytes: axum::body::Bytes,
+    MlflowJson(req): MlflowJson<SetTags>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let tags = pairs(req.get("tags"), "tag")?;
+    let tags = pairs(req.tags, "tag")?;
     let m = update(&s, &model_id, |m| {
         merge(&mut m.tags, tags);
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({"model": m.to_json()})).into_response())
+    Ok(model_json(&m))
 }
 
-async fn delete_tag(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+pub(crate) async fn delete_tag(
+    Write(s): Write<State>,
     UrlPath((model_id, key)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
     update(&s, &model_id, |m| {
         let before = m.tags.len();
         m.tags.retain(|(k, _)| *k != key);
         if m.tags.len() == before {
-            return Err(not_found(format!(
+            return Err(ApiError::not_found(format!(
                 "No tag with key '{key}' on logged model '{model_id}'"
             )));
         }
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({})).into_response())
+    Ok(wire::ok())
 }
 
-async fn log_params(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogParams {
+    #[serde(default)]
+    params: Vec<Tag>,
+}
+
+pub(crate) async fn log_params(
+    Write(s): Write<State>,
     UrlPath(model_id): UrlPath<String>,
-    bytes: axum::body::Bytes,
+    MlflowJson(req): MlflowJson<LogParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let params = pairs(req.get("params"), "param")?;
+    let params = pairs(req.params, "param")?;
     update(&s, &model_id, |m| {
         merge(&mut m.params, params);
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({})).into_response())
+    Ok(wire::ok())
 }
 
 /// Every model of some projects, newest first.
-async fn list(s: &Shared, projects: &[String]) -> Result<Vec<ModelRecord>, ApiError> {
-    let store = s.engine.store();
+async fn list(s: &Mlflow, projects: &[String]) -> Result<Vec<ModelRecord>, ApiError> {
+    let store = s.store();
     let mut out = Vec::new();
     for project in projects {
         let prefix = store.layout().models(project);
-        for meta in store.list_all(&prefix).await.map_err(store_error)? {
+        for meta in store.list_all(&prefix).await? {
             if meta.location.filename() != Some("model.json") {
                 continue;
             }
@@ -407,7 +365,7 @@ async fn list(s: &Shared, projects: &[String]) -> Result<Vec<ModelRecord>, ApiEr
             if depth != 2 {
                 continue;
             }
-            let Some(bytes) = store.get_opt(&meta.location).await.map_err(store_error)? else {
+            let Some(bytes) = store.get_opt(&meta.location).await? else {
                 continue;
             };
             if let Ok(m) = serde_json::from_slice::<ModelRecord>(&bytes) {
@@ -423,26 +381,40 @@ async fn list(s: &Shared, projects: &[String]) -> Result<Vec<ModelRecord>, ApiEr
     Ok(out)
 }
 
+/// `logged-models/search`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Search {
+    #[serde(default)]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    order_by: Vec<Order>,
+    max_results: Option<Int>,
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    #[serde(default)]
+    field_name: String,
+    ascending: Option<bool>,
+}
+
 /// `logged-models/search`: the models of some experiments, filtered on their attributes, tags
 /// and params with MLflow's `=`/`!=`/`LIKE` comparisons, ordered and paged.
-async fn search(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+pub(crate) async fn search(
+    Read(s): Read<State>,
+    MlflowJson(req): MlflowJson<Search>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Read)?;
-    let req: Value = body(&bytes)?;
-    let projects = crate::mlflow::projects_of(&req)?;
-    let filter = req.get("filter").and_then(Value::as_str).unwrap_or("");
-    let conditions = crate::search::parse_filter(filter)?;
-    let mut models: Vec<ModelRecord> = list(&s, &projects)
+    let projects = projects_of(&req.experiment_ids)?;
+    let conditions = super::search::parse_filter(req.filter.as_deref().unwrap_or(""))?;
+    let mut models = Vec::new();
+    for m in list(&s, &projects)
         .await?
         .into_iter()
         .filter(|m| !m.deleted)
-        .collect();
-    let mut kept = Vec::with_capacity(models.len());
-    for m in models.drain(..) {
+    {
         let mut ok = true;
         for c in &conditions {
             let actual = match c.entity_name() {
@@ -479,148 +451,135 @@ async fn search(
             ok &= c.matches(actual.as_deref());
         }
         if ok {
-            kept.push(m);
+            models.push(m);
         }
     }
-    let mut models = kept;
-    if let Some(orders) = req.get("order_by").and_then(Value::as_array) {
-        for o in orders.iter().rev() {
-            let field = o.get("field_name").and_then(Value::as_str).unwrap_or("");
-            let asc = o.get("ascending").and_then(Value::as_bool).unwrap_or(true);
-            let key = |m: &ModelRecord| -> String {
-                match field {
-                    "name" => m.name.clone(),
-                    "model_id" => m.model_id.clone(),
-                    "creation_timestamp" | "creation_time" => format!("{:020}", m.created_ms),
-                    "last_updated_timestamp" => format!("{:020}", m.updated_ms),
-                    _ => String::new(),
-                }
-            };
-            if !matches!(
-                field,
-                "name"
-                    | "model_id"
-                    | "creation_timestamp"
-                    | "creation_time"
-                    | "last_updated_timestamp"
-            ) {
-                return Err(ApiError::invalid(format!(
-                    "logged models can be ordered by name, model_id, creation_timestamp or last_updated_timestamp, not {field:?}"
-                )));
+    for o in req.order_by.iter().rev() {
+        let field = o.field_name.as_str();
+        let asc = o.ascending.unwrap_or(true);
+        let key = |m: &ModelRecord| -> String {
+            match field {
+                "name" => m.name.clone(),
+                "model_id" => m.model_id.clone(),
+                "creation_timestamp" | "creation_time" => format!("{:020}", m.created_ms),
+                "last_updated_timestamp" => format!("{:020}", m.updated_ms),
+                _ => String::new(),
             }
-            models.sort_by(|a, b| {
-                let ord = key(a).cmp(&key(b));
-                if asc { ord } else { ord.reverse() }
-            });
+        };
+        if !matches!(
+            field,
+            "name" | "model_id" | "creation_timestamp" | "creation_time" | "last_updated_timestamp"
+        ) {
+            return Err(ApiError::invalid(format!(
+                "logged models can be ordered by name, model_id, creation_timestamp or last_updated_timestamp, not {field:?}"
+            )));
         }
+        models.sort_by(|a, b| {
+            let ord = key(a).cmp(&key(b));
+            if asc { ord } else { ord.reverse() }
+        });
     }
-    let max = int(req.get("max_results")).unwrap_or(100).clamp(1, 10_000) as usize;
-    let offset = crate::mlflow::page_offset(req.get("page_token").and_then(Value::as_str))?;
+    let max = req.max_results.map_or(100, |m| m.0).clamp(1, 10_000) as usize;
+    let offset = page_offset(req.page_token.as_deref())?;
     let page: Vec<Value> = models
         .iter()
         .skip(offset)
         .take(max)
         .map(ModelRecord::to_json)
         .collect();
-    let mut out = json!({"models": page});
-    if models.len() > offset + max {
-        out["next_page_token"] = json!((offset + max).to_string());
-    }
-    Ok(axum::Json(out).into_response())
+    let more = models.len() > offset + max;
+    Ok(wire::page("models", page, more.then_some(offset + max)))
+}
+
+/// `runs/outputs`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogOutputs {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    #[serde(default)]
+    models: Vec<ModelOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelOutput {
+    model_id: String,
+    step: Option<Int>,
 }
 
 /// `runs/outputs`: the models a run produced, kept as rows of the run's `inputs` table with
 /// the role `output` (`uri` = `models:/<id>`, `digest` = the step).
-async fn log_outputs(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+pub(crate) async fn log_outputs(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<LogOutputs>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let run_id = crate::mlflow::run_id_of(&req)?;
+    let run_id = wire::run_id_of(req.run_id, req.run_uuid)?;
     let mut outputs = Vec::new();
-    for m in req
-        .get("models")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        let id = m
-            .get("model_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::invalid("a model output needs 'model_id'"))?
-            .to_string();
-        let step = int(m.get("step")).unwrap_or(0);
-        let name = read(&s, &id, true).await?.name;
-        outputs.push((id, name, step));
+    for m in req.models {
+        let step = m.step.map_or(0, |s| s.0);
+        let name = read(&s, &m.model_id, true).await?.name;
+        outputs.push((m.model_id, name, step));
     }
-    crate::mlflow::with_run(&s, &run_id, |run| {
+    with_run(&s, &run_id, |run| {
         for (id, name, step) in &outputs {
             run.log_input(
                 runql_core::Input::new(name.clone())
                     .uri(format!("models:/{id}"))
                     .digest(step.to_string())
                     .role(OUTPUT_ROLE),
-            )
-            .map_err(store_error)?;
+            )?;
         }
         Ok(())
     })
     .await?;
-    Ok(axum::Json(json!({})).into_response())
+    Ok(wire::ok())
 }
 
-/// The role of a run's `inputs` row that records a model it produced.
-pub(crate) const OUTPUT_ROLE: &str = "output";
+/// `runs/log-model`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogModel {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    model_json: Option<String>,
+}
 
 /// `runs/log-model` (MLflow 2's model history): appended to the run's
 /// `mlflow.log-model.history` tag, a JSON list, as MLflow does.
-async fn log_model(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+pub(crate) async fn log_model(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<LogModel>,
 ) -> Result<Response, ApiError> {
-    authorize(&s, peer, &headers, Scope::Write)?;
-    let req: Value = body(&bytes)?;
-    let run_id = crate::mlflow::run_id_of(&req)?;
+    let run_id = wire::run_id_of(req.run_id, req.run_uuid)?;
     let model: Value = req
-        .get("model_json")
-        .and_then(Value::as_str)
+        .model_json
+        .as_deref()
         .and_then(|t| serde_json::from_str(t).ok())
         .ok_or_else(|| ApiError::invalid("'model_json' must be a JSON object"))?;
     const KEY: &str = "mlflow.log-model.history";
     let _guard = s.models.writes.lock().await;
-    let mut history: Vec<Value> = crate::mlflow::run_tag(&s, &run_id, KEY)
+    let mut history: Vec<Value> = run_tag(&s, &run_id, KEY)
         .await?
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     history.push(model);
     let text = Value::Array(history).to_string();
-    crate::mlflow::with_run(&s, &run_id, |run| {
-        run.set_tag(KEY, &text).map_err(store_error)
-    })
-    .await?;
-    Ok(axum::Json(json!({})).into_response())
+    with_run(&s, &run_id, |run| Ok(run.set_tag(KEY, &text)?)).await?;
+    Ok(wire::ok())
 }
 
-/// Where a model artifact is stored.
-pub(crate) async fn artifact_path(
-    s: &Shared,
+/// Where a model file is stored: below the model's `artifacts/` folder.
+async fn file_path(
+    s: &Mlflow,
     experiment_id: &str,
     model_id: &str,
     rel: &str,
 ) -> Result<Path, ApiError> {
     let project = project_of_model(s, model_id).await?;
     if experiment_id_of(&project) != experiment_id && project != experiment_id {
-        return Err(not_found(format!(
+        return Err(ApiError::not_found(format!(
             "Logged model '{model_id}' is not in experiment '{experiment_id}'"
         )));
     }
     let mut p = s
-        .engine
         .store()
         .layout()
         .model(&project, model_id)
@@ -631,17 +590,43 @@ pub(crate) async fn artifact_path(
     Ok(p)
 }
 
+/// Stores a model's file (uploaded through the artifact proxy).
+pub(crate) async fn put_file(
+    s: &Mlflow,
+    experiment_id: &str,
+    model_id: &str,
+    rel: &str,
+    bytes: Bytes,
+) -> Result<(), ApiError> {
+    let at = file_path(s, experiment_id, model_id, rel).await?;
+    Ok(s.store().put(&at, bytes).await?)
+}
+
+/// A model's file.
+pub(crate) async fn get_file(
+    s: &Mlflow,
+    experiment_id: &str,
+    model_id: &str,
+    rel: &str,
+) -> Result<Bytes, ApiError> {
+    let at = file_path(s, experiment_id, model_id, rel).await?;
+    s.store()
+        .get_opt(&at)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No artifact {rel:?} in model {model_id}")))
+}
+
 /// The files below a model's artifact directory `rel`: (name, size or None for a directory).
-pub(crate) async fn list_artifacts(
-    s: &Shared,
+pub(crate) async fn list_files(
+    s: &Mlflow,
     experiment_id: &str,
     model_id: &str,
     rel: &str,
 ) -> Result<Vec<(String, Option<u64>)>, ApiError> {
-    let dir = artifact_path(s, experiment_id, model_id, rel).await?;
+    let dir = file_path(s, experiment_id, model_id, rel).await?;
     let depth = dir.parts().count();
     let mut entries: std::collections::BTreeMap<String, Option<u64>> = Default::default();
-    for meta in s.engine.store().list_all(&dir).await.map_err(store_error)? {
+    for meta in s.store().list_all(&dir).await? {
         let parts: Vec<_> = meta.location.parts().skip(depth).collect();
         match parts.as_slice() {
             [] => {}

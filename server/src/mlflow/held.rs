@@ -1,0 +1,179 @@
+//! The runs the server writes through. It keeps one [`Run`] handle per MLflow run being
+//! logged; a write to a run it does not hold reopens it with `Project::resume` — kept open when
+//! the run is still running (this server restarted), or reopened for that one request and
+//! finished again with its old status when it had ended (MLflow lets clients log into finished
+//! runs, which stay finished). Reads of a run the server holds flush it first, so that clients
+//! read what they just wrote.
+
+use std::sync::Arc;
+
+use runql_core::model::RunStatus;
+use runql_core::store::string_column;
+use runql_core::{Run, RunId, RunRecord, Scan, Table};
+
+use super::state::Mlflow;
+use crate::error::ApiError;
+
+/// A run to log into: one the server holds open, or one reopened for this request only.
+pub(crate) enum Held {
+    Open(Arc<Run>),
+    /// A run that had ended: it is finished again, with its old status, after the request.
+    Reopened(Run, RunStatus),
+}
+
+impl std::ops::Deref for Held {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        match self {
+            Held::Open(r) => r,
+            Held::Reopened(r, _) => r,
+        }
+    }
+}
+
+impl Held {
+    /// Ends a reopened run again (whatever the request's outcome).
+    pub(crate) async fn close(self) -> Result<(), ApiError> {
+        if let Held::Reopened(run, status) = self {
+            tokio::task::spawn_blocking(move || run.finish_with(status)).await??;
+        }
+        Ok(())
+    }
+}
+
+/// The server's handle on a run (see the module's doc).
+pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
+    if let Some(r) = s.runs.open_run(run_id) {
+        return Ok(Held::Open(r));
+    }
+    let id: RunId = run_id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("Run '{run_id}' not found")))?;
+    let record = read_record(s, run_id).await?;
+    let builder = s
+        .store()
+        .project(&record.project)
+        .resume(id)
+        .await?
+        .runtime(tokio::runtime::Handle::current());
+    let run = tokio::task::spawn_blocking(move || builder.start()).await??;
+    if record.status != RunStatus::Running {
+        return Ok(Held::Reopened(run, record.status));
+    }
+    let run = Arc::new(run);
+    match s.runs.open.lock() {
+        Ok(mut open) => Ok(Held::Open(
+            open.entry(run_id.to_string()).or_insert(run).clone(),
+        )),
+        Err(_) => Ok(Held::Open(run)),
+    }
+}
+
+/// Runs `f` with the run's handle, closing a reopened run afterwards whatever happened.
+pub(crate) async fn with_run(
+    s: &Mlflow,
+    run_id: &str,
+    f: impl FnOnce(&Run) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let run = hold(s, run_id).await?;
+    let result = f(&run);
+    let closed = run.close().await;
+    result.and(closed)
+}
+
+/// Ends a run with `status` and gives its final record, when this server holds it or had to
+/// reopen it; `None` when another writer holds it.
+pub(crate) async fn end(
+    s: &Mlflow,
+    run_id: &str,
+    status: RunStatus,
+) -> Result<Option<RunRecord>, ApiError> {
+    let mut ended = None;
+    // Make sure the run exists (and reopen it if this server does not hold it).
+    if let Held::Reopened(run, _) = hold(s, run_id).await? {
+        ended = Some(tokio::task::spawn_blocking(move || run.finish_with_record(status)).await??);
+    }
+    let owned = s.runs.open.lock().ok().and_then(|mut o| o.remove(run_id));
+    if let Some(run) = owned {
+        ended = Some(
+            tokio::task::spawn_blocking(move || {
+                // Other requests may still hold the handle for a moment; wait for them.
+                let mut run = run;
+                loop {
+                    match Arc::try_unwrap(run) {
+                        Ok(r) => return r.finish_with_record(status),
+                        Err(shared) => {
+                            run = shared;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                    }
+                }
+            })
+            .await??,
+        );
+    }
+    Ok(ended)
+}
+
+/// A run's record (`RESOURCE_DOES_NOT_EXIST` when there is no such run).
+pub(crate) async fn read_record(s: &Mlflow, run_id: &str) -> Result<RunRecord, ApiError> {
+    let store = s.store();
+    if let Some(project) = s.runs.project_of(run_id) {
+        let scan = Scan::project(&project).runs([run_id]);
+        for b in store.scan(Table::Runs, &scan).await? {
+            if let Some(r) = runql_core::store::records_from_batch(&b)?
+                .into_iter()
+                .next()
+            {
+                return Ok(r);
+            }
+        }
+    }
+    let record = store.find_run(run_id).await?;
+    s.runs.remember_project(run_id, &record.project);
+    Ok(record)
+}
+
+/// The project of a run (`RESOURCE_DOES_NOT_EXIST` when there is no such run).
+pub(crate) async fn project_of_run(s: &Mlflow, run_id: &str) -> Result<String, ApiError> {
+    match s.runs.project_of(run_id) {
+        Some(p) => Ok(p),
+        None => Ok(read_record(s, run_id).await?.project),
+    }
+}
+
+/// Makes what the server logged for `run_id` visible to readers.
+pub(crate) async fn flush_if_open(s: &Mlflow, run_id: &str) -> Result<(), ApiError> {
+    if let Some(run) = s.runs.open_run(run_id) {
+        tokio::task::spawn_blocking(move || run.flush()).await??;
+    }
+    Ok(())
+}
+
+/// Every run the server holds, flushed: searches see what clients just logged.
+pub(crate) async fn flush_all(s: &Mlflow) -> Result<(), ApiError> {
+    let open = s.runs.all_open();
+    tokio::task::spawn_blocking(move || open.iter().try_for_each(|r| r.flush())).await??;
+    Ok(())
+}
+
+/// The value of one tag of a run (its latest), the server's writes flushed first.
+pub(crate) async fn run_tag(
+    s: &Mlflow,
+    run_id: &str,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    flush_if_open(s, run_id).await?;
+    let project = project_of_run(s, run_id).await?;
+    let scan = Scan::project(&project).runs([run_id]).keys([key]);
+    let mut value = None;
+    for b in s.store().scan(Table::Tags, &scan).await? {
+        let (k, v) = (string_column(&b, "key")?, string_column(&b, "value")?);
+        for i in 0..b.num_rows() {
+            if k.value(i) == key {
+                value = Some(v.value(i).to_string());
+            }
+        }
+    }
+    Ok(value)
+}

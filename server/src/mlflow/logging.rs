@@ -1,0 +1,229 @@
+//! Logging into MLflow runs: `log-batch` (the hot path), `log-metric`, `log-parameter`,
+//! `set-tag` and `log-inputs`. Metric requests are remembered by digest, so that a client
+//! retrying a request whose answer it lost does not log its points twice.
+
+use axum::body::Bytes;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::held::with_run;
+use super::state::{Runs, State};
+use super::wire::{self, BatchIn, Int, Num, Tag, quote_non_finite, required, run_id_of};
+use crate::error::ApiError;
+use crate::request::{MlflowJson, Write, parse_body};
+
+/// MLflow's limits per `log-batch` request.
+const MAX_METRICS: usize = 1000;
+const MAX_PARAMS: usize = 100;
+const MAX_TAGS: usize = 100;
+
+/// `runs/log-batch`: up to 1,000 metrics a request, parsed into typed values without an
+/// intermediate JSON tree, and logged under one lock.
+pub(crate) async fn log_batch(Write(s): Write<State>, bytes: Bytes) -> Result<Response, ApiError> {
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("the body is not UTF-8"))?;
+    // The fast path takes what MLflow clients send; serde_json the rest, and words the errors.
+    let quoted;
+    let req: BatchIn<'_> = match super::batch_json::parse(text) {
+        Some(req) => req,
+        None => {
+            quoted = quote_non_finite(text);
+            serde_json::from_str(&quoted).map_err(|e| {
+                ApiError::invalid(format!("the body is not a log-batch request: {e}"))
+            })?
+        }
+    };
+    let run_id = req
+        .run_id
+        .as_deref()
+        .or(req.run_uuid.as_deref())
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?
+        .to_string();
+    let digest = Runs::digest("log-batch", &bytes);
+    if s.runs.applied(&digest) {
+        return Ok(wire::ok());
+    }
+    let (metrics, params, tags) = (&req.metrics, &req.params, &req.tags);
+    if metrics.len() > MAX_METRICS || params.len() > MAX_PARAMS || tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid(format!(
+            "A batch logging request can contain at most {MAX_METRICS} metrics, {MAX_PARAMS} \
+             params and {MAX_TAGS} tags; got {} metrics, {} params and {} tags",
+            metrics.len(),
+            params.len(),
+            tags.len()
+        )));
+    }
+    // Checked before anything is logged: a bad point rejects the whole request.
+    let now_ms = runql_core::model::now_us() / 1000;
+    let mut points = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        let key = required(&m.key, "key")?;
+        let value = m.value.as_ref().map(|n| n.0).ok_or_else(|| {
+            ApiError::invalid(format!("Missing or invalid value for metric '{key}'"))
+        })?;
+        let ts = m.timestamp.as_ref().map(|t| t.0).unwrap_or(now_ms);
+        let step = m.step.as_ref().map(|t| t.0).unwrap_or(0);
+        points.push((key, step, value, ts.saturating_mul(1000)));
+    }
+    with_run(&s, &run_id, |run| {
+        for p in params {
+            let key = required(&p.key, "key")?;
+            run.log_param(key, p.value.as_deref().unwrap_or(""))?;
+        }
+        for t in tags {
+            let key = required(&t.key, "key")?;
+            run.set_tag(key, t.value.as_deref().unwrap_or(""))?;
+        }
+        Ok(run.log_points(points.iter().copied())?)
+    })
+    .await?;
+    s.runs.remember(digest);
+    Ok(wire::ok())
+}
+
+/// `runs/log-metric`.
+#[derive(Debug, Deserialize)]
+struct LogMetric {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    key: String,
+    value: Option<Num>,
+    timestamp: Option<Int>,
+    step: Option<Int>,
+}
+
+pub(crate) async fn log_metric(Write(s): Write<State>, bytes: Bytes) -> Result<Response, ApiError> {
+    let req: LogMetric = parse_body(&bytes)?;
+    let digest = Runs::digest("log-metric", &bytes);
+    if s.runs.applied(&digest) {
+        return Ok(wire::ok());
+    }
+    let value = req.value.map(|v| v.0).ok_or_else(|| {
+        ApiError::invalid(format!("Missing or invalid value for metric '{}'", req.key))
+    })?;
+    let ts = req
+        .timestamp
+        .map_or_else(|| runql_core::model::now_us() / 1000, |t| t.0);
+    let step = req.step.map_or(0, |s| s.0);
+    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+        Ok(run.log_metric_at(&req.key, step, value, ts.saturating_mul(1000))?)
+    })
+    .await?;
+    s.runs.remember(digest);
+    Ok(wire::ok())
+}
+
+/// `runs/log-parameter` and `runs/set-tag`: a key and a value. MLflow's clients send values
+/// as strings; another JSON value is kept as its JSON text.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeyValue {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    key: String,
+    #[serde(default)]
+    value: Value,
+}
+
+impl KeyValue {
+    fn value(&self) -> String {
+        match &self.value {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub(crate) async fn log_param(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<KeyValue>,
+) -> Result<Response, ApiError> {
+    let value = req.value();
+    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+        Ok(run.log_param(&req.key, value)?)
+    })
+    .await?;
+    Ok(wire::ok())
+}
+
+pub(crate) async fn set_tag(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<KeyValue>,
+) -> Result<Response, ApiError> {
+    let value = req.value();
+    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+        Ok(run.set_tag(&req.key, value)?)
+    })
+    .await?;
+    Ok(wire::ok())
+}
+
+/// `runs/log-inputs`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogInputs {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    #[serde(default)]
+    datasets: Vec<DatasetInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatasetInput {
+    dataset: Option<Dataset>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Dataset {
+    name: Option<String>,
+    digest: Option<String>,
+    source: Option<String>,
+}
+
+/// `runs/log-inputs`: MLflow datasets become rows of `inputs` (name, source as uri, digest, and
+/// the `mlflow.data.context` tag as role).
+pub(crate) async fn log_inputs(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<LogInputs>,
+) -> Result<Response, ApiError> {
+    let mut inputs = Vec::new();
+    for d in req.datasets {
+        let Some(ds) = d.dataset else { continue };
+        let mut input = runql_core::Input::new(ds.name.unwrap_or_else(|| "dataset".into()));
+        if let Some(src) = ds.source {
+            // MLflow sends the source as JSON text, e.g. {"uri": "s3://…"} or {"url": …}.
+            let uri = serde_json::from_str::<Value>(&src)
+                .ok()
+                .and_then(|v| {
+                    ["uri", "url", "path"]
+                        .iter()
+                        .find_map(|k| v.get(k).and_then(Value::as_str).map(String::from))
+                })
+                .unwrap_or(src);
+            input = input.uri(uri);
+        }
+        if let Some(digest) = ds.digest {
+            input = input.digest(digest);
+        }
+        let context = d
+            .tags
+            .into_iter()
+            .map(Tag::pair)
+            .find(|(k, _)| k == "mlflow.data.context")
+            .map(|(_, v)| v);
+        if let Some(role) = context {
+            input = input.role(role);
+        }
+        inputs.push(input);
+    }
+    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+        for input in inputs {
+            run.log_input(input)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(wire::ok())
+}

@@ -1,0 +1,285 @@
+//! MLflow runs: create, update (end), get, delete/restore, search and metric history.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use runql_core::model::RunStatus;
+use runql_core::store::{f64_column, i64_column, timestamp_column};
+use runql_core::{Capture, RunId, Scan, Table};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::held::{self, flush_all, flush_if_open, project_of_run, read_record};
+use super::page::{page_json, run_info, runs_json};
+use super::state::State;
+use super::wire::{self, DEFAULT_ID, Int, Tag, page_offset, project_of, run_id_of};
+use crate::error::ApiError;
+use crate::request::{MlflowJson, MlflowQuery, Read, Write};
+
+/// `runs/create`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateRun {
+    experiment_id: Option<String>,
+    run_name: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+}
+
+/// The project of an experiment that must exist (the Default one is created on first use,
+/// as in MLflow); its creation time.
+pub(crate) async fn ensure_project(
+    store: &runql_core::Store,
+    project: &str,
+) -> Result<i64, ApiError> {
+    match store.project_record(project).await? {
+        Some(p) => Ok(p.created),
+        None if project == wire::DEFAULT_PROJECT => {
+            Ok(store.create_project(project).await?.created)
+        }
+        None => Err(ApiError::not_found(format!(
+            "No Experiment with id={}",
+            wire::experiment_id_of(project)
+        ))),
+    }
+}
+
+pub(crate) async fn create_run(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<CreateRun>,
+) -> Result<Response, ApiError> {
+    let experiment_id = req.experiment_id.as_deref().unwrap_or(DEFAULT_ID);
+    let project = project_of(experiment_id).to_string();
+    ensure_project(s.store(), &project).await?;
+    let tags = wire::pairs(req.tags);
+    let name = req.run_name.or_else(|| {
+        tags.iter()
+            .find(|(k, _)| k == "mlflow.runName")
+            .map(|(_, v)| v.clone())
+    });
+    let parent = tags
+        .iter()
+        .find(|(k, _)| k == "mlflow.parentRunId")
+        .and_then(|(_, v)| v.parse::<RunId>().ok());
+    let store = s.store().clone();
+    let runtime = tokio::runtime::Handle::current();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut b = store
+            .project(&project)
+            .run()
+            .capture(Capture::none())
+            .runtime(runtime);
+        if let Some(n) = name {
+            b = b.name(n);
+        }
+        if let Some(p) = parent {
+            b = b.parent_id(p);
+        }
+        for (k, v) in tags {
+            b = b.tag(k, v);
+        }
+        b.start()
+    })
+    .await??;
+    let id = run.id().to_string();
+    s.runs.remember_project(&id, run.project());
+    // The record as stored: what reading it back would give.
+    let info = run_info(run.started_record());
+    if let Ok(mut open) = s.runs.open.lock() {
+        open.insert(id, Arc::new(run));
+    }
+    Ok(axum::Json(
+        json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": []}}}),
+    )
+    .into_response())
+}
+
+/// `runs/update`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpdateRun {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    status: Option<String>,
+}
+
+pub(crate) async fn update_run(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<UpdateRun>,
+) -> Result<Response, ApiError> {
+    let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    let status = match req.status.as_deref() {
+        None | Some("RUNNING") | Some("SCHEDULED") => None,
+        Some("FINISHED") => Some(RunStatus::Finished),
+        Some("FAILED") => Some(RunStatus::Failed),
+        Some("KILLED") => Some(RunStatus::Killed),
+        Some(other) => return Err(ApiError::invalid(format!("Invalid run status '{other}'"))),
+    };
+    if let Some(status) = status
+        && let Some(record) = held::end(&s, &run_id, status).await?
+    {
+        s.compactor.schedule(&record.project);
+        return Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response());
+    }
+    let record = read_record(&s, &run_id).await?;
+    Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response())
+}
+
+/// `runs/delete` and `runs/restore`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunRef {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+}
+
+async fn set_deleted(s: &State, req: RunRef, deleted: bool) -> Result<Response, ApiError> {
+    let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    let record = read_record(s, &run_id).await?;
+    s.store()
+        .set_run_deleted(&record.project, &run_id, deleted)
+        .await?;
+    Ok(wire::ok())
+}
+
+pub(crate) async fn delete_run(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<RunRef>,
+) -> Result<Response, ApiError> {
+    set_deleted(&s, req, true).await
+}
+
+pub(crate) async fn restore_run(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<RunRef>,
+) -> Result<Response, ApiError> {
+    set_deleted(&s, req, false).await
+}
+
+pub(crate) async fn get_run(
+    Read(s): Read<State>,
+    MlflowQuery(q): MlflowQuery<RunRef>,
+) -> Result<Response, ApiError> {
+    let run_id = run_id_of(q.run_id, q.run_uuid)?;
+    flush_if_open(&s, &run_id).await?;
+    // A missing run is RESOURCE_DOES_NOT_EXIST.
+    let project = project_of_run(&s, &run_id).await?;
+    let run = runs_json(
+        &s,
+        std::slice::from_ref(&project),
+        std::slice::from_ref(&run_id),
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| ApiError::not_found(format!("Run '{run_id}' not found")))?;
+    Ok(axum::Json(json!({ "run": run })).into_response())
+}
+
+/// `runs/search`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchRuns {
+    #[serde(default)]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    order_by: Vec<String>,
+    #[serde(default)]
+    run_view_type: Option<String>,
+    #[serde(default)]
+    max_results: Option<Int>,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+/// The projects of a request's `experiment_ids`, which must name at least one.
+pub(crate) fn projects_of(experiment_ids: &[String]) -> Result<Vec<String>, ApiError> {
+    if experiment_ids.is_empty() {
+        return Err(ApiError::invalid(
+            "Missing value for required parameter 'experiment_ids'",
+        ));
+    }
+    Ok(experiment_ids
+        .iter()
+        .map(|i| project_of(i).to_string())
+        .collect())
+}
+
+/// `runs/search`: MLflow filter strings, order_by and paging, evaluated by search.rs.
+pub(crate) async fn search_runs(
+    Read(s): Read<State>,
+    MlflowJson(req): MlflowJson<SearchRuns>,
+) -> Result<Response, ApiError> {
+    let projects = projects_of(&req.experiment_ids)?;
+    let deleted = match req.run_view_type.as_deref().unwrap_or("ACTIVE_ONLY") {
+        "ACTIVE_ONLY" => Some(false),
+        "DELETED_ONLY" => Some(true),
+        _ => None,
+    };
+    let max_results = req.max_results.map_or(1000, |m| m.0).clamp(1, 50_000) as usize;
+    let offset = page_offset(req.page_token.as_deref())?;
+    flush_all(&s).await?;
+    // One snapshot per project, for the search and the page both.
+    let store = s.store();
+    let mut snaps = Vec::with_capacity(projects.len());
+    for project in &projects {
+        snaps.push(store.snapshot(project, None).await?);
+    }
+    let search = super::search::Request {
+        filter: req.filter.as_deref().unwrap_or(""),
+        order_by: &req.order_by,
+        deleted,
+        max_results,
+        offset,
+    };
+    let (ids, more) = super::search::run_ids(store, &snaps, &search).await?;
+    let runs = page_json(store, &snaps, &ids).await?;
+    Ok(wire::page(
+        "runs",
+        runs,
+        more.then_some(offset + max_results),
+    ))
+}
+
+/// `metrics/get-history`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistoryQuery {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    metric_key: String,
+    max_results: Option<Int>,
+    page_token: Option<String>,
+}
+
+pub(crate) async fn get_history(
+    Read(s): Read<State>,
+    MlflowQuery(q): MlflowQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let run_id = run_id_of(q.run_id, q.run_uuid)?;
+    flush_if_open(&s, &run_id).await?;
+    let record = read_record(&s, &run_id).await?;
+    let scan = Scan::project(&record.project)
+        .runs([run_id.as_str()])
+        .keys([q.metric_key.as_str()]);
+    let mut points: Vec<(i64, i64, f64)> = Vec::new();
+    for b in s.store().scan(Table::Metrics, &scan).await? {
+        let (step, ts, v) = (
+            i64_column(&b, "step")?,
+            timestamp_column(&b, "ts")?,
+            f64_column(&b, "value")?,
+        );
+        for i in 0..b.num_rows() {
+            points.push((step.value(i), ts.value(i), v.value(i)));
+        }
+    }
+    points.sort_by_key(|p| (p.0, p.1));
+    let start = page_offset(q.page_token.as_deref())?;
+    let limit = q.max_results.map_or(25_000, |m| m.0).clamp(1, 25_000) as usize;
+    let page: Vec<Value> = points
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(step, ts, v)| {
+            json!({"key": q.metric_key, "value": wire::double(*v), "step": step, "timestamp": ts / 1000})
+        })
+        .collect();
+    let more = start + limit < points.len();
+    Ok(wire::page("metrics", page, more.then_some(start + limit)))
+}

@@ -1,0 +1,152 @@
+//! What the MLflow routes share: the engine (and its store), the run handles the server is
+//! writing through, recent request digests (retries), and where runs and models live.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use runql_core::{Run, Store};
+use runql_query::Engine;
+
+use crate::compactor::Compactor;
+
+/// The MLflow routes' part of the server state.
+#[derive(Debug)]
+pub(crate) struct Mlflow {
+    pub(crate) engine: Engine,
+    pub(crate) runs: Runs,
+    /// Which project holds which logged model.
+    pub(crate) models: ModelIndex,
+    pub(crate) compactor: Compactor,
+}
+
+impl Mlflow {
+    pub(crate) fn new(engine: Engine, compactor: Compactor) -> Mlflow {
+        Mlflow {
+            engine,
+            runs: Runs::default(),
+            models: ModelIndex::default(),
+            compactor,
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.engine.store()
+    }
+}
+
+/// The handle to the MLflow routes' state a handler gets from `Read` / `Write`.
+pub(crate) type State = Arc<Mlflow>;
+
+/// Run handles the server is writing through, and what it remembers about runs.
+#[derive(Default)]
+pub(crate) struct Runs {
+    pub(crate) open: Mutex<HashMap<String, Arc<Run>>>,
+    /// Digests of recent metric-logging requests: a client retrying a request whose answer it
+    /// lost (the mlflow client retries up to 7 times) must not log the points twice.
+    recent: Mutex<Recent>,
+    /// The project of each run this server created or looked up (a run never changes
+    /// project): reading a run's record is then one listing of its folder, not a search of
+    /// every project.
+    projects: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runs").finish_non_exhaustive()
+    }
+}
+
+/// Run projects remembered at most (the memory starts over past this).
+const KNOWN_PROJECTS: usize = 100_000;
+
+/// Request digests remembered at most, oldest forgotten first.
+const RECENT: usize = 4096;
+
+/// The last [`RECENT`] request digests, oldest first.
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<[u8; 32]>,
+    seen: HashSet<[u8; 32]>,
+}
+
+impl Runs {
+    /// The handle of a run this server holds open.
+    pub(crate) fn open_run(&self, run_id: &str) -> Option<Arc<Run>> {
+        self.open.lock().ok()?.get(run_id).cloned()
+    }
+
+    /// Every run this server holds open.
+    pub(crate) fn all_open(&self) -> Vec<Arc<Run>> {
+        self.open
+            .lock()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn project_of(&self, run_id: &str) -> Option<String> {
+        self.projects.lock().ok()?.get(run_id).cloned()
+    }
+
+    pub(crate) fn remember_project(&self, run_id: &str, project: &str) {
+        if let Ok(mut p) = self.projects.lock() {
+            if p.len() >= KNOWN_PROJECTS {
+                p.clear();
+            }
+            p.insert(run_id.to_string(), project.to_string());
+        }
+    }
+
+    /// BLAKE3 of the request: collision-resistant like SHA-256 (a retry must never be mistaken
+    /// for another request) at several times its speed on a 100 KB log-batch body.
+    pub(crate) fn digest(path: &str, body: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(path.as_bytes());
+        h.update(&[0]);
+        h.update(body);
+        h.finalize().into()
+    }
+
+    /// Whether the request with this digest was applied recently.
+    pub(crate) fn applied(&self, d: &[u8; 32]) -> bool {
+        self.recent.lock().is_ok_and(|r| r.seen.contains(d))
+    }
+
+    /// Remembers a request that was applied (a failed one may be retried and applied later).
+    pub(crate) fn remember(&self, d: [u8; 32]) {
+        let Ok(mut r) = self.recent.lock() else {
+            return;
+        };
+        if !r.seen.insert(d) {
+            return;
+        }
+        r.order.push_back(d);
+        if r.order.len() > RECENT
+            && let Some(old) = r.order.pop_front()
+        {
+            r.seen.remove(&old);
+        }
+    }
+}
+
+/// Which project holds which logged model, as found (a model never changes project).
+#[derive(Debug, Default)]
+pub(crate) struct ModelIndex {
+    projects: Mutex<HashMap<String, String>>,
+    /// Serialises this server's read-modify-writes of model records and run tag histories.
+    pub(crate) writes: tokio::sync::Mutex<()>,
+}
+
+impl ModelIndex {
+    pub(crate) fn project_of(&self, model_id: &str) -> Option<String> {
+        self.projects.lock().ok()?.get(model_id).cloned()
+    }
+
+    pub(crate) fn remember(&self, model_id: &str, project: &str) {
+        if let Ok(mut m) = self.projects.lock() {
+            if m.len() >= KNOWN_PROJECTS {
+                m.clear();
+            }
+            m.insert(model_id.to_string(), project.to_string());
+        }
+    }
+}

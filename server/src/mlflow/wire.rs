@@ -1,0 +1,316 @@
+//! MLflow's wire forms, a leaf module every MLflow route uses and that uses none of them:
+//! numbers as protobuf's JSON writes them (int64 as strings, doubles as `"NaN"` /
+//! `"Infinity"`, or Python's bare `NaN`), key/value lists, run statuses, experiment ids and
+//! page tokens.
+
+use std::borrow::Cow;
+
+use axum::response::{IntoResponse, Response};
+use runql_core::model::RunStatus;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// MLflow's Default experiment.
+pub(crate) const DEFAULT_ID: &str = "0";
+/// The project that holds MLflow's Default experiment.
+pub(crate) const DEFAULT_PROJECT: &str = "Default";
+
+/// The role of a run's `inputs` row that records a model it produced (`runs/outputs`).
+pub(crate) const OUTPUT_ROLE: &str = "output";
+
+/// The project of an experiment id (`"0"` is `Default`; other ids are project names).
+pub(crate) fn project_of(experiment_id: &str) -> &str {
+    if experiment_id == DEFAULT_ID {
+        DEFAULT_PROJECT
+    } else {
+        experiment_id
+    }
+}
+
+/// The experiment id of a project.
+pub(crate) fn experiment_id_of(project: &str) -> &str {
+    if project == DEFAULT_PROJECT {
+        DEFAULT_ID
+    } else {
+        project
+    }
+}
+
+/// `{}`: what MLflow answers a write that returns nothing.
+pub(crate) fn ok() -> Response {
+    axum::Json(json!({})).into_response()
+}
+
+/// MLflow's upper-case name of a run status (`crashed` has no MLflow twin: `FAILED`).
+pub(crate) fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "RUNNING",
+        RunStatus::Finished => "FINISHED",
+        RunStatus::Failed | RunStatus::Crashed => "FAILED",
+        RunStatus::Killed => "KILLED",
+    }
+}
+
+/// The offset a page token stands for (the tokens runql hands out are offsets); none: 0.
+pub(crate) fn page_offset(token: Option<&str>) -> Result<usize, ApiError> {
+    match token.filter(|t| !t.is_empty()) {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("Invalid page token {t:?}"))),
+        None => Ok(0),
+    }
+}
+
+/// The JSON answer of a page: `{field: items}`, plus `next_page_token` when more follow.
+pub(crate) fn page(field: &str, items: Vec<Value>, next: Option<usize>) -> Response {
+    let mut out = json!({ field: items });
+    if let Some(next) = next {
+        out["next_page_token"] = json!(next.to_string());
+    }
+    axum::Json(out).into_response()
+}
+
+/// Rewrites bare `NaN`, `Infinity` and `-Infinity` outside strings as JSON strings.
+pub(crate) fn quote_non_finite(text: &str) -> Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t));
+        match token {
+            Some(t) => {
+                out.push('"');
+                out.push_str(t);
+                out.push('"');
+                rest = &rest[t.len()..];
+            }
+            None => {
+                if c == '"' {
+                    in_string = true;
+                }
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A double sent as a string: "NaN", "Infinity", "-Infinity", or a number.
+pub(crate) fn parse_double(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// An int64 sent as a string, as protobuf's JSON writes them.
+pub(crate) fn parse_int(s: &str) -> Option<i64> {
+    s.parse().ok()
+}
+
+/// A double as protobuf JSON writes it (non-finite values as strings).
+pub(crate) fn double(v: f64) -> Value {
+    if v.is_nan() {
+        json!("NaN")
+    } else if v == f64::INFINITY {
+        json!("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(v)
+    }
+}
+
+/// A metric value as MLflow clients send it: a number, or `"NaN"` / `"Infinity"` /
+/// `"-Infinity"` (or a number in a string).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Num(pub(crate) f64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, or \"NaN\" / \"Infinity\" / \"-Infinity\"")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Num, E> {
+                parse_double(v)
+                    .map(Num)
+                    .ok_or_else(|| E::custom(format!("{v:?} is not a number")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An int64 as protobuf's JSON writes it: a number or a string of digits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int(pub(crate) i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Int, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::custom(format!("{v} is out of range")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Int, E> {
+                if v.fract() == 0.0 && v.abs() < 9.2e18 {
+                    Ok(Int(v as i64))
+                } else {
+                    Err(E::custom(format!("{v} is not an integer")))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Int, E> {
+                parse_int(v)
+                    .map(Int)
+                    .ok_or_else(|| E::custom(format!("{v:?} is not an integer")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A metric as MLflow sends it (borrowing its key from the body where it can).
+#[derive(Debug, Deserialize)]
+pub(crate) struct MetricIn<'a> {
+    #[serde(borrow)]
+    pub(crate) key: Option<Cow<'a, str>>,
+    pub(crate) value: Option<Num>,
+    pub(crate) timestamp: Option<Int>,
+    pub(crate) step: Option<Int>,
+}
+
+/// A param or tag as MLflow sends it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KvIn<'a> {
+    #[serde(borrow)]
+    pub(crate) key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) value: Option<Cow<'a, str>>,
+}
+
+/// A `log-batch` request, parsed in place (strings borrowed from the body).
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchIn<'a> {
+    #[serde(borrow)]
+    pub(crate) run_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) run_uuid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(crate) metrics: Vec<MetricIn<'a>>,
+    #[serde(default, borrow)]
+    pub(crate) params: Vec<KvIn<'a>>,
+    #[serde(default, borrow)]
+    pub(crate) tags: Vec<KvIn<'a>>,
+}
+
+/// A value that is required: MLflow's wording when it is missing.
+pub(crate) fn required<'a>(v: &'a Option<Cow<'a, str>>, what: &str) -> Result<&'a str, ApiError> {
+    v.as_deref()
+        .ok_or_else(|| ApiError::invalid(format!("Missing value for required parameter '{what}'")))
+}
+
+/// An owned key/value pair of a request (a tag, a param); a missing value is `""`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Tag {
+    pub(crate) key: String,
+    #[serde(default)]
+    pub(crate) value: Option<String>,
+}
+
+impl Tag {
+    pub(crate) fn pair(self) -> (String, String) {
+        (self.key, self.value.unwrap_or_default())
+    }
+}
+
+/// A list of tags as `(key, value)` pairs.
+pub(crate) fn pairs(tags: Vec<Tag>) -> Vec<(String, String)> {
+    tags.into_iter().map(Tag::pair).collect()
+}
+
+/// `[{key, value}]` as MLflow answers it.
+pub(crate) fn kv_json<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Value> {
+    items
+        .into_iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect()
+}
+
+/// `run_id`, or the older `run_uuid`, whichever the client sent.
+pub(crate) fn run_id_of(
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+) -> Result<String, ApiError> {
+    run_id
+        .or(run_uuid)
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(v: &Value) -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => parse_double(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn bare_non_finite_tokens_become_strings_outside_strings_only() {
+        let fixed = quote_non_finite(
+            r#"{"a": NaN, "b": -Infinity, "c": "NaN and Infinity", "d": [Infinity]}"#,
+        );
+        let v: Value = serde_json::from_str(&fixed).unwrap_or_else(|e| panic!("{e}: {fixed}"));
+        assert!(number(&v["a"]).is_some_and(f64::is_nan));
+        assert_eq!(number(&v["b"]), Some(f64::NEG_INFINITY));
+        assert_eq!(v["c"], "NaN and Infinity");
+        assert_eq!(number(&v["d"][0]), Some(f64::INFINITY));
+    }
+}

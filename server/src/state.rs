@@ -1,0 +1,44 @@
+//! The router's state: one part per concern, each handed to handlers only through the request
+//! layer's `Read` / `Write` extractors (`Guarded` parts, see request.rs).
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use runql_query::Engine;
+
+use crate::events::Events;
+use crate::mlflow;
+use crate::request::{Gate, Guarded};
+
+/// Everything the routes share.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) engine: Engine,
+    pub(crate) mlflow: mlflow::State,
+    pub(crate) events: Arc<Events>,
+}
+
+impl FromRef<AppState> for Guarded<Arc<Gate>> {
+    fn from_ref(s: &AppState) -> Self {
+        Guarded::new(s.gate.clone())
+    }
+}
+
+impl FromRef<AppState> for Guarded<Engine> {
+    fn from_ref(s: &AppState) -> Self {
+        Guarded::new(s.engine.clone())
+    }
+}
+
+impl FromRef<AppState> for Guarded<mlflow::State> {
+    fn from_ref(s: &AppState) -> Self {
+        Guarded::new(s.mlflow.clone())
+    }
+}
+
+impl FromRef<AppState> for Guarded<Arc<Events>> {
+    fn from_ref(s: &AppState) -> Self {
+        Guarded::new(s.events.clone())
+    }
+}
