@@ -69,6 +69,22 @@ impl ApiError {
         ApiError::NotFound(message.into())
     }
 
+    /// MLflow's wording for a required parameter that is missing (or empty).
+    pub(crate) fn missing(param: &str) -> ApiError {
+        ApiError::Invalid(format!(
+            "Missing value for required parameter '{param}'. {SEE_DOCS}"
+        ))
+    }
+
+    /// MLflow's wording for a parameter of the wrong type.
+    pub(crate) fn mistyped(param: &str, given: &serde_json::Value) -> ApiError {
+        ApiError::Invalid(format!(
+            "Invalid value {} for parameter '{param}' supplied:  Hint: Value was of type '{}'. {SEE_DOCS}",
+            short(given),
+            python_type(given)
+        ))
+    }
+
     /// The HTTP status and MLflow error code of this error.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -90,6 +106,32 @@ impl ApiError {
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
+    }
+}
+
+/// MLflow's closing words on a request parameter error.
+pub(crate) const SEE_DOCS: &str = "See the API docs for more information about request parameters.";
+
+/// The name Python gives the type of a JSON value (MLflow's errors say it).
+fn python_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "NoneType",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_f64() => "float",
+        serde_json::Value::Number(_) => "int",
+        serde_json::Value::String(_) => "str",
+        serde_json::Value::Array(_) => "list",
+        serde_json::Value::Object(_) => "dict",
+    }
+}
+
+/// A value as MLflow quotes it in errors, cut short.
+fn short(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
     }
 }
 

@@ -191,25 +191,27 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 /// MLflow's wording for a request that does not fit its message type.
 fn wording(value: &Value, e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let inner = e.inner().to_string();
+    let path = e.path().to_string();
     // serde's "missing field `name`" carries the field; the path is that of its object.
     if let Some(field) = inner
         .strip_prefix("missing field `")
         .and_then(|r| r.split('`').next())
     {
-        let path = e.path().to_string();
         let full = if path == "." || path.is_empty() {
             field.to_string()
         } else {
             format!("{path}.{field}")
         };
-        return ApiError::invalid(format!("Missing value for required parameter '{full}'."));
+        return ApiError::missing(&full);
     }
-    let path = e.path().to_string();
-    let given = lookup(value, &path).map_or_else(|| "?".to_string(), short);
-    ApiError::invalid(format!(
-        "Invalid value {given} for parameter '{path}' supplied: {}",
-        inner.split(" at line").next().unwrap_or(&inner)
-    ))
+    match lookup(value, &path) {
+        Some(given) => ApiError::mistyped(&path, given),
+        None => ApiError::invalid(format!(
+            "Invalid value for parameter '{path}' supplied: {}. {}",
+            inner.split(" at line").next().unwrap_or(&inner),
+            crate::error::SEE_DOCS
+        )),
+    }
 }
 
 /// The value at a serde_path_to_error path (`a.b[2].c`).
@@ -228,16 +230,6 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
         }
     }
     Some(v)
-}
-
-/// A value as MLflow quotes it in errors, cut short.
-fn short(v: &Value) -> String {
-    let text = v.to_string();
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text
-    }
 }
 
 fn describe(v: &Value) -> &'static str {
@@ -278,22 +270,31 @@ mod tests {
     }
 
     #[test]
-    fn mistyped_and_missing_fields_are_named() {
-        assert!(
-            err(r#"{"name": 123}"#).starts_with("Invalid value 123 for parameter 'name' supplied")
-        );
-        assert!(
-            err(r#"{"name": "x", "tags": "5"}"#)
-                .starts_with("Invalid value \"5\" for parameter 'tags' supplied")
-        );
-        assert!(
-            err(r#"{"name": "x", "tags": [{"key": 1}]}"#)
-                .starts_with("Invalid value 1 for parameter 'tags[0].key' supplied")
-        );
-        assert_eq!(err(r#"{}"#), "Missing value for required parameter 'name'.");
+    fn mistyped_and_missing_fields_are_worded_as_mlflow_words_them() {
+        let docs = "See the API docs for more information about request parameters.";
         assert_eq!(
-            err(r#"{"name": "x", "tags": [{}]}"#),
-            "Missing value for required parameter 'tags[0].key'."
+            err(r#"{"name": 123}"#),
+            format!(
+                "Invalid value 123 for parameter 'name' supplied:  Hint: Value was of type 'int'. {docs}"
+            )
+        );
+        assert!(err(r#"{"name": "x", "tags": "5"}"#).starts_with(
+            "Invalid value \"5\" for parameter 'tags' supplied:  Hint: Value was of type 'str'."
+        ));
+        assert!(err(r#"{"name": "x", "tags": {"a": 1}}"#).starts_with(
+            "Invalid value {\"a\":1} for parameter 'tags' supplied:  Hint: Value was of type 'dict'."
+        ));
+        assert!(
+            err(r#"{"name": "x", "tags": [{"key": 1.5}]}"#)
+                .starts_with("Invalid value 1.5 for parameter 'tags[0].key' supplied")
+        );
+        assert_eq!(
+            err(r#"{}"#),
+            format!("Missing value for required parameter 'name'. {docs}")
+        );
+        assert!(
+            err(r#"{"name": "x", "tags": [{}]}"#)
+                .starts_with("Missing value for required parameter 'tags[0].key'.")
         );
         assert_eq!(
             err("[1]"),

@@ -127,9 +127,7 @@ pub(crate) async fn create_experiment(
 ) -> Result<Response, ApiError> {
     let name = req.name.as_str();
     if name.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "Missing value for required parameter 'name'",
-        ));
+        return Err(ApiError::missing("name"));
     }
     let store = s.store();
     if let Some(e) = load(store, name).await? {

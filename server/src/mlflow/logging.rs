@@ -38,7 +38,7 @@ pub(crate) async fn log_batch(Write(s): Write<State>, bytes: Bytes) -> Result<Re
         .run_id
         .as_deref()
         .or(req.run_uuid.as_deref())
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))?
+        .ok_or_else(|| ApiError::missing("run_id"))?
         .to_string();
     let digest = Runs::digest("log-batch", &bytes);
     if s.runs.applied(&digest) {

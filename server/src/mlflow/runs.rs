@@ -192,9 +192,7 @@ pub(crate) struct SearchRuns {
 /// The projects of a request's `experiment_ids`, which must name at least one.
 pub(crate) fn projects_of(experiment_ids: &[String]) -> Result<Vec<String>, ApiError> {
     if experiment_ids.is_empty() {
-        return Err(ApiError::invalid(
-            "Missing value for required parameter 'experiment_ids'",
-        ));
+        return Err(ApiError::missing("experiment_ids"));
     }
     Ok(experiment_ids
         .iter()

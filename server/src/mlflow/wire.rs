@@ -249,8 +249,7 @@ pub(crate) struct BatchIn<'a> {
 
 /// A value that is required: MLflow's wording when it is missing.
 pub(crate) fn required<'a>(v: &'a Option<Cow<'a, str>>, what: &str) -> Result<&'a str, ApiError> {
-    v.as_deref()
-        .ok_or_else(|| ApiError::invalid(format!("Missing value for required parameter '{what}'")))
+    v.as_deref().ok_or_else(|| ApiError::missing(what))
 }
 
 /// An owned key/value pair of a request (a tag, a param); a missing value is `""`.
@@ -287,7 +286,7 @@ pub(crate) fn run_id_of(
 ) -> Result<String, ApiError> {
     run_id
         .or(run_uuid)
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'run_id'"))
+        .ok_or_else(|| ApiError::missing("run_id"))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 mod compaction;
 mod events;
+mod mlflow_routes;
 mod scale;
 mod security;
 mod sql;
+mod util;

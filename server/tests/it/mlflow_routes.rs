@@ -1,0 +1,396 @@
+//! Every MLflow route, request → response, over real HTTP: each test drives a sequence of
+//! requests as the `mlflow` client sends them and compares the transcript (run and model ids,
+//! and times the server chose, replaced by placeholders) with a reviewed snapshot in
+//! `tests/it/snapshots/`. A changed answer is a user-visible change: review it with
+//! `cargo insta review` (or `INSTA_UPDATE=always`) and say why in the commit.
+
+use std::collections::HashMap;
+
+use runql_server::Options;
+use serde_json::{Map, Value, json};
+
+use crate::util::TestServer;
+
+const API: &str = "/api/2.0/mlflow";
+
+/// Requests and their answers, normalized.
+struct Transcript {
+    server: TestServer,
+    steps: Vec<Value>,
+    ids: HashMap<String, String>,
+}
+
+impl Transcript {
+    async fn new() -> Transcript {
+        Transcript {
+            server: TestServer::start(Options::default()).await,
+            steps: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Sends a request and records it; gives the raw answer (ids as the server made them).
+    async fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.server.base);
+        let c = &self.server.client;
+        let req = match method {
+            "GET" => c.get(&url),
+            "POST" => c.post(&url),
+            "PATCH" => c.patch(&url),
+            "DELETE" => c.delete(&url),
+            other => panic!("no method {other}"),
+        };
+        let req = match &body {
+            Some(b) => req.json(b),
+            None => req,
+        };
+        let (status, answer) = self.server.send(req).await;
+        let mut step = Map::new();
+        step.insert(
+            "request".into(),
+            json!(format!("{method} {}", self.redact_str(path))),
+        );
+        if let Some(b) = &body {
+            step.insert("body".into(), self.redact(b.clone(), None));
+        }
+        step.insert("status".into(), json!(status));
+        step.insert("answer".into(), self.redact(answer.clone(), None));
+        self.steps.push(Value::Object(step));
+        answer
+    }
+
+    async fn post(&mut self, route: &str, body: Value) -> Value {
+        self.call("POST", &format!("{API}/{route}"), Some(body))
+            .await
+    }
+
+    async fn get(&mut self, route: &str) -> Value {
+        self.call("GET", &format!("{API}/{route}"), None).await
+    }
+
+    /// A stable placeholder for an id the server made.
+    fn placeholder(&mut self, id: &str, kind: &str) -> String {
+        let n = self.ids.len();
+        self.ids
+            .entry(id.to_string())
+            .or_insert_with(|| format!("[{kind}-{n}]"))
+            .clone()
+    }
+
+    fn redact_str(&mut self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (start, len, kind) in hex_ids(s) {
+            let id = &s[start..start + len];
+            let p = self.placeholder(id, kind);
+            out = out.replace(id, &p);
+        }
+        out
+    }
+
+    fn redact(&mut self, v: Value, key: Option<&str>) -> Value {
+        const TIMES: [&str; 7] = [
+            "start_time",
+            "end_time",
+            "creation_time",
+            "last_update_time",
+            "creation_timestamp_ms",
+            "last_updated_timestamp_ms",
+            "file_size",
+        ];
+        match v {
+            Value::Number(_) if key.is_some_and(|k| TIMES.contains(&k)) => json!("[time]"),
+            Value::String(s) => json!(self.redact_str(&s)),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|i| self.redact(i, None)).collect())
+            }
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .map(|(k, v)| {
+                        let v = self.redact(v, Some(&k));
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    fn snapshot(self, name: &str) {
+        insta::assert_json_snapshot!(name, Value::Array(self.steps));
+    }
+}
+
+/// Where 32-hex-digit run ids and `m-…` model ids stand in `s`: (start, length, kind).
+fn hex_ids(s: &str) -> Vec<(usize, usize, &'static str)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            .count();
+        if run == 32 {
+            let model = i >= 2 && &b[i - 2..i] == b"m-";
+            if model {
+                out.push((i - 2, 34, "model"));
+            } else {
+                out.push((i, 32, "run"));
+            }
+            i += run;
+        } else {
+            i += run.max(1);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experiment_routes() {
+    let mut t = Transcript::new().await;
+    t.post(
+        "experiments/create",
+        json!({"name": "vision", "tags": [{"key": "team", "value": "cv"}]}),
+    )
+    .await;
+    t.post("experiments/create", json!({"name": "vision"}))
+        .await;
+    t.post("experiments/create", json!({"name": 123})).await;
+    t.post("experiments/create", json!({})).await;
+    t.get("experiments/get-by-name?experiment_name=vision")
+        .await;
+    t.get("experiments/get?experiment_id=vision").await;
+    t.get("experiments/get?experiment_id=0").await;
+    t.get("experiments/get-by-name?experiment_name=nope").await;
+    t.post(
+        "experiments/set-experiment-tag",
+        json!({"experiment_id": "vision", "key": "stage", "value": "dev"}),
+    )
+    .await;
+    t.post(
+        "experiments/search",
+        json!({"max_results": 10, "filter": "tags.team = 'cv'"}),
+    )
+    .await;
+    t.get("experiments/search?max_results=10&order_by=name%20DESC")
+        .await;
+    t.post(
+        "experiments/delete-experiment-tag",
+        json!({"experiment_id": "vision", "key": "stage"}),
+    )
+    .await;
+    t.post(
+        "experiments/delete-experiment-tag",
+        json!({"experiment_id": "vision", "key": "stage"}),
+    )
+    .await;
+    t.post(
+        "experiments/update",
+        json!({"experiment_id": "vision", "new_name": "vision"}),
+    )
+    .await;
+    t.post("experiments/delete", json!({"experiment_id": "vision"}))
+        .await;
+    t.post(
+        "experiments/search",
+        json!({"max_results": 10, "view_type": "DELETED_ONLY"}),
+    )
+    .await;
+    t.post("experiments/restore", json!({"experiment_id": "vision"}))
+        .await;
+    t.post("experiments/delete", json!({"experiment_id": "0"}))
+        .await;
+    t.snapshot("experiment_routes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_routes() {
+    let mut t = Transcript::new().await;
+    t.post("experiments/create", json!({"name": "exp"})).await;
+    let created = t
+        .post("runs/create", json!({"experiment_id": "exp", "run_name": "baseline", "start_time": 1_700_000_000_000_i64, "tags": [{"key": "mlflow.user", "value": "ada"}]}))
+        .await;
+    let id = created["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.post(
+        "runs/log-parameter",
+        json!({"run_id": id, "key": "lr", "value": "0.01"}),
+    )
+    .await;
+    t.post(
+        "runs/log-parameter",
+        json!({"run_id": id, "key": "lr", "value": "0.02"}),
+    )
+    .await;
+    t.post(
+        "runs/set-tag",
+        json!({"run_id": id, "key": "stage", "value": "dev"}),
+    )
+    .await;
+    t.post("runs/log-metric", json!({"run_id": id, "key": "loss", "value": 0.5, "timestamp": 1_700_000_000_100_i64, "step": 1})).await;
+    t.post("runs/log-metric", json!({"run_id": id, "key": "loss", "value": "NaN", "timestamp": 1_700_000_000_200_i64, "step": "2"})).await;
+    t.post(
+        "runs/log-batch",
+        json!({
+            "run_id": id,
+            "metrics": [
+                {"key": "acc", "value": 0.9, "timestamp": 1_700_000_000_300_i64, "step": 3},
+                {"key": "acc", "value": "Infinity", "timestamp": 1_700_000_000_400_i64, "step": 4},
+            ],
+            "params": [{"key": "batch", "value": "64"}],
+            "tags": [{"key": "note", "value": "first"}],
+        }),
+    )
+    .await;
+    t.post(
+        "runs/log-batch",
+        json!({"run_id": id, "metrics": [{"key": "acc", "timestamp": 1, "step": 1}]}),
+    )
+    .await;
+    t.post("runs/log-inputs", json!({"run_id": id, "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "train"}], "dataset": {"name": "cifar", "digest": "c1f4", "source_type": "http", "source": "{\"url\": \"https://data/cifar\"}"}}]})).await;
+    t.get(&format!("runs/get?run_id={id}")).await;
+    t.get(&format!("metrics/get-history?run_id={id}&metric_key=loss"))
+        .await;
+    t.get(&format!(
+        "metrics/get-history?run_id={id}&metric_key=acc&max_results=1"
+    ))
+    .await;
+    t.post(
+        "runs/search",
+        json!({"experiment_ids": ["exp"], "filter": "metrics.acc > 0.5", "max_results": 10}),
+    )
+    .await;
+    t.post(
+        "runs/search",
+        json!({"experiment_ids": ["exp"], "filter": "params.lr = '0.02'"}),
+    )
+    .await;
+    t.post("runs/search", json!({})).await;
+    t.post(
+        "runs/update",
+        json!({"run_id": id, "status": "FINISHED", "end_time": 1_700_000_001_000_i64}),
+    )
+    .await;
+    t.post("runs/update", json!({"run_id": id, "status": "BOGUS"}))
+        .await;
+    t.post("runs/delete", json!({"run_id": id})).await;
+    t.post(
+        "runs/search",
+        json!({"experiment_ids": ["exp"], "run_view_type": "DELETED_ONLY"}),
+    )
+    .await;
+    t.post("runs/restore", json!({"run_id": id})).await;
+    t.get("runs/get?run_id=00000000000000000000000000000000")
+        .await;
+    t.get("runs/get").await;
+    t.snapshot("run_routes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_and_model_routes() {
+    let mut t = Transcript::new().await;
+    let created = t
+        .post(
+            "runs/create",
+            json!({"experiment_id": "0", "run_name": "with-model"}),
+        )
+        .await;
+    let id = created["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let art = format!("/api/2.0/mlflow-artifacts/artifacts/0/{id}/artifacts");
+    let c = t.server.client.clone();
+    let put = c
+        .put(format!("{}{art}/notes/hello.txt", t.server.base))
+        .body("hello");
+    assert_eq!(t.server.send(put).await.0, 200);
+    t.call(
+        "GET",
+        &format!("/api/2.0/mlflow-artifacts/artifacts?path=0/{id}/artifacts"),
+        None,
+    )
+    .await;
+    t.call(
+        "GET",
+        &format!("/api/2.0/mlflow-artifacts/artifacts?path=0/{id}/artifacts/notes"),
+        None,
+    )
+    .await;
+    let res = c
+        .get(format!("{}{art}/notes/hello.txt", t.server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "hello");
+    t.call("GET", &format!("{art}/missing.txt"), None).await;
+    t.call("GET", &format!("{art}/../../etc/passwd"), None)
+        .await;
+
+    let model = t
+        .post("logged-models", json!({"experiment_id": "0", "name": "clf", "model_type": "sklearn", "source_run_id": id, "params": [{"key": "C", "value": "1"}]}))
+        .await;
+    let mid = model["model"]["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = c
+        .put(format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/0/models/{mid}/artifacts/MLmodel",
+            t.server.base
+        ))
+        .body("flavors: {}");
+    assert_eq!(t.server.send(put).await.0, 200);
+    t.call(
+        "GET",
+        &format!("/api/2.0/mlflow-artifacts/artifacts?path=0/models/{mid}/artifacts"),
+        None,
+    )
+    .await;
+    t.get(&format!("logged-models/{mid}")).await;
+    t.call(
+        "PATCH",
+        &format!("{API}/logged-models/{mid}"),
+        Some(json!({"status": "LOGGED_MODEL_READY"})),
+    )
+    .await;
+    t.call(
+        "PATCH",
+        &format!("{API}/logged-models/{mid}/tags"),
+        Some(json!({"tags": [{"key": "k", "value": "v"}]})),
+    )
+    .await;
+    t.post(
+        &format!("logged-models/{mid}/params"),
+        json!({"params": [{"key": "max_iter", "value": "100"}]}),
+    )
+    .await;
+    t.post(
+        "logged-models/search",
+        json!({"experiment_ids": ["0"], "filter": "params.C = '1'"}),
+    )
+    .await;
+    t.call("DELETE", &format!("{API}/logged-models/{mid}/tags/k"), None)
+        .await;
+    t.call("DELETE", &format!("{API}/logged-models/{mid}/tags/k"), None)
+        .await;
+    t.post(
+        "runs/outputs",
+        json!({"run_id": id, "models": [{"model_id": mid, "step": 3}]}),
+    )
+    .await;
+    t.post(
+        "runs/log-model",
+        json!({"run_id": id, "model_json": "{\"artifact_path\": \"model\"}"}),
+    )
+    .await;
+    t.get(&format!("runs/get?run_id={id}")).await;
+    t.call("DELETE", &format!("{API}/logged-models/{mid}"), None)
+        .await;
+    t.get(&format!("logged-models/{mid}")).await;
+    t.get("logged-models/not-a-model").await;
+    t.call("GET", "/api/2.0/mlflow/no/such/route", None).await;
+    t.snapshot("artifact_and_model_routes");
+}
