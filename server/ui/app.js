@@ -1,189 +1,15 @@
 // runql's dashboard: one page, every view's state in the URL fragment, every question asked
 // with SQL through POST /api/sql. Plain ES modules, no build step, no network but this server.
 
-import { LineChart, ParallelChart, color, fmtNum } from "./chart.js";
-
-// ---------------------------------------------------------------- small DOM helpers
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "class") el.className = v;
-    else if (k === "dataset") Object.assign(el.dataset, v);
-    else if (k === "style") el.style.cssText = v;
-    else if (k in el && typeof v !== "string") el[k] = v;
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : String(c));
-  }
-  return el;
-}
+import { h, banner, crumbs, debounce } from "./lib/dom.js";
+import { sql, sqlObjects, lit, ident, authHeaders } from "./lib/sql.js";
+import { fmtTime, fmtDur, fmtBytes, fmtNum, badge } from "./lib/format.js";
+import { parseHash, href, setParams } from "./lib/route.js";
+import { subscribe } from "./lib/events.js";
+import { tableOf } from "./lib/table.js";
+import { LineChart, ParallelChart, color } from "./lib/chart.js";
 
 const $main = () => document.getElementById("main");
-
-function banner(text) {
-  const b = document.getElementById("banner");
-  b.replaceChildren();
-  if (!text) { b.hidden = true; return; }
-  b.hidden = false;
-  b.append(text);
-}
-
-// ---------------------------------------------------------------- the API
-
-const lit = (s) => `'${String(s).replace(/'/g, "''")}'`;
-const ident = (s) => `"${String(s).replace(/"/g, '""')}"`;
-
-function authHeaders() {
-  const t = localStorage.getItem("runql.token");
-  return t ? { Authorization: `Bearer ${t}` } : {};
-}
-
-class ApiError extends Error {
-  constructor(message, status) { super(message); this.status = status; }
-}
-
-function askToken() {
-  const input = h("input", { type: "password", placeholder: "token", style: "margin: 0 8px" });
-  banner(h("span", {}, "This server needs a token to read. ", input,
-    h("button", { onclick: () => { localStorage.setItem("runql.token", input.value.trim()); location.reload(); } }, "Use token")));
-}
-
-// Runs one SQL query; resolves to {columns, rows, truncated} with rows as arrays.
-async function sql(query, { maxRows } = {}) {
-  const headers = { "Content-Type": "application/json", Accept: "application/vnd.runql.table+json", ...authHeaders() };
-  if (maxRows) headers["X-Runql-Max-Rows"] = String(maxRows);
-  const r = await fetch("/api/sql", { method: "POST", headers, body: JSON.stringify({ sql: query }) });
-  if (!r.ok) {
-    let msg = `${r.status} ${r.statusText}`;
-    try { msg = (await r.json()).message || msg; } catch { /* not JSON */ }
-    if (r.status === 401) askToken();
-    throw new ApiError(msg, r.status);
-  }
-  const t = await r.json();
-  // Non-finite numbers travel as strings: make them numbers again.
-  const floaty = t.columns.map((c) => c.type.startsWith("Float"));
-  for (const row of t.rows) {
-    for (let i = 0; i < row.length; i++) {
-      if (floaty[i] && typeof row[i] === "string") row[i] = Number(row[i]);
-    }
-  }
-  return t;
-}
-
-// The rows as objects keyed by column name.
-async function sqlObjects(query, opts) {
-  const t = await sql(query, opts);
-  const names = t.columns.map((c) => c.name);
-  return t.rows.map((r) => Object.fromEntries(names.map((n, i) => [n, r[i]])));
-}
-
-// Live run updates (server-sent events, read with fetch so that a token can go along).
-function subscribe(project, onEvent) {
-  const ctrl = new AbortController();
-  const dot = document.getElementById("live");
-  (async () => {
-    while (!ctrl.signal.aborted) {
-      try {
-        const q = project ? `?project=${encodeURIComponent(project)}` : "";
-        const r = await fetch(`/api/events${q}`, { headers: authHeaders(), signal: ctrl.signal });
-        if (!r.ok) throw new Error(String(r.status));
-        dot.classList.add("on");
-        const reader = r.body.getReader();
-        const dec = new TextDecoder();
-        let buf = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += dec.decode(value, { stream: true });
-          let i;
-          while ((i = buf.indexOf("\n\n")) >= 0) {
-            const chunk = buf.slice(0, i);
-            buf = buf.slice(i + 2);
-            let ev = "message", data = "";
-            for (const line of chunk.split("\n")) {
-              if (line.startsWith("event:")) ev = line.slice(6).trim();
-              else if (line.startsWith("data:")) data += line.slice(5).trim();
-            }
-            if (ev === "run") { try { onEvent(JSON.parse(data)); } catch { /* ignore */ } }
-            else if (ev === "lagged") onEvent(null);
-          }
-        }
-      } catch { /* reconnect below */ }
-      dot.classList.remove("on");
-      if (!ctrl.signal.aborted) await new Promise((res) => setTimeout(res, 2000));
-    }
-  })();
-  return () => { ctrl.abort(); dot.classList.remove("on"); };
-}
-
-function debounce(fn, ms) {
-  let t = null;
-  return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
-}
-
-// ---------------------------------------------------------------- formatting
-
-function fmtTime(v) {
-  if (!v) return "";
-  const d = new Date(v);
-  if (Number.isNaN(d.getTime())) return String(v);
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-function fmtDur(s) {
-  if (s === null || s === undefined || !Number.isFinite(s)) return "";
-  if (s < 60) return `${s.toFixed(1)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
-  return `${Math.floor(s / 3600)}h ${Math.round((s % 3600) / 60)}m`;
-}
-
-function fmtBytes(n) {
-  if (!Number.isFinite(n)) return "";
-  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return `${i ? n.toFixed(1) : n} ${u[i]}`;
-}
-
-const badge = (status) => h("span", { class: `badge ${status}`, title: status === "crashed" ? "its writer stopped sending heartbeats" : null }, status);
-
-// ---------------------------------------------------------------- routing
-
-// A route is "#/a/b?k=v&…": path segments and parameters.
-function parseHash() {
-  const raw = location.hash.replace(/^#/, "") || "/";
-  const [path, query = ""] = raw.split("?");
-  const segs = path.split("/").filter(Boolean).map(decodeURIComponent);
-  return { segs, params: Object.fromEntries(new URLSearchParams(query)) };
-}
-
-function href(segs, params = {}) {
-  const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined));
-  const s = q.toString();
-  return "#/" + segs.map(encodeURIComponent).join("/") + (s ? `?${s}` : "");
-}
-
-// Records a view's changed state in the URL without reloading the view.
-function setParams(update) {
-  const { segs, params } = parseHash();
-  const next = { ...params, ...update };
-  history.replaceState(null, "", href(segs, next));
-}
-
-function crumbs(...items) {
-  const c = document.getElementById("crumbs");
-  c.replaceChildren();
-  items.forEach(([label, link], i) => {
-    if (i) c.append(h("span", { class: "sep" }, "/"));
-    c.append(link ? h("a", { href: link }, label) : h("span", {}, label));
-  });
-}
 
 let cleanup = () => {};
 
@@ -790,24 +616,6 @@ function splitCsv(line, sep) {
   return out;
 }
 
-// A plain table of a query result ({columns, rows}).
-function tableOf(t, { empty = "No rows.", scroll = false, limit = 2000, onRow = null } = {}) {
-  if (!t.rows.length) return h("p", { class: "muted" }, empty);
-  const num = t.columns.map((c) => /^(Float|Int|UInt|Decimal)/.test(c.type || ""));
-  const time = t.columns.map((c) => /^Timestamp/.test(c.type || ""));
-  const table = h("table", { class: "grid" },
-    h("thead", {}, h("tr", {}, ...t.columns.map((c, i) => h("th", { class: num[i] ? "num" : null }, c.name)))),
-    h("tbody", {}, ...t.rows.slice(0, limit).map((r, k) => {
-      const tr = h("tr", {}, ...r.map((v, i) => h("td", { class: num[i] ? "num" : null, title: v === null ? "" : String(v) },
-        typeof v === "number" ? fmtNum(v) : v === null ? "" : time[i] ? fmtTime(v) : String(v))));
-      if (onRow) { tr.style.cursor = "pointer"; tr.addEventListener("click", () => onRow(r, tr, k)); }
-      return tr;
-    })));
-  const wrap = h("div", { class: scroll || t.rows.length > 30 ? "scroll" : null }, table);
-  if (t.rows.length > limit) wrap.append(h("p", { class: "muted" }, `first ${limit} of ${t.rows.length} rows`));
-  return wrap;
-}
-
 // ---------------------------------------------------------------- compare
 
 async function compareView(main, project, params) {
@@ -1089,7 +897,7 @@ async function llmView(main, project, params) {
           tokens_in, tokens_out, latency_ms, ${costExpr()} AS cost_usd, finish_reason, error
         FROM llm.calls WHERE ${W} ORDER BY start_us DESC NULLS LAST LIMIT 1000`);
       out.replaceChildren(tableOf({ columns: t.columns.slice(1), rows: t.rows.map((r) => r.slice(1)) }, {
-        onRow: (r, tr, k) => openCall(t.rows[k][0], tr),
+        onRow: (k, tr) => openCall(t.rows[k][0], tr),
       }));
     } catch (e) { out.replaceChildren(h("div", { class: "error" }, e.message)); }
   }
