@@ -12,9 +12,11 @@ import { runsView } from "./views/runs.js";
 import { runView } from "./views/run.js";
 import { compareView } from "./views/compare.js";
 import { sqlView } from "./views/sql.js";
-import { optunaView } from "./views/optuna.js";
-import { rlView } from "./views/rl.js";
-import { llmView } from "./views/llm.js";
+import { plugin } from "./lib/plugins.js";
+// The plugin views register themselves in lib/plugins.js.
+import "./views/optuna.js";
+import "./views/rl.js";
+import "./views/llm.js";
 
 // The first route whose path matches the start of the fragment's path wins; `:name` segments
 // reach the view by that name, beside main, params, onCleanup and reload.
@@ -22,9 +24,7 @@ const ROUTES = [
   { path: "sql", view: sqlView },
   { path: "p/:project/run/:runId", view: runView },
   { path: "p/:project/compare", view: compareView },
-  { path: "p/:project/optuna", view: optunaView },
-  { path: "p/:project/rl", view: rlView },
-  { path: "p/:project/llm", view: llmView },
+  { path: "p/:project/:schema", view: (ctx) => plugin(ctx.schema).view(ctx), when: ({ schema }) => plugin(schema) !== null },
   { path: "p/:project", view: runsView },
   { path: "", view: projectsView },
 ];

@@ -1,6 +1,7 @@
 // The LLM plugin's view (#/p/<project>/llm) over llm.calls and llm.messages: the calls with
 // search and filters, an estimated cost from an editable price list, a call's messages.
 
+import { registerPlugin } from "../lib/plugins.js";
 import { h, crumbs, debounce } from "../lib/dom.js";
 import { sql, sqlObjects, lit } from "../lib/sql.js";
 import { fmtNum } from "../lib/format.js";
@@ -10,7 +11,9 @@ import { tableOf } from "../lib/table.js";
 // USD per million tokens (input, output) by model-name prefix; editable, kept in this browser.
 const DEFAULT_PRICES = "gpt-4o-mini 0.15 0.6\ngpt-4o 2.5 10\ngpt-4.1-mini 0.4 1.6\ngpt-4.1 2 8\ngpt-3.5-turbo 0.5 1.5\nclaude-3-5-sonnet 3 15\nclaude-3-5-haiku 0.8 4";
 
-export async function llmView({ main, project, params }) {
+registerPlugin("llm", { label: "LLM calls", table: "calls", view: llmView });
+
+async function llmView({ main, project, params }) {
   crumbs(["projects", "#/"], [project, href(["p", project])], ["LLM calls", null]);
   const P = lit(project);
   main.append(h("h1", {}, "LLM calls"));

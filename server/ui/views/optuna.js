@@ -1,6 +1,7 @@
 // The Optuna plugin's view (#/p/<project>/optuna?study=…) over the optuna.* tables:
 // optimization history, parameters → objective, the trials.
 
+import { registerPlugin } from "../lib/plugins.js";
 import { h, crumbs } from "../lib/dom.js";
 import { sqlObjects, lit } from "../lib/sql.js";
 import { fmtNum } from "../lib/format.js";
@@ -8,7 +9,9 @@ import { href } from "../lib/route.js";
 import { tableOf } from "../lib/table.js";
 import { LineChart, ParallelChart, color } from "../lib/chart.js";
 
-export async function optunaView({ main, project, params }) {
+registerPlugin("optuna", { label: "Optuna study", table: "trials", view: optunaView });
+
+async function optunaView({ main, project, params }) {
   crumbs(["projects", "#/"], [project, href(["p", project])], ["Optuna", null]);
   const P = lit(project);
   const studies = await sqlObjects(`SELECT study_name, directions, n_trials, best_trial, best_value FROM optuna.studies WHERE project = ${P} ORDER BY n_trials DESC, study_name`);

@@ -1,13 +1,16 @@
 // The RL plugin's view (#/p/<project>/rl) over rl.episodes: return and length curves per run
 // (episodes averaged in buckets), a summary per run.
 
+import { registerPlugin } from "../lib/plugins.js";
 import { h, crumbs } from "../lib/dom.js";
 import { sql, sqlObjects, lit } from "../lib/sql.js";
 import { href, setParams } from "../lib/route.js";
 import { tableOf } from "../lib/table.js";
 import { LineChart, color } from "../lib/chart.js";
 
-export async function rlView({ main, project, params }) {
+registerPlugin("rl", { label: "RL episodes", table: "episodes", view: rlView });
+
+async function rlView({ main, project, params }) {
   crumbs(["projects", "#/"], [project, href(["p", project])], ["RL episodes", null]);
   const P = lit(project);
   main.append(h("h1", {}, "RL episodes"));

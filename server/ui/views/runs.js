@@ -6,6 +6,7 @@ import { sql, sqlObjects, lit, ident } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtNum, badge } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
+import { plugins } from "../lib/plugins.js";
 
 const BASE_COLS = {
   name: { label: "name", expr: "r.name", width: 220 },
@@ -57,18 +58,21 @@ function runsFrom(project, keys, filter) {
     WHERE r.project = ${lit(project)} AND NOT r.deleted${filter.trim() ? ` AND (${filter})` : ""}`;
 }
 
+// The registered plugins (lib/plugins.js) whose table holds rows of the project.
 async function pluginsOf(project) {
-  const have = await sqlObjects(`SELECT table_schema AS s, table_name AS t FROM information_schema.tables
-    WHERE (table_schema, table_name) IN (('optuna', 'trials'), ('rl', 'episodes'), ('llm', 'calls'))`).catch(() => []);
+  const known = plugins();
+  if (!known.length) return [];
+  const pairs = known.map((p) => `(${lit(p.schema)}, ${lit(p.table)})`).join(", ");
+  const have = new Set((await sqlObjects(`SELECT table_schema AS s, table_name AS t FROM information_schema.tables
+    WHERE (table_schema, table_name) IN (${pairs})`).catch(() => [])).map((r) => r.s));
   const out = [];
-  for (const { s, t } of have) {
-    const [{ n }] = await sqlObjects(`SELECT count(*) AS n FROM ${s}.${t} WHERE project = ${lit(project)}`);
-    if (n > 0) out.push(s);
+  for (const p of known) {
+    if (!have.has(p.schema)) continue;
+    const [{ n }] = await sqlObjects(`SELECT count(*) AS n FROM ${ident(p.schema)}.${ident(p.table)} WHERE project = ${lit(project)}`);
+    if (n > 0) out.push(p);
   }
   return out;
 }
-
-const PLUGIN_LABEL = { optuna: "Optuna study", rl: "RL episodes", llm: "LLM calls" };
 
 export async function runsView({ main, project, params, onCleanup }) {
   crumbs(["projects", "#/"], [project, null]);
@@ -96,11 +100,11 @@ export async function runsView({ main, project, params, onCleanup }) {
     ...keys.tags.map((k) => h("option", { value: `tags.${k.key}` }, `tags.${k.key}`)));
   groupSel.value = state.group;
   const colsBtn = h("button", {}, "Columns");
-  const plugins = await pluginsOf(project);
+  const shown = await pluginsOf(project);
   const toolbar = h("div", { class: "toolbar" },
     filterBox, h("button", { onclick: () => apply() }, "Filter"), colsBtn,
     h("label", {}, "group by", groupSel), compareBtn, count,
-    ...plugins.map((p) => h("a", { href: href(["p", project, p]), class: "navlink" }, PLUGIN_LABEL[p])));
+    ...shown.map((p) => h("a", { href: href(["p", project, p.schema]), class: "navlink" }, p.label)));
   const groups = h("div", { class: "groups" });
   const vt = h("div", { class: "vt", role: "table" });
   main.append(toolbar, err, groups, vt);
