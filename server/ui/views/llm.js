@@ -3,10 +3,10 @@
 
 import { registerPlugin } from "../lib/plugins.js";
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sql, sqlObjects, lit } from "../lib/sql.js";
+import { sql, sqlObjects, objects, lit } from "../lib/sql.js";
 import { fmtNum } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
-import { tableOf } from "../lib/table.js";
+import { tableOf, tableFrom } from "../lib/table.js";
 
 // USD per million tokens (input, output) by model-name prefix; editable, kept in this browser.
 const DEFAULT_PRICES = "gpt-4o-mini 0.15 0.6\ngpt-4o 2.5 10\ngpt-4.1-mini 0.4 1.6\ngpt-4.1 2 8\ngpt-3.5-turbo 0.5 1.5\nclaude-3-5-sonnet 3 15\nclaude-3-5-haiku 0.8 4";
@@ -51,8 +51,9 @@ async function llmView({ main, project, params }) {
       const t = await sql(`SELECT call_id, to_timestamp_micros(start_us) AS time, model, substr(prompt, 1, 200) AS prompt, substr(response, 1, 200) AS response,
           tokens_in, tokens_out, latency_ms, ${costExpr()} AS cost_usd, finish_reason, error
         FROM llm.calls WHERE ${W} ORDER BY start_us DESC NULLS LAST LIMIT 1000`);
-      out.replaceChildren(tableOf({ columns: t.columns.slice(1), rows: t.rows.map((r) => r.slice(1)) }, {
-        onRow: (k, tr) => openCall(t.rows[k][0], tr),
+      const calls = objects(t);
+      out.replaceChildren(tableOf(tableFrom(t.columns.filter((c) => c.name !== "call_id"), calls), {
+        onRow: (k, tr) => openCall(calls[k].call_id, tr),
       }));
     } catch (e) { out.replaceChildren(h("div", { class: "error" }, e.message)); }
   }

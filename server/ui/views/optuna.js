@@ -6,7 +6,7 @@ import { h, crumbs } from "../lib/dom.js";
 import { sqlObjects, lit } from "../lib/sql.js";
 import { fmtNum } from "../lib/format.js";
 import { href } from "../lib/route.js";
-import { tableOf } from "../lib/table.js";
+import { tableOf, tableFrom } from "../lib/table.js";
 import { LineChart, ParallelChart, color } from "../lib/chart.js";
 
 registerPlugin("optuna", { label: "Optuna study", table: "trials", view: optunaView });
@@ -47,8 +47,9 @@ async function optunaView({ main, project, params }) {
   new ParallelChart(pc, { title: "" }).setData(
     [...names.map((n) => ({ name: n, values: done.map((t) => pv.get(`${t.number}\u0000${n}`) ?? null) })), { name: "objective", values: done.map((t) => t.value) }],
     done.map((t) => `#${t.number}`));
-  main.append(h("h2", {}, "Trials"), tableOf({
-    columns: [{ name: "number", type: "Int64" }, { name: "state" }, { name: "value", type: "Float64" }, { name: "duration_s", type: "Float64" }, ...names.map((n) => ({ name: n }))],
-    rows: trials.map((t) => [t.number, t.state, t.value, t.duration_s, ...names.map((n) => pv.get(`${t.number}\u0000${n}`) ?? null)]),
-  }));
+  // A param's column reads the param, whatever its name (a param may be called "state").
+  const paramCol = (n) => ({ name: n, get: (t) => pv.get(`${t.number}\u0000${n}`) ?? null });
+  main.append(h("h2", {}, "Trials"), tableOf(tableFrom(
+    [{ name: "number", type: "Int64" }, { name: "state" }, { name: "value", type: "Float64" }, { name: "duration_s", type: "Float64" }, ...names.map(paramCol)],
+    trials)));
 }

@@ -6,7 +6,7 @@ import { sql, sqlObjects, lit } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtBytes, badge } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
-import { tableOf } from "../lib/table.js";
+import { tableOf, tableFrom } from "../lib/table.js";
 import { chartPanel } from "../lib/curves.js";
 import { artifactUrl, artifactText, preview } from "../lib/artifacts.js";
 
@@ -58,7 +58,7 @@ export async function runView({ main, project, runId, params, onCleanup }) {
     if (note) body.append(h("h2", {}, "Notes"), h("pre", { class: "note" }, note.value));
     body.append(h("h2", {}, "Params"), tableOf(paramsRows, { empty: "No params." }));
     const userTags = tagRows.filter((t) => !t.key.startsWith("mlflow.") && !t.key.startsWith("runql."));
-    body.append(h("h2", {}, "Tags"), tableOf({ columns: [{ name: "key" }, { name: "value" }], rows: userTags.map((t) => [t.key, t.value]) }, { empty: "No tags." }));
+    body.append(h("h2", {}, "Tags"), tableOf(tableFrom([{ name: "key" }, { name: "value" }], userTags), { empty: "No tags." }));
     for (const a of arts) {
       const pre = h("pre", {}, "…");
       body.append(h("h2", {}, a.path === "git/diff.patch" ? "Uncommitted changes (git diff)" : `Environment: ${a.path.slice(4)}`), pre);

@@ -2,7 +2,7 @@
 // on the server, a column chooser, selection for Compare, links to the plugin views.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sql, sqlObjects, lit, ident } from "../lib/sql.js";
+import { sqlObjects, lit, ident } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtNum, badge } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
@@ -162,9 +162,9 @@ export async function runsView({ main, project, params, onCleanup }) {
   }
 
   function rowEl(i, r) {
-    const id = r[0];
+    const id = r.__run_id;
     const el = h("div", { class: `row${state.sel.has(id) ? " sel" : ""}`, role: "row", dataset: { runId: id, index: String(i) }, style: `top:${ROW + i * ROW}px; grid-template-columns:${template()}` });
-    const box = h("input", { type: "checkbox", checked: state.sel.has(id), "aria-label": `select ${r[2] || id}` });
+    const box = h("input", { type: "checkbox", checked: state.sel.has(id), "aria-label": `select ${r.__name || id}` });
     box.addEventListener("change", () => {
       if (box.checked) state.sel.add(id); else state.sel.delete(id);
       el.classList.toggle("sel", box.checked);
@@ -172,12 +172,12 @@ export async function runsView({ main, project, params, onCleanup }) {
       updateCompare();
     });
     el.append(h("div", { class: "cell" }, box));
-    const groupVal = state.group ? r[3 + cols.length] : undefined;
+    const groupVal = state.group ? r.__group : undefined;
     const prev = pageRow(i - 1);
-    const gstart = state.group && (i === 0 || (prev && prev[3 + cols.length] !== groupVal));
+    const gstart = state.group && (i === 0 || (prev && prev.__group !== groupVal));
     if (gstart) el.classList.add("gstart");
-    cols.forEach((c, j) => {
-      const v = r[3 + j];
+    for (const c of cols) {
+      const v = r[c.id];
       let content;
       if (c.id === "name") {
         content = [gstart ? h("span", { class: "glabel" }, `${state.group} = ${groupVal ?? "∅"}`) : null,
@@ -186,7 +186,7 @@ export async function runsView({ main, project, params, onCleanup }) {
       else if (c.id === "parent_run_id" && v) content = h("a", { href: href(["p", project, "run", v]) }, cellText(c, v));
       else content = cellText(c, v);
       el.append(h("div", { class: `cell${c.num ? " num" : ""}`, title: v === null || v === undefined ? "" : String(v) }, content));
-    });
+    }
     return el;
   }
 
@@ -201,9 +201,9 @@ export async function runsView({ main, project, params, onCleanup }) {
     pages.set(p, "loading");
     const gen = generation;
     try {
-      const t = await sql(`SELECT ${selectSql()} ${runsFrom(project, keys, state.filter)} ORDER BY ${orderSql()} LIMIT ${PAGE} OFFSET ${p * PAGE}`);
+      const rows = await sqlObjects(`SELECT ${selectSql()} ${runsFrom(project, keys, state.filter)} ORDER BY ${orderSql()} LIMIT ${PAGE} OFFSET ${p * PAGE}`);
       if (gen !== generation) return;
-      pages.set(p, t.rows);
+      pages.set(p, rows);
       render();
     } catch (e) {
       if (gen === generation) { pages.delete(p); err.textContent = e.message; }
@@ -243,8 +243,8 @@ export async function runsView({ main, project, params, onCleanup }) {
       count.textContent = `${n} run${n === 1 ? "" : "s"}`;
       groups.replaceChildren();
       if (state.group) {
-        const g = await sql(`SELECT ${columnOf(state.group, keys).expr} AS g, count(*) AS n ${from} GROUP BY 1 ORDER BY 1 NULLS LAST`);
-        for (const [v, k] of g.rows) groups.append(h("span", {}, `${state.group} = ${v ?? "∅"}: ${k}`));
+        const counts = await sqlObjects(`SELECT ${columnOf(state.group, keys).expr} AS g, count(*) AS n ${from} GROUP BY 1 ORDER BY 1 NULLS LAST`);
+        for (const { g, n } of counts) groups.append(h("span", {}, `${state.group} = ${g ?? "∅"}: ${n}`));
       }
     } catch (e) {
       total = 0;
