@@ -2,7 +2,8 @@
 // the breadcrumbs in the header, and `debounce`.
 
 // h("a", {href, class, dataset, style, onclick, …}, ...children): attributes that are null,
-// undefined or false are left out; children may be nodes, strings or (nested) arrays.
+// undefined or false are left out; children may be nodes, strings (anything else is made one)
+// or arrays of them, and null, undefined or false are left out.
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
