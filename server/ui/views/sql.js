@@ -38,7 +38,9 @@ export async function sqlView({ main, params }) {
   if (params.q) await run(true);
 }
 
-// Chart any numeric column of a result against another.
+// Chart any numeric column of a result against another. The one place that reads rows by
+// position: the columns are the user's, picked from the result, and their names need not be
+// unique (a join's r.run_id and p.run_id both come back as run_id).
 function plotControls(parent, t, params) {
   const numeric = t.columns.map((c, i) => [c, i]).filter(([c]) => /^(Float|Int|UInt|Decimal)/.test(c.type));
   const temporal = t.columns.map((c, i) => [c, i]).filter(([c]) => /^(Timestamp|Date)/.test(c.type));
