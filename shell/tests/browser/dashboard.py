@@ -5,7 +5,8 @@ Usage: dashboard.py URL SCREENSHOT_DIR
 
 Checks the runs table (SQL filter, inline errors, sorting), a run page, comparing two runs
 (series per chart), a live run gaining points while the page is open, a shared link reopening
-the same view, the SQL page, the plugin views, and that the browser logged no console error.
+the same view, the SQL page, the plugin views, the unit tests of the page's helpers
+(server/ui/test/, run by /ui/test/index.html), and that the browser logged no console error.
 Writes one screenshot per page into SCREENSHOT_DIR.
 """
 
@@ -240,6 +241,15 @@ def run_checks(browser):
     )[0][0]
     expect(page.locator("table.grid tbody tr")).to_have_count(paris)
     shot(page, "llm")
+
+    # The unit tests of the helpers (server/ui/test/helpers.test.js): their page runs every
+    # test function and leaves [{name, ok, error}] in window.__results.
+    page.goto(URL + "/ui/test/index.html")
+    page.wait_for_function("window.__results !== undefined", timeout=15000)
+    results = page.evaluate("window.__results")
+    failed = [f"{r['name']}: {r['error']}" for r in results if not r["ok"]]
+    assert results and not failed, "unit tests failed:\n" + "\n".join(failed)
+    print(f"dashboard: {len(results)} unit tests of the helpers passed")
     ctx.close()
 
 

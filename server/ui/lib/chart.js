@@ -1,6 +1,8 @@
 // Canvas charts for the dashboard: overlaid line charts (hover, drag-to-zoom, log scale,
 // smoothing) and parallel coordinates. No dependencies: the page works offline.
 
+import { fmtNum } from "./format.js";
+
 export const PALETTE = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -19,16 +21,6 @@ function ticks(lo, hi, n) {
   const out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   return out;
-}
-
-export function fmtNum(v) {
-  if (v === null || v === undefined) return "";
-  if (typeof v === "string") return v;
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
-  if (Number.isInteger(v)) return String(v);
-  return String(+v.toPrecision(5));
 }
 
 function fmtDuration(s) {

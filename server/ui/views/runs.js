@@ -1,0 +1,297 @@
+// A project's runs (#/p/<project>): a virtual table paged, sorted, filtered and grouped by SQL
+// on the server, a column chooser, selection for Compare, links to the plugin views.
+
+import { h, crumbs, debounce } from "../lib/dom.js";
+import { sqlObjects, lit, ident } from "../lib/sql.js";
+import { fmtTime, fmtDur, fmtNum, badge } from "../lib/format.js";
+import { href, setParams } from "../lib/route.js";
+import { subscribe } from "../lib/events.js";
+import { plugins } from "../lib/plugins.js";
+
+const BASE_COLS = {
+  name: { label: "name", expr: "r.name", width: 220 },
+  status: { label: "status", expr: "r.status", width: 90 },
+  created: { label: "created", expr: "r.created", width: 160 },
+  duration: { label: "duration", expr: "(date_part('epoch', COALESCE(r.ended, r.heartbeat, r.started)) - date_part('epoch', r.started))", width: 90, num: true },
+  git_commit: { label: "git commit", expr: "r.git_commit", width: 90 },
+  username: { label: "user", expr: "r.username", width: 90 },
+  hostname: { label: "host", expr: "r.hostname", width: 110 },
+  run_group: { label: "group", expr: "r.run_group", width: 100 },
+  parent_run_id: { label: "parent", expr: "r.parent_run_id", width: 90 },
+  run_id: { label: "run id", expr: "r.run_id", width: 120 },
+};
+
+// The keys of a project's params, metrics and tags.
+async function projectKeys(project) {
+  const rows = await sqlObjects(`
+    SELECT 'params' AS kind, key, count(value_num) = count(*) AS numeric FROM params WHERE project = ${lit(project)} GROUP BY key
+    UNION ALL SELECT 'metrics' AS kind, key, true AS numeric FROM metric_summary WHERE project = ${lit(project)} GROUP BY key
+    UNION ALL SELECT 'tags' AS kind, key, false AS numeric FROM tags WHERE project = ${lit(project)} GROUP BY key
+    ORDER BY kind, key`);
+  const keys = { params: [], metrics: [], tags: [] };
+  for (const r of rows) keys[r.kind].push({ key: r.key, numeric: r.numeric });
+  return keys;
+}
+
+// Column id → {label, expr, width, num}.
+function columnOf(id, keys) {
+  if (BASE_COLS[id]) return BASE_COLS[id];
+  const dot = id.indexOf(".");
+  const kind = id.slice(0, dot), key = id.slice(dot + 1);
+  const k = (keys[kind] || []).find((x) => x.key === key);
+  if (!k) return null;
+  const width = Math.max(90, Math.min(240, Math.round(id.length * 7.8) + 24));
+  return { label: id, expr: `${kind}.${ident(key)}`, width, num: k.numeric };
+}
+
+// The FROM … WHERE of the runs table: runs joined with one column per param, metric (last
+// value) and tag key, so that a filter can say `params.lr > 0.01 AND metrics."val/acc" > 0.9`.
+function runsFrom(project, keys, filter) {
+  const pivot = (table, list, value) => {
+    const cols = list.map((k) => `, max(CASE WHEN key = ${lit(k.key)} THEN ${value(k)} END) AS ${ident(k.key)}`).join("");
+    return `(SELECT run_id AS __id${cols} FROM ${table} WHERE project = ${lit(project)} GROUP BY run_id)`;
+  };
+  return `FROM runs r
+    LEFT JOIN ${pivot("params", keys.params, (k) => (k.numeric ? "value_num" : "value"))} params ON params.__id = r.run_id
+    LEFT JOIN ${pivot("metric_summary", keys.metrics, () => "last_value")} metrics ON metrics.__id = r.run_id
+    LEFT JOIN ${pivot("tags", keys.tags, () => "value")} tags ON tags.__id = r.run_id
+    WHERE r.project = ${lit(project)} AND NOT r.deleted${filter.trim() ? ` AND (${filter})` : ""}`;
+}
+
+// The registered plugins (lib/plugins.js) whose table holds rows of the project.
+async function pluginsOf(project) {
+  const known = plugins();
+  if (!known.length) return [];
+  const pairs = known.map((p) => `(${lit(p.schema)}, ${lit(p.table)})`).join(", ");
+  const have = new Set((await sqlObjects(`SELECT table_schema AS s, table_name AS t FROM information_schema.tables
+    WHERE (table_schema, table_name) IN (${pairs})`).catch(() => [])).map((r) => r.s));
+  const out = [];
+  for (const p of known) {
+    if (!have.has(p.schema)) continue;
+    const [{ n }] = await sqlObjects(`SELECT count(*) AS n FROM ${ident(p.schema)}.${ident(p.table)} WHERE project = ${lit(project)}`);
+    if (n > 0) out.push(p);
+  }
+  return out;
+}
+
+export async function runsView({ main, project, params, onCleanup }) {
+  crumbs(["projects", "#/"], [project, null]);
+  document.title = `${project} · runql`;
+  const keys = await projectKeys(project);
+  const state = {
+    filter: params.filter || "",
+    sort: params.sort || "created",
+    desc: params.desc !== undefined ? params.desc === "1" : true,
+    group: params.group || "",
+    sel: new Set((params.sel || "").split(",").filter(Boolean)),
+    cols: params.cols ? params.cols.split(",").filter(Boolean)
+      : ["name", "status", "created", "duration", ...keys.params.slice(0, 4).map((k) => `params.${k.key}`), ...keys.metrics.slice(0, 3).map((k) => `metrics.${k.key}`)],
+  };
+  state.cols = state.cols.filter((c) => columnOf(c, keys));
+  if (!state.cols.includes("name")) state.cols.unshift("name");
+
+  const filterBox = h("input", { class: "filter", value: state.filter, placeholder: `SQL WHERE clause, e.g. status = 'finished' AND params.lr >= 0.01 AND metrics."val/acc" > 0.9`, "aria-label": "filter" });
+  const err = h("div", { class: "error", role: "alert" });
+  const count = h("span", { class: "muted", dataset: { role: "count" } });
+  const compareBtn = h("button", { class: "primary", disabled: true }, "Compare");
+  const groupSel = h("select", { "aria-label": "group by" }, h("option", { value: "" }, "no grouping"),
+    ...["status", "run_group", "username"].map((c) => h("option", { value: c }, BASE_COLS[c].label)),
+    ...keys.params.map((k) => h("option", { value: `params.${k.key}` }, `params.${k.key}`)),
+    ...keys.tags.map((k) => h("option", { value: `tags.${k.key}` }, `tags.${k.key}`)));
+  groupSel.value = state.group;
+  const colsBtn = h("button", {}, "Columns");
+  const shown = await pluginsOf(project);
+  const toolbar = h("div", { class: "toolbar" },
+    filterBox, h("button", { onclick: () => apply() }, "Filter"), colsBtn,
+    h("label", {}, "group by", groupSel), compareBtn, count,
+    ...shown.map((p) => h("a", { href: href(["p", project, p.schema]), class: "navlink" }, p.label)));
+  const groups = h("div", { class: "groups" });
+  const vt = h("div", { class: "vt", role: "table" });
+  main.append(toolbar, err, groups, vt);
+
+  const ROW = 28, PAGE = 100;
+  let total = 0, pages = new Map(), generation = 0;
+  let cols = [];
+
+  const selectSql = () => {
+    const parts = ["r.run_id AS __run_id", "r.status AS __status", "r.name AS __name"];
+    for (const c of cols) parts.push(`${c.expr} AS ${ident(c.id)}`);
+    if (state.group) parts.push(`${columnOf(state.group, keys).expr} AS __group`);
+    return parts.join(", ");
+  };
+  const orderSql = () => {
+    const s = columnOf(state.sort, keys) || BASE_COLS.created;
+    const o = [];
+    if (state.group) o.push(`${columnOf(state.group, keys).expr} NULLS LAST`);
+    o.push(`${s.expr} ${state.desc ? "DESC" : "ASC"} NULLS LAST`, "r.created DESC", "r.run_id");
+    return o.join(", ");
+  };
+
+  function header() {
+    const hdr = h("div", { class: "hdr", role: "row" }, h("div", { class: "cell" }, ""));
+    for (const c of cols) {
+      const cell = h("div", { class: `cell${c.num ? " num" : ""}${state.sort === c.id ? " sorted" : ""}${state.sort === c.id && state.desc ? " desc" : ""}`, role: "columnheader", dataset: { col: c.id }, title: `sort by ${c.label}` }, c.label);
+      cell.addEventListener("click", () => {
+        if (state.sort === c.id) state.desc = !state.desc; else { state.sort = c.id; state.desc = !!c.num || c.id === "created"; }
+        setParams({ sort: state.sort, desc: state.desc ? "1" : "0" });
+        reload();
+      });
+      hdr.append(cell);
+    }
+    return hdr;
+  }
+
+  const template = () => `28px ${cols.map((c) => `${c.width}px`).join(" ")}`;
+  const spacer = h("div");
+  let hdrEl = null;
+
+  function layout() {
+    cols = state.cols.map((id) => ({ id, ...columnOf(id, keys) }));
+    hdrEl = header();
+    hdrEl.style.gridTemplateColumns = template();
+    vt.replaceChildren(hdrEl, spacer);
+  }
+
+  function cellText(c, v) {
+    if (v === null || v === undefined) return "";
+    if (c.id === "created") return fmtTime(v);
+    if (c.id === "duration") return fmtDur(v);
+    if (c.id === "git_commit" || c.id === "parent_run_id") return String(v).slice(0, 8);
+    if (typeof v === "number") return fmtNum(v);
+    return String(v);
+  }
+
+  function rowEl(i, r) {
+    const id = r.__run_id;
+    const el = h("div", { class: `row${state.sel.has(id) ? " sel" : ""}`, role: "row", dataset: { runId: id, index: String(i) }, style: `top:${ROW + i * ROW}px; grid-template-columns:${template()}` });
+    const box = h("input", { type: "checkbox", checked: state.sel.has(id), "aria-label": `select ${r.__name || id}` });
+    box.addEventListener("change", () => {
+      if (box.checked) state.sel.add(id); else state.sel.delete(id);
+      el.classList.toggle("sel", box.checked);
+      setParams({ sel: [...state.sel].join(",") });
+      updateCompare();
+    });
+    el.append(h("div", { class: "cell" }, box));
+    const groupVal = state.group ? r.__group : undefined;
+    const prev = pageRow(i - 1);
+    const gstart = state.group && (i === 0 || (prev && prev.__group !== groupVal));
+    if (gstart) el.classList.add("gstart");
+    for (const c of cols) {
+      const v = r[c.id];
+      let content;
+      if (c.id === "name") {
+        content = [gstart ? h("span", { class: "glabel" }, `${state.group} = ${groupVal ?? "∅"}`) : null,
+          h("a", { href: href(["p", project, "run", id]) }, v || id.slice(0, 12))];
+      } else if (c.id === "status") content = badge(v);
+      else if (c.id === "parent_run_id" && v) content = h("a", { href: href(["p", project, "run", v]) }, cellText(c, v));
+      else content = cellText(c, v);
+      el.append(h("div", { class: `cell${c.num ? " num" : ""}`, title: v === null || v === undefined ? "" : String(v) }, content));
+    }
+    return el;
+  }
+
+  const pageRow = (i) => {
+    if (i < 0) return null;
+    const p = pages.get(Math.floor(i / PAGE));
+    return p && p !== "loading" ? p[i % PAGE] : null;
+  };
+
+  async function loadPage(p) {
+    if (pages.has(p)) return;
+    pages.set(p, "loading");
+    const gen = generation;
+    try {
+      const rows = await sqlObjects(`SELECT ${selectSql()} ${runsFrom(project, keys, state.filter)} ORDER BY ${orderSql()} LIMIT ${PAGE} OFFSET ${p * PAGE}`);
+      if (gen !== generation) return;
+      pages.set(p, rows);
+      render();
+    } catch (e) {
+      if (gen === generation) { pages.delete(p); err.textContent = e.message; }
+    }
+  }
+
+  function render() {
+    spacer.style.height = `${total * ROW}px`;
+    const top = Math.max(0, Math.floor(vt.scrollTop / ROW) - 10);
+    const bottom = Math.min(total, Math.ceil((vt.scrollTop + vt.clientHeight) / ROW) + 10);
+    for (const el of [...vt.querySelectorAll(".row")]) el.remove();
+    for (let p = Math.floor(top / PAGE); p <= Math.floor(Math.max(top, bottom - 1) / PAGE) && p * PAGE < total; p++) loadPage(p);
+    const frag = document.createDocumentFragment();
+    for (let i = top; i < bottom; i++) {
+      const r = pageRow(i);
+      if (r) frag.append(rowEl(i, r));
+    }
+    vt.append(frag);
+  }
+
+  function updateCompare() {
+    compareBtn.disabled = state.sel.size < 1;
+    compareBtn.textContent = `Compare${state.sel.size ? ` (${state.sel.size})` : ""}`;
+  }
+  compareBtn.addEventListener("click", () => { location.hash = href(["p", project, "compare"], { runs: [...state.sel].join(",") }); });
+
+  async function reload({ keepScroll = false } = {}) {
+    generation++;
+    pages = new Map();
+    err.textContent = "";
+    layout();
+    if (!keepScroll) vt.scrollTop = 0;
+    try {
+      const from = runsFrom(project, keys, state.filter);
+      const [{ n }] = await sqlObjects(`SELECT count(*) AS n ${from}`);
+      total = n;
+      count.textContent = `${n} run${n === 1 ? "" : "s"}`;
+      groups.replaceChildren();
+      if (state.group) {
+        const counts = await sqlObjects(`SELECT ${columnOf(state.group, keys).expr} AS g, count(*) AS n ${from} GROUP BY 1 ORDER BY 1 NULLS LAST`);
+        for (const { g, n } of counts) groups.append(h("span", {}, `${state.group} = ${g ?? "∅"}: ${n}`));
+      }
+    } catch (e) {
+      total = 0;
+      count.textContent = "";
+      err.textContent = e.message;
+    }
+    render();
+  }
+
+  function apply() {
+    state.filter = filterBox.value;
+    setParams({ filter: state.filter });
+    reload();
+  }
+  filterBox.addEventListener("keydown", (e) => { if (e.key === "Enter") apply(); });
+  groupSel.addEventListener("change", () => { state.group = groupSel.value; setParams({ group: state.group }); reload(); });
+  vt.addEventListener("scroll", () => render());
+
+  colsBtn.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    const old = document.querySelector(".colchooser");
+    if (old) { old.remove(); return; }
+    const pop = h("div", { class: "colchooser", role: "dialog", "aria-label": "columns" });
+    const opt = (id) => {
+      const box = h("input", { type: "checkbox", checked: state.cols.includes(id), dataset: { col: id } });
+      box.addEventListener("change", () => {
+        state.cols = box.checked ? [...state.cols, id] : state.cols.filter((c) => c !== id);
+        setParams({ cols: state.cols.join(",") });
+        reload({ keepScroll: true });
+      });
+      return h("label", {}, box, " ", columnOf(id, keys).label);
+    };
+    pop.append(h("h3", {}, "run"), ...Object.keys(BASE_COLS).filter((c) => c !== "name").map(opt));
+    for (const kind of ["params", "metrics", "tags"]) {
+      if (keys[kind].length) pop.append(h("h3", {}, kind), ...keys[kind].map((k) => opt(`${kind}.${k.key}`)));
+    }
+    const r = colsBtn.getBoundingClientRect();
+    pop.style.left = `${r.left + window.scrollX}px`;
+    pop.style.top = `${r.bottom + window.scrollY + 4}px`;
+    pop.addEventListener("click", (e) => e.stopPropagation());
+    document.body.append(pop);
+    const close = () => { pop.remove(); document.removeEventListener("click", close); };
+    document.addEventListener("click", close);
+  });
+
+  updateCompare();
+  await reload();
+  const stop = subscribe(project, debounce(() => reload({ keepScroll: true }), 800));
+  onCleanup(() => { stop(); document.querySelector(".colchooser")?.remove(); });
+}
