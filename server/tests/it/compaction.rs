@@ -2,37 +2,26 @@
 
 use std::time::{Duration, Instant};
 
-use runql_core::Store;
-use runql_query::Engine;
 use runql_server::Options;
 use serde_json::{Value, json};
 
+use crate::util::TestServer;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_runs_are_compacted_by_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().to_string_lossy()).unwrap();
-    let engine = Engine::new(store.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/api/2.0/mlflow", listener.local_addr().unwrap());
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let options = Options {
+    let server = TestServer::start(Options {
         compact_after: Some(Duration::from_millis(200)),
         ..Options::default()
-    };
-    tokio::spawn(runql_server::serve(
-        listener,
-        runql_server::router(engine, options),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let c = reqwest::Client::new();
+    })
+    .await;
+    let store = server.store.clone();
     let post = |path: &str, body: Value| {
-        let req = c.post(format!("{base}/{path}")).json(&body);
+        let path = format!("/api/2.0/mlflow/{path}");
+        let server = &server;
         async move {
-            let res = req.send().await.unwrap();
-            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-            res.json::<Value>().await.unwrap()
+            let (status, answer) = server.post(&path, body).await;
+            assert_eq!(status, 200, "{answer}");
+            answer
         }
     };
     post("experiments/create", json!({"name": "compacted"})).await;
@@ -58,14 +47,9 @@ async fn finished_runs_are_compacted_by_the_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Still the same run, read from Parquet now.
-    let got = c
-        .get(format!("{base}/runs/get?run_id={run_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let (_, got) = server
+        .get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"))
+        .await;
     assert_eq!(got["run"]["info"]["status"], "FINISHED");
     assert_eq!(got["run"]["data"]["metrics"][0]["value"], 0.5);
 }

@@ -2,25 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use runql_core::{Capture, Store};
-use runql_query::Engine;
+use runql_core::Capture;
 use runql_server::Options;
+
+use crate::util::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_logged_by_another_writer_shows_up_as_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().to_string_lossy()).unwrap();
-    let engine = Engine::new(store.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(runql_server::serve(
-        listener,
-        runql_server::router(engine, Options::default()),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let server = TestServer::start(Options::default()).await;
+    let (store, base) = (server.store.clone(), server.base.clone());
     let mut res = reqwest::Client::new()
         .get(format!("{base}/api/events?project=live"))
         .send()

@@ -1,31 +1,20 @@
 //! Who may write: tokens and scopes on the MLflow routes, over real HTTP.
 
-use runql_core::Store;
-use runql_query::Engine;
 use runql_server::{Access, Options, Scope};
+
+use crate::util::TestServer;
 
 #[tokio::test]
 async fn writes_need_a_write_token_and_reads_a_read_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().to_string_lossy()).unwrap();
-    let engine = Engine::new(store).await.unwrap();
     let (read, write) = ("r".repeat(20), "w".repeat(20));
-    let options = Options {
+    let server = TestServer::start(Options {
         access: Access::loopback_only()
             .token(read.clone(), Scope::Read)
             .token(write.clone(), Scope::Write),
         ..Options::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(runql_server::serve(
-        listener,
-        runql_server::router(engine, options),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    })
+    .await;
+    let base = server.base.clone();
     let c = reqwest::Client::new();
     let create = |token: Option<&str>| {
         let mut r = c

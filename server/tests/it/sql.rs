@@ -1,21 +1,14 @@
 //! `/api/sql`, `/health`, auth and limits.
 
-use std::net::SocketAddr;
-
-use runql_core::{Capture, Store};
-use runql_query::Engine;
+use runql_core::Capture;
 use runql_server::{Access, Options, Scope};
 
-struct Running {
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+use crate::util::TestServer;
 
-async fn start(options: Options) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().to_string_lossy()).unwrap();
-    let s = store.clone();
+/// A server over a store holding one finished run with ten points of `loss` and a NaN.
+async fn start(options: Options) -> TestServer {
+    let server = TestServer::start(options).await;
+    let s = server.store.clone();
     tokio::task::spawn_blocking(move || {
         let run = s
             .project("p")
@@ -33,23 +26,11 @@ async fn start(options: Options) -> Running {
     })
     .await
     .unwrap();
-    let engine = Engine::new(store).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = runql_server::router(engine, options);
-    tokio::spawn(runql_server::serve(listener, app, async {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        _dir: dir,
-        _stop: tx,
-    }
+    server
 }
 
-fn url(r: &Running, path: &str) -> String {
-    format!("http://{}{path}", r.addr)
+fn url(r: &TestServer, path: &str) -> String {
+    format!("{}{path}", r.base)
 }
 
 #[tokio::test]
