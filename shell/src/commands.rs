@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Array, RecordBatch};
 use runql_core::Store;
 use runql_query::Engine;
 use tokio::runtime::Runtime;
 
-use crate::format::{self, Format, Layout};
+use crate::format::{self, Format, TextLayout};
+use crate::query::{collect, quote, resolve_run, tail, terminal_width};
 use crate::{Cli, Command, demo, repl, split};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -125,7 +125,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
         }
         Some(Command::Plot { key, runs, out }) => {
             let engine = open(rt, &url)?;
-            let text = plot(rt, &engine, &key, &runs, out.as_deref())?;
+            let text = crate::plot::command(rt, &engine, &key, &runs, out.as_deref())?;
             write!(std::io::stdout(), "{text}")?;
             Ok(())
         }
@@ -201,11 +201,6 @@ fn read_stdin() -> Result<String> {
     Ok(s)
 }
 
-/// A SQL string literal.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 /// Runs every statement of `text`, writing each result.
 pub fn run_sql(
     rt: &Runtime,
@@ -236,9 +231,9 @@ pub fn run_sql(
             Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
         }
     };
-    let layout = Layout {
+    let layout = TextLayout {
         width: None,
-        ..Layout::default()
+        ..TextLayout::default()
     };
     let many = statements.len() > 1;
     for (i, sql) in statements.iter().enumerate() {
@@ -269,46 +264,6 @@ fn strip_empty_context(e: anyhow::Error) -> anyhow::Error {
         }
     } else {
         e
-    }
-}
-
-/// Plans and runs one statement.
-pub async fn collect(
-    engine: &Engine,
-    sql: &str,
-) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    let df = engine.sql(sql).await?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(runql_query::Error::from)?;
-    Ok((schema, batches))
-}
-
-/// The one run id that starts with `prefix`.
-pub fn resolve_run(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<String> {
-    let (_, found) = rt.block_on(collect(
-        engine,
-        &format!(
-            "SELECT run_id FROM runs WHERE starts_with(run_id, {}) ORDER BY run_id",
-            quote(prefix)
-        ),
-    ))?;
-    let ids: Vec<String> = found
-        .iter()
-        .flat_map(|b| {
-            let c = arrow::array::AsArray::as_string::<i32>(b.column(0));
-            (0..c.len())
-                .map(|i| c.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    match ids.as_slice() {
-        [] => bail!("no run id starts with {prefix:?}; `runql runs` lists them"),
-        [one] => Ok(one.clone()),
-        many => bail!(
-            "{} runs start with {prefix:?} ({}…): give more of the id",
-            many.len(),
-            many.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-        ),
     }
 }
 
@@ -359,10 +314,10 @@ fn show(rt: &Runtime, engine: &Engine, prefix: &str) -> Result<()> {
             Format::Table,
             &schema,
             &batches,
-            Layout {
+            TextLayout {
                 width,
                 expanded,
-                ..Layout::default()
+                ..TextLayout::default()
             },
         )?;
         writeln!(out)?;
@@ -440,9 +395,9 @@ fn compare(rt: &Runtime, engine: &Engine, prefixes: &[String], format: Format) -
             format,
             &schema,
             &batches,
-            Layout {
+            TextLayout {
                 width,
-                ..Layout::default()
+                ..TextLayout::default()
             },
         )?;
         if format == Format::Table {
@@ -450,115 +405,6 @@ fn compare(rt: &Runtime, engine: &Engine, prefixes: &[String], format: Format) -
         }
     }
     Ok(())
-}
-
-/// Draws `key` for some runs (the latest five that logged it by default): a terminal chart,
-/// or an SVG written to `out`. Returns what to print.
-pub fn plot(
-    rt: &Runtime,
-    engine: &Engine,
-    key: &str,
-    prefixes: &[String],
-    out: Option<&std::path::Path>,
-) -> Result<String> {
-    let ids: Vec<String> = if prefixes.is_empty() {
-        let (_, b) = rt.block_on(collect(
-            engine,
-            &format!(
-                "SELECT s.run_id FROM metric_summary s JOIN runs r USING (project, run_id) \
-                 WHERE s.key = {} ORDER BY r.created DESC, s.run_id LIMIT 5",
-                quote(key)
-            ),
-        ))?;
-        strings(&b, 0)
-    } else {
-        prefixes
-            .iter()
-            .map(|p| resolve_run(rt, engine, p))
-            .collect::<Result<_>>()?
-    };
-    if ids.is_empty() {
-        bail!(
-            "no run logged a metric named {key:?}; `\\d metric_summary` or SELECT DISTINCT key FROM metric_summary lists them"
-        );
-    }
-    let width = terminal_width()
-        .unwrap_or(100)
-        .saturating_sub(14)
-        .clamp(20, 160) as usize;
-    let points = if out.is_some() { 1000 } else { width * 2 };
-    let list = ids.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ");
-    let (_, rows) = rt.block_on(collect(
-        engine,
-        &format!(
-            "SELECT c.run_id, coalesce(r.name, c.run_id) AS name, c.step, c.value \
-             FROM curves({points}) c JOIN runs r USING (project, run_id) \
-             WHERE c.key = {} AND c.run_id IN ({list}) ORDER BY c.run_id, c.step",
-            quote(key)
-        ),
-    ))?;
-    let mut series: Vec<crate::plot::Series> = Vec::new();
-    for b in &rows {
-        let run = arrow::array::AsArray::as_string::<i32>(b.column(0));
-        let name = arrow::array::AsArray::as_string::<i32>(b.column(1));
-        let step = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(2));
-        let value =
-            arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(b.column(3));
-        for i in 0..b.num_rows() {
-            let label = format!("{} …{}", name.value(i), tail(run.value(i), 6));
-            if series.last().is_none_or(|s| s.label != label) {
-                series.push(crate::plot::Series {
-                    label,
-                    points: Vec::new(),
-                });
-            }
-            if let Some(s) = series.last_mut() {
-                s.points.push((step.value(i) as f64, value.value(i)));
-            }
-        }
-    }
-    match out {
-        Some(path) => {
-            if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-                bail!(
-                    "--out writes SVG: give a file name ending in .svg, not {}",
-                    path.display()
-                );
-            }
-            std::fs::write(path, crate::plot::svg(key, "step", &series))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(format!(
-                "wrote {} ({} runs)\n",
-                path.display(),
-                series.len()
-            ))
-        }
-        None => Ok(crate::plot::terminal(
-            key,
-            &series,
-            width,
-            16,
-            std::io::stdout().is_terminal(),
-        )),
-    }
-}
-
-fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            let c = arrow::array::AsArray::as_string::<i32>(b.column(col));
-            (0..c.len())
-                .map(|i| c.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The last `n` characters of an id (UUIDv7s share their leading, time-ordered digits).
-fn tail(id: &str, n: usize) -> String {
-    let chars: Vec<char> = id.chars().collect();
-    chars[chars.len().saturating_sub(n)..].iter().collect()
 }
 
 fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> Result<()> {
@@ -623,7 +469,7 @@ fn export(
             std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?,
         );
-        format::write(&mut file, format, &schema, &batches, Layout::default())?;
+        format::write(&mut file, format, &schema, &batches, TextLayout::default())?;
         file.flush()?;
         drop(spinner);
         writeln!(
@@ -659,16 +505,6 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-pub fn terminal_width() -> Option<u16> {
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .or_else(|| comfy_table::Table::new().width())
 }
 
 /// Where `runql demo` keeps its store unless `--store` says otherwise.
@@ -771,7 +607,7 @@ fn run_demo(rt: &Runtime, store: Option<String>, serve: Option<u16>) -> Result<(
                 Format::Table,
                 &schema,
                 &batches,
-                Layout::default(),
+                TextLayout::default(),
             )?;
             writeln!(out)?;
         }

@@ -52,12 +52,12 @@ impl Noise {
 }
 
 /// A run that keeps logging while the demo shell is open.
-pub struct LiveRun {
+pub struct DemoLiveRun {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for LiveRun {
+impl Drop for DemoLiveRun {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -75,7 +75,7 @@ fn quiet(store: &Store, project: &str, name: &str) -> runql_core::RunBuilder {
 }
 
 /// Fills `store` (which should be empty) and returns the run that is still running.
-pub fn fill(store: &Store) -> Result<LiveRun> {
+pub fn fill(store: &Store) -> Result<DemoLiveRun> {
     let mut noise = Noise(0x5eed_1234);
 
     // A learning-rate × batch-size sweep, compacted.
@@ -214,7 +214,7 @@ pub fn fill(store: &Store) -> Result<LiveRun> {
         }
         let _ = live.finish_with(RunStatus::Killed);
     });
-    Ok(LiveRun {
+    Ok(DemoLiveRun {
         stop,
         thread: Some(thread),
     })

@@ -70,7 +70,7 @@ impl Format {
 
 /// How to lay out text formats.
 #[derive(Debug, Clone, Copy)]
-pub struct Layout {
+pub struct TextLayout {
     /// Terminal width to fit tables into (`None`: no limit).
     pub width: Option<u16>,
     /// One block per row, `column | value` lines (psql's `\x`).
@@ -79,9 +79,9 @@ pub struct Layout {
     pub max_cell: usize,
 }
 
-impl Default for Layout {
+impl Default for TextLayout {
     fn default() -> Self {
-        Layout {
+        TextLayout {
             width: None,
             expanded: false,
             max_cell: 80,
@@ -120,7 +120,7 @@ pub fn write(
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    layout: Layout,
+    layout: TextLayout,
 ) -> Result<()> {
     match format {
         Format::Table if layout.expanded => write_expanded(out, schema, batches, layout)?,
@@ -205,7 +205,7 @@ fn write_expanded(
     out: &mut dyn Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    layout: Layout,
+    layout: TextLayout,
 ) -> Result<()> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);

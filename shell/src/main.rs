@@ -11,6 +11,7 @@ mod meta;
 mod plot;
 mod plugin;
 mod progress;
+mod query;
 mod repl;
 mod split;
 mod wrap;

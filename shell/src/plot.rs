@@ -1,7 +1,15 @@
 //! Learning curves as pictures: a terminal chart drawn with braille dots (2×4 per character,
-//! one colour per run), or an SVG file.
+//! one colour per run), or an SVG file; and `runql plot` / `\plot`, which picks the runs and
+//! reads their curves.
 
 use std::fmt::Write;
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result, bail};
+use runql_query::Engine;
+use tokio::runtime::Runtime;
+
+use crate::query::{collect, quote, resolve_run, strings, tail, terminal_width};
 
 /// One curve: a label and its (x, y) points.
 #[derive(Debug, Clone)]
@@ -227,6 +235,97 @@ pub fn svg(title: &str, x_label: &str, series: &[Series]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Draws `key` for some runs (the latest five that logged it by default): a terminal chart,
+/// or an SVG written to `out`. Returns what to print.
+pub fn command(
+    rt: &Runtime,
+    engine: &Engine,
+    key: &str,
+    prefixes: &[String],
+    out: Option<&std::path::Path>,
+) -> Result<String> {
+    let ids: Vec<String> = if prefixes.is_empty() {
+        let (_, b) = rt.block_on(collect(
+            engine,
+            &format!(
+                "SELECT s.run_id FROM metric_summary s JOIN runs r USING (project, run_id) \
+                 WHERE s.key = {} ORDER BY r.created DESC, s.run_id LIMIT 5",
+                quote(key)
+            ),
+        ))?;
+        strings(&b, 0)
+    } else {
+        prefixes
+            .iter()
+            .map(|p| resolve_run(rt, engine, p))
+            .collect::<Result<_>>()?
+    };
+    if ids.is_empty() {
+        bail!(
+            "no run logged a metric named {key:?}; `\\d metric_summary` or SELECT DISTINCT key FROM metric_summary lists them"
+        );
+    }
+    let width = terminal_width()
+        .unwrap_or(100)
+        .saturating_sub(14)
+        .clamp(20, 160) as usize;
+    let points = if out.is_some() { 1000 } else { width * 2 };
+    let list = ids.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ");
+    let (_, rows) = rt.block_on(collect(
+        engine,
+        &format!(
+            "SELECT c.run_id, coalesce(r.name, c.run_id) AS name, c.step, c.value \
+             FROM curves({points}) c JOIN runs r USING (project, run_id) \
+             WHERE c.key = {} AND c.run_id IN ({list}) ORDER BY c.run_id, c.step",
+            quote(key)
+        ),
+    ))?;
+    let mut series: Vec<Series> = Vec::new();
+    for b in &rows {
+        let run = arrow::array::AsArray::as_string::<i32>(b.column(0));
+        let name = arrow::array::AsArray::as_string::<i32>(b.column(1));
+        let step = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b.column(2));
+        let value =
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(b.column(3));
+        for i in 0..b.num_rows() {
+            let label = format!("{} …{}", name.value(i), tail(run.value(i), 6));
+            if series.last().is_none_or(|s| s.label != label) {
+                series.push(Series {
+                    label,
+                    points: Vec::new(),
+                });
+            }
+            if let Some(s) = series.last_mut() {
+                s.points.push((step.value(i) as f64, value.value(i)));
+            }
+        }
+    }
+    match out {
+        Some(path) => {
+            if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+                bail!(
+                    "--out writes SVG: give a file name ending in .svg, not {}",
+                    path.display()
+                );
+            }
+            std::fs::write(path, svg(key, "step", &series))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(format!(
+                "wrote {} ({} runs)\n",
+                path.display(),
+                series.len()
+            ))
+        }
+        None => Ok(terminal(
+            key,
+            &series,
+            width,
+            16,
+            std::io::stdout().is_terminal(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use rustyline::validate::Validator;
 use rustyline::{Editor, Helper};
 use tokio::runtime::Runtime;
 
-use crate::commands::{collect, quote, terminal_width};
-use crate::format::{self, Format, Layout};
+use crate::format::{self, Format, TextLayout};
 use crate::meta::{self, Meta};
+use crate::query::{collect, quote, terminal_width};
 use crate::split;
 
 const KEYWORDS: &[&str] = &[
@@ -356,14 +356,14 @@ fn run_statement(rt: &Runtime, engine: &Engine, state: &mut State, sql: &str) {
         Some(Err(e)) => eprintln!("error: {}", crate::message(&e)),
         Some(Ok((schema, batches))) => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let layout = Layout {
+            let layout = TextLayout {
                 width: if state.output.is_none() {
                     terminal_width()
                 } else {
                     None
                 },
                 expanded: state.expanded,
-                ..Layout::default()
+                ..TextLayout::default()
             };
             let written = match &mut state.output {
                 // A Parquet file or an Arrow stream holds one result: a second one appended
@@ -518,7 +518,7 @@ fn run_meta(rt: &Runtime, engine: &Engine, state: &mut State, m: Meta, args: &st
             };
             print!(
                 "{}",
-                crate::commands::plot(rt, engine, key, runs, out.as_deref())?
+                crate::plot::command(rt, engine, key, runs, out.as_deref())?
             );
         }
         Meta::Help => print!("{}", meta::help()),
