@@ -19,9 +19,10 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
+use super::cache::Part;
 use super::layout::{LiveObject, SegmentName};
 use super::manifest::{DataFile, Manifest};
-use super::{Part, Store, segment};
+use super::{Store, segment};
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, RunStatus, now_us};
 use crate::schema::Table;
