@@ -105,8 +105,8 @@ impl Project {
             .await?;
         let mut known = HashMap::new();
         for b in &params {
-            let keys = crate::store::read::string_column(b, "key")?;
-            let values = crate::store::read::string_column(b, "value")?;
+            let keys = crate::store::string_column(b, "key")?;
+            let values = crate::store::string_column(b, "value")?;
             for i in 0..b.num_rows() {
                 known.insert(keys.value(i).to_string(), values.value(i).to_string());
             }

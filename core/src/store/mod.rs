@@ -20,9 +20,14 @@ mod gc;
 pub mod layout;
 mod local;
 mod manifest;
-pub(crate) mod read;
+mod read;
+mod rows;
 pub(crate) mod segment;
+mod snapshot;
+mod summary;
 mod tables;
+#[cfg(test)]
+mod testing;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -39,10 +44,11 @@ pub use compact::CompactReport;
 pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
-pub use read::{
-    LiveRun, ProjectSnapshot, RunData, Scan, records_from_batch, records_to_batch, resolve,
-    summarize_metrics,
-};
+pub use read::{RunData, Scan};
+pub(crate) use rows::string_column;
+pub use rows::{records_from_batch, records_to_batch, resolve};
+pub use snapshot::{LiveRun, ProjectSnapshot};
+pub use summary::summarize_metrics;
 pub use tables::TableDef;
 
 pub(crate) use local::do_local_io_inline;
