@@ -45,8 +45,10 @@ pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
 pub use read::{RunData, Scan};
-pub(crate) use rows::string_column;
-pub use rows::{records_from_batch, records_to_batch, resolve};
+pub use rows::{
+    boolean_column, f64_column, i64_column, records_from_batch, records_to_batch, resolve,
+    string_column, timestamp_column,
+};
 pub use snapshot::{LiveRun, ProjectSnapshot};
 pub use summary::summarize_metrics;
 pub use tables::TableDef;

@@ -1,4 +1,6 @@
-//! Rows of the core tables as Arrow: column accessors, run records to and from `runs` rows,
+//! Rows of the core tables as Arrow: checked column accessors (an error that names the column
+//! and the table, not a panic, when a column is missing or of another type), run records to
+//! and from `runs` rows,
 //! and the tables' "later event wins" rules ([`resolve`]). A leaf module: it uses no other
 //! module of the store, so that every reader and writer of rows can use it.
 
@@ -6,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Int64Array, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::Schema;
 
 use crate::error::{Error, Result};
 use crate::model::RunRecord;
@@ -55,11 +58,72 @@ pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatc
         .collect()
 }
 
-pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a string column")))
+/// The `Utf8` column `name` of `batch`; an internal error naming the column and the table when
+/// it is missing or of another type.
+pub fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    column(batch, name, "Utf8")
+}
+
+/// The `Int64` column `name` of `batch` (checked like [`string_column`]).
+pub fn i64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    column(batch, name, "Int64")
+}
+
+/// The `Float64` column `name` of `batch` (checked like [`string_column`]).
+pub fn f64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
+    column(batch, name, "Float64")
+}
+
+/// The timestamp column `name` of `batch`, microseconds since the epoch (checked like
+/// [`string_column`]).
+pub fn timestamp_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a TimestampMicrosecondArray> {
+    column(batch, name, "Timestamp(µs)")
+}
+
+/// The `Boolean` column `name` of `batch` (checked like [`string_column`]).
+pub fn boolean_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
+    column(batch, name, "Boolean")
+}
+
+/// The column `name` of `batch` as the array type `A` (`expected` names its Arrow type).
+fn column<'a, A: Array + 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    expected: &str,
+) -> Result<&'a A> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Err(Error::Internal(format!(
+            "column {name:?} of {} is missing",
+            rows_of(batch)
+        )));
+    };
+    col.as_any().downcast_ref::<A>().ok_or_else(|| {
+        Error::Internal(format!(
+            "column {name:?} of {} is {}, not {expected}",
+            rows_of(batch),
+            col.data_type()
+        ))
+    })
+}
+
+/// What `batch` holds, for an error: the core table whose columns (as readers return them, or
+/// as a live segment stores them) are the batch's, or else the batch's columns.
+fn rows_of(batch: &RecordBatch) -> String {
+    let names =
+        |s: &Schema| -> Vec<String> { s.fields().iter().map(|f| f.name().clone()).collect() };
+    let ours = names(batch.schema_ref());
+    for table in Table::ALL {
+        if names(&table.schema()) == ours {
+            return format!("table {table}");
+        }
+        if names(&table.segment_schema()) == ours {
+            return format!("a live segment of table {table}");
+        }
+    }
+    format!("a batch of columns ({})", ours.join(", "))
 }
 
 /// The `runs` table rows of some records.
@@ -126,20 +190,9 @@ pub fn records_to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
 
 /// Run records out of a batch of the `runs` table.
 pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
-    use arrow::array::{AsArray, types::TimestampMicrosecondType};
     let s = |name: &str| string_column(batch, name);
-    let ts = |name: &str| {
-        batch
-            .column_by_name(name)
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
-    };
-    let b = |name: &str| {
-        batch
-            .column_by_name(name)
-            .map(|c| c.as_boolean().clone())
-            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
-    };
+    let ts = |name: &str| timestamp_column(batch, name);
+    let b = |name: &str| boolean_column(batch, name);
     let (project, run_id, name, status, parent, group) = (
         s("project")?,
         s("run_id")?,
@@ -163,8 +216,7 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
     );
     let (dirty, deleted) = (b("git_dirty")?, b("deleted")?);
     let opt_s = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-    let opt_t =
-        |a: &arrow::array::TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
+    let opt_t = |a: &TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
     (0..batch.num_rows())
         .map(|i| {
             Ok(RunRecord {
@@ -181,22 +233,64 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
                 git_branch: opt_s(branch, i),
                 git_dirty: dirty.is_valid(i).then(|| dirty.value(i)),
                 created: created.value(i),
-                started: opt_t(&started, i),
-                ended: opt_t(&ended, i),
-                heartbeat: opt_t(&heartbeat, i),
+                started: opt_t(started, i),
+                ended: opt_t(ended, i),
+                heartbeat: opt_t(heartbeat, i),
                 deleted: deleted.is_valid(i) && deleted.value(i),
             })
         })
         .collect()
 }
 
-/// A primitive column of a batch (of `table`, for the error).
-pub(super) fn primitive_column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
-    b: &'a RecordBatch,
-    table: &str,
-    name: &str,
-) -> Result<&'a arrow::array::PrimitiveArray<T>> {
-    b.column_by_name(name)
-        .map(|c| c.as_primitive::<T>())
-        .ok_or_else(|| Error::Internal(format!("{table}.{name} missing")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_accessors_name_the_column_and_table_they_miss() {
+        let record = RunRecord::new("p", crate::model::RunId::new(), 7);
+        let runs = records_to_batch(&[record]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            string_column(&runs, "project")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .value(0),
+            "p"
+        );
+        assert_eq!(
+            timestamp_column(&runs, "created")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .value(0),
+            7
+        );
+        let missing = i64_column(&runs, "step")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains(r#"column "step" of table runs is missing"#),
+            "{missing}"
+        );
+        let wrong = f64_column(&runs, "name")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains(r#"column "name" of table runs is Utf8, not Float64"#),
+            "{wrong}"
+        );
+        let wrong = string_column(&runs, "deleted")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("is Boolean, not Utf8"), "{wrong}");
+        let part = runs.project(&[0, 1]).unwrap_or_else(|e| panic!("{e}"));
+        let other = boolean_column(&part, "deleted")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            other.contains("of a batch of columns (project, run_id) is missing"),
+            "{other}"
+        );
+    }
 }

@@ -10,9 +10,8 @@ use arrow::array::{
     Array, ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 
-use super::rows::{primitive_column, string_column};
+use super::rows::{f64_column, i64_column, string_column, timestamp_column};
 use super::segment;
 use crate::error::{Error, Result};
 use crate::schema::Table;
@@ -175,9 +174,9 @@ type PointColumns<'a> = (
 
 fn point_columns(b: &RecordBatch) -> Result<PointColumns<'_>> {
     Ok((
-        primitive_column::<Int64Type>(b, "metrics", "step")?,
-        primitive_column::<TimestampMicrosecondType>(b, "metrics", "ts")?,
-        primitive_column::<Float64Type>(b, "metrics", "value")?,
+        i64_column(b, "step")?,
+        timestamp_column(b, "ts")?,
+        f64_column(b, "value")?,
     ))
 }
 
@@ -276,23 +275,22 @@ pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
     }
     let mut fold = Fold::default();
     for b in parts {
-        let t = "metric_summary";
         let (project, run, key) = (
             string_column(b, "project")?,
             string_column(b, "run_id")?,
             string_column(b, "key")?,
         );
         let (count, first, last_step) = (
-            primitive_column::<Int64Type>(b, t, "count")?,
-            primitive_column::<Int64Type>(b, t, "first_step")?,
-            primitive_column::<Int64Type>(b, t, "last_step")?,
+            i64_column(b, "count")?,
+            i64_column(b, "first_step")?,
+            i64_column(b, "last_step")?,
         );
         let (min, max, last_value) = (
-            primitive_column::<Float64Type>(b, t, "min")?,
-            primitive_column::<Float64Type>(b, t, "max")?,
-            primitive_column::<Float64Type>(b, t, "last_value")?,
+            f64_column(b, "min")?,
+            f64_column(b, "max")?,
+            f64_column(b, "last_value")?,
         );
-        let last_ts = primitive_column::<TimestampMicrosecondType>(b, t, "last_ts")?;
+        let last_ts = timestamp_column(b, "last_ts")?;
         for i in 0..b.num_rows() {
             let opt = |a: &arrow::array::Float64Array| a.is_valid(i).then(|| a.value(i));
             fold.add(
@@ -313,6 +311,7 @@ pub(crate) fn combine_summaries(parts: &[RecordBatch]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type};
 
     use super::*;
     use crate::store::testing::{show, stored};
