@@ -8,17 +8,27 @@
 //! Rules that make the store safe without locks (see docs/architecture.md):
 //! every object is written once, under a name no other writer can choose; an object is complete
 //! when it is visible; a later object supersedes an earlier one, nothing is changed in place.
+//!
+//! This module keeps [`Store`]: opening a URL, the format marker, project and run records, and
+//! the object primitives (put, get, list, delete) the other modules build on. The local-disk
+//! side of those primitives is in `local`, what a handle keeps decoded in `cache`.
 
 mod blob;
+mod cache;
 mod compact;
 mod gc;
 pub mod layout;
+mod local;
 mod manifest;
-pub(crate) mod read;
+mod read;
+mod rows;
 pub(crate) mod segment;
+mod snapshot;
+mod summary;
 mod tables;
+#[cfg(test)]
+mod testing;
 
-use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +44,22 @@ pub use compact::CompactReport;
 pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
-pub use read::{
-    LiveRun, ProjectSnapshot, RunData, Scan, f64_column, i64_column, records_from_batch,
-    records_to_batch, resolve, string_column, summarize_metrics, timestamp_column,
+pub use read::{RunData, Scan};
+pub use rows::{
+    boolean_column, f64_column, i64_column, records_from_batch, records_to_batch, resolve,
+    string_column, timestamp_column,
 };
+pub use snapshot::{LiveRun, ProjectSnapshot};
+pub use summary::summarize_metrics;
 pub use tables::TableDef;
+
+pub(crate) use local::do_local_io_inline;
+
+use cache::{DecodedCache, FooterCache, ManifestCache, RecordCache};
+use local::{
+    io_to_store, local_backend, local_delete, local_file, local_io, local_list, local_put,
+    local_read, local_sync, remove_empty_parents,
+};
 
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, now_us, validate_project};
@@ -70,90 +91,7 @@ struct Inner {
     footers: FooterCache,
     row_groups: std::sync::Mutex<DecodedCache>,
     /// Run record snapshots by path (each snapshot is a new object, never rewritten).
-    records: std::sync::Mutex<HashMap<String, crate::model::RunRecord>>,
-}
-
-type ManifestCache = std::sync::Mutex<HashMap<String, (Vec<String>, Arc<Manifest>)>>;
-
-/// Parquet footers of compacted files, by path. Those files never change once written, so a
-/// footer read once is good for as long as the file exists.
-type FooterCache = std::sync::Mutex<HashMap<String, Arc<parquet::file::metadata::ParquetMetaData>>>;
-
-/// Footers kept at most (the cache starts over past this).
-const MAX_FOOTERS: usize = 1024;
-
-/// Run record snapshots kept at most (the cache starts over past this).
-const MAX_RECORDS: usize = 16 * 1024;
-
-/// Decoded parts of immutable objects, by path: row groups of the small per-run tables
-/// (`runs`, `params`, `tags`, `metric_summary`, `inputs`) of compacted files, the live segments
-/// of `params`, `tags` and `inputs`, and the metric summary of each live metrics segment. Every
-/// search and every page of runs reads those whole;
-/// decoding them again each time was most of the work (Parquet builds a zstd context per column
-/// chunk it opens; a live run's summary read every point it logged). Compacted files and
-/// segments never change once written.
-#[derive(Default)]
-pub(crate) struct DecodedCache {
-    entries: HashMap<(String, Part), (arrow::array::RecordBatch, u64)>,
-    /// Bytes held and the use counter (for evicting the least recently used).
-    bytes: usize,
-    tick: u64,
-}
-
-/// Which decoded part of an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Part {
-    RowGroup(usize),
-    /// A metrics segment's `metric_summary` rows.
-    Summary,
-    /// A live segment's rows.
-    Segment,
-}
-
-/// Decoded rows kept at most, in bytes of Arrow memory.
-const DECODED_CACHE_BYTES: usize = 256 << 20;
-
-impl DecodedCache {
-    pub(crate) fn get(&mut self, path: &str, part: Part) -> Option<arrow::array::RecordBatch> {
-        self.tick += 1;
-        let tick = self.tick;
-        let (batch, used) = self.entries.get_mut(&(path.to_string(), part))?;
-        *used = tick;
-        Some(batch.clone())
-    }
-
-    pub(crate) fn insert(&mut self, path: &str, part: Part, batch: arrow::array::RecordBatch) {
-        let size = batch.get_array_memory_size();
-        if size > DECODED_CACHE_BYTES / 4 {
-            return;
-        }
-        while self.bytes + size > DECODED_CACHE_BYTES {
-            // Evict the least recently used eighth at once: one scan per many inserts.
-            let mut uses: Vec<u64> = self.entries.values().map(|(_, u)| *u).collect();
-            if uses.is_empty() {
-                break;
-            }
-            uses.sort_unstable();
-            let cut = uses[uses.len() / 8];
-            let mut freed = 0;
-            self.entries.retain(|_, (b, u)| {
-                let keep = *u > cut;
-                if !keep {
-                    freed += b.get_array_memory_size();
-                }
-                keep
-            });
-            self.bytes -= freed.min(self.bytes);
-        }
-        self.tick += 1;
-        self.bytes += size;
-        if let Some((old, _)) = self
-            .entries
-            .insert((path.to_string(), part), (batch, self.tick))
-        {
-            self.bytes -= old.get_array_memory_size().min(self.bytes);
-        }
-    }
+    records: RecordCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -235,7 +173,7 @@ impl Store {
                 (Arc::new(InMemory::new()), Path::default(), None)
             } else if let Some(rest) = trimmed.strip_prefix("file://") {
                 let dir = expand_tilde(rest);
-                local(&dir).map_err(bad)?
+                local_backend(&dir).map_err(bad)?
             } else if trimmed.contains("://") {
                 let parsed = url::Url::parse(trimmed).map_err(|e| bad(e.to_string()))?;
                 let options: Vec<(String, String)> = std::env::vars()
@@ -249,7 +187,7 @@ impl Store {
                 let (store, path) = remote(&parsed, options).map_err(|e| bad(e.to_string()))?;
                 (store, path, None)
             } else {
-                local(&expand_tilde(trimmed)).map_err(bad)?
+                local_backend(&expand_tilde(trimmed)).map_err(bad)?
             };
         Ok(Store::from_parts(
             trimmed.to_string(),
@@ -320,65 +258,6 @@ impl Store {
             .local_root
             .as_ref()
             .filter(|_| self.inner.local_reads)
-    }
-
-    pub(crate) fn cached_footer(
-        &self,
-        path: &str,
-    ) -> Option<Arc<parquet::file::metadata::ParquetMetaData>> {
-        let cache = self.inner.footers.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(path).cloned()
-    }
-
-    pub(crate) fn cache_footer(
-        &self,
-        path: &str,
-        footer: Arc<parquet::file::metadata::ParquetMetaData>,
-    ) {
-        let mut cache = self.inner.footers.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_FOOTERS {
-            cache.clear();
-        }
-        cache.insert(path.to_string(), footer);
-    }
-
-    pub(crate) fn decoded_cache(&self) -> std::sync::MutexGuard<'_, DecodedCache> {
-        self.inner
-            .row_groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn cached_record(&self, path: &str) -> Option<crate::model::RunRecord> {
-        let cache = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(path).cloned()
-    }
-
-    pub(crate) fn cache_record(&self, path: &str, record: &crate::model::RunRecord) {
-        let mut cache = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_RECORDS {
-            cache.clear();
-        }
-        cache.insert(path.to_string(), record.clone());
-    }
-
-    pub(crate) fn manifest_cache(&self, project: &str) -> Option<(Vec<String>, Arc<Manifest>)> {
-        self.inner
-            .manifests
-            .lock()
-            .ok()
-            .and_then(|m| m.get(project).cloned())
-    }
-
-    pub(crate) fn set_manifest_cache(
-        &self,
-        project: &str,
-        names: Vec<String>,
-        manifest: Arc<Manifest>,
-    ) {
-        if let Ok(mut m) = self.inner.manifests.lock() {
-            m.insert(project.to_string(), (names, manifest));
-        }
     }
 
     /// Marks a run deleted (or restores it): MLflow's delete/restore. The run and its rows stay;
@@ -569,21 +448,9 @@ impl Store {
             .iter()
             .map(|p| local_file(root, self.layout(), p))
             .collect();
-        local_io(move || {
-            let mut dirs = std::collections::BTreeSet::new();
-            for f in &files {
-                std::fs::File::open(f)?.sync_data()?;
-                if let Some(d) = f.parent() {
-                    dirs.insert(d.to_path_buf());
-                }
-            }
-            for d in dirs {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::storage(self.url(), io_to_store(&Path::default(), e)))
+        local_io(move || local_sync(&files))
+            .await
+            .map_err(|e| Error::storage(self.url(), io_to_store(&Path::default(), e)))
     }
 
     async fn put_with(&self, path: &Path, bytes: Bytes, sync: bool) -> Result<()> {
@@ -639,20 +506,9 @@ impl Store {
         if let Some(root) = self.local_reads() {
             // One read, where object_store's local get is two trips to the blocking pool.
             let file = local_file(root, self.layout(), path);
-            return local_io(move || match std::fs::read(&file) {
-                Ok(b) => Ok(Some(Bytes::from(b))),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
-                    ) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            })
-            .await
-            .map_err(|e| Error::storage(path, io_to_store(path, e)));
+            return local_io(move || local_read(&file))
+                .await
+                .map_err(|e| Error::storage(path, io_to_store(path, e)));
         }
         match self.inner.objects.get(path).await {
             Ok(r) => r
@@ -716,19 +572,9 @@ impl Store {
                 })
                 .collect();
             let root = root.clone();
-            return local_io(move || {
-                for (path, file) in files {
-                    match std::fs::remove_file(&file) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Ok(Err(Error::storage(&path, io_to_store(&path, e)))),
-                    }
-                    remove_empty_parents(&root, &file);
-                }
-                Ok(Ok(()))
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            return local_io(move || Ok(local_delete(&root, &files)))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
         }
         for path in paths {
             match self.inner.objects.delete(&path).await {
@@ -795,44 +641,8 @@ fn remote(
     Ok((store, path))
 }
 
-thread_local! {
-    /// Whether this thread does local-disk I/O itself rather than on tokio's blocking pool.
-    static INLINE_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the calling thread as one that may block on local-disk I/O: a run's writer thread,
-/// which exists to wait on the store. Its local reads and writes then run on it directly
-/// instead of being handed to tokio's blocking pool and back (two thread switches an object).
-pub(crate) fn do_local_io_inline() {
-    INLINE_IO.with(|c| c.set(true));
-}
-
-/// Runs blocking local-disk work: on this thread when it is marked for it, else on tokio's
-/// blocking pool.
-async fn local_io<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    if INLINE_IO.with(std::cell::Cell::get) {
-        return work();
-    }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(std::io::Error::other)?
-}
-
 /// An object store, the root path inside it, and the directory when it is local.
 type Backend = (Arc<dyn ObjectStore>, Path, Option<PathBuf>);
-
-fn local(dir: &FsPath) -> std::result::Result<Backend, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    let fs =
-        object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
-    Ok((Arc::new(fs), Path::default(), Some(dir)))
-}
 
 fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
@@ -851,281 +661,4 @@ fn expand_tilde(path: &str) -> PathBuf {
         return home.join(rest);
     }
     PathBuf::from(path)
-}
-
-fn local_file(root: &FsPath, layout: &Layout, path: &Path) -> PathBuf {
-    let mut file = root.to_path_buf();
-    for part in layout.relative(path).split('/').filter(|p| !p.is_empty()) {
-        file.push(part);
-    }
-    file
-}
-
-fn io_to_store(path: &Path, e: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "local",
-        source: format!("{path}: {e}").into(),
-    }
-}
-
-/// temp file, write, fsync, then rename (or hard link when `create_only`), then fsync the
-/// directory: after a crash or power loss the object is either whole or absent.
-fn local_put(file: &FsPath, bytes: &[u8], create_only: bool, sync: bool) -> std::io::Result<bool> {
-    use std::io::Write;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = file
-        .parent()
-        .ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
-    ensure_dir(dir, sync)?;
-    // `name#<digits>` is what object_store's local backend skips when listing.
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp = file.as_os_str().to_owned();
-    tmp.push(format!("#{}{n:06}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
-        drop(f);
-        if create_only {
-            match std::fs::hard_link(&tmp, file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-                Err(e) => return Err(e),
-            }
-            std::fs::remove_file(&tmp)?;
-        } else {
-            std::fs::rename(&tmp, file)?;
-        }
-        if sync && let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(true)
-    })();
-    if !matches!(result, Ok(true)) {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Creates `dir` and any missing folders above it. With `sync`, a folder it creates is made
-/// durable in its parent (fsync of the parent), so that a power loss cannot take a new run's
-/// folder away with the objects fsync'd inside it. One `mkdir` when the folder exists.
-fn ensure_dir(dir: &FsPath, sync: bool) -> std::io::Result<()> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = dir.parent().ok_or(e)?;
-            ensure_dir(parent, sync)?;
-            match std::fs::create_dir(dir) {
-                Ok(()) => {}
-                // Created meanwhile by another writer (which syncs it).
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    }
-    if sync && let Some(parent) = dir.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Removes the now-empty directories above a deleted local object, up to the store root.
-/// Lists every object below `dir` (the local folder of `prefix`) with one `readdir` per folder
-/// and one `statx` per file: what `object_store`'s local lister returns (same locations, sizes,
-/// times and ETags; temporary `name#<digits>` files skipped), without its cost per listing
-/// (it canonicalizes the root, a `readlink` per path component, and stats every entry twice).
-/// `None` when a name needs `object_store`'s own encoding or an entry is a symbolic link: the
-/// caller then lists through `object_store`.
-fn local_list(dir: &FsPath, prefix: &Path) -> std::io::Result<Option<Vec<ObjectMeta>>> {
-    fn plain(name: &str) -> bool {
-        !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'='))
-    }
-    fn temporary(name: &str) -> bool {
-        name.split_once('#')
-            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    }
-    let mut out = Vec::new();
-    let base = prefix.as_ref().to_string();
-    // (folder, its location with a trailing '/', or empty at the store's root)
-    let mut todo = vec![(
-        dir.to_path_buf(),
-        if base.is_empty() { base } else { base + "/" },
-    )];
-    while let Some((folder, location)) = todo.pop() {
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                return Ok(None);
-            };
-            if temporary(name) {
-                continue;
-            }
-            if !plain(name) {
-                return Ok(None);
-            }
-            let kind = match entry.file_type() {
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if kind.is_symlink() {
-                return Ok(None);
-            }
-            if kind.is_dir() {
-                todo.push((entry.path(), format!("{location}{name}/")));
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let modified = meta.modified()?;
-            let micros = modified
-                .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros();
-            #[cfg(unix)]
-            let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-            #[cfg(not(unix))]
-            let inode = 0u64;
-            out.push(ObjectMeta {
-                location: Path::from(format!("{location}{name}")),
-                last_modified: modified.into(),
-                size: meta.len(),
-                e_tag: Some(format!("{inode:x}-{micros:x}-{:x}", meta.len())),
-                version: None,
-            });
-        }
-    }
-    Ok(Some(out))
-}
-
-fn remove_empty_parents(root: &FsPath, file: &FsPath) {
-    let mut dir = file.parent();
-    while let Some(d) = dir {
-        if d == root || !d.starts_with(root) {
-            break;
-        }
-        if std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sorted(mut v: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
-        v.sort_by(|a, b| a.location.cmp(&b.location));
-        v
-    }
-
-    #[test]
-    fn local_puts_create_missing_folders_and_refuse_a_file_in_the_way() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        for sync in [true, false] {
-            let file = dir.path().join(format!("a{sync}/b/c/object.json"));
-            assert!(local_put(&file, b"one", false, sync).unwrap_or_else(|e| panic!("{e}")));
-            // Into folders that exist now.
-            let next = file.with_file_name("next.json");
-            assert!(local_put(&next, b"two", false, sync).unwrap_or_else(|e| panic!("{e}")));
-            assert_eq!(
-                std::fs::read(&file).unwrap_or_else(|e| panic!("{e}")),
-                b"one"
-            );
-            assert_eq!(
-                std::fs::read(&next).unwrap_or_else(|e| panic!("{e}")),
-                b"two"
-            );
-        }
-        // A file where a folder should be: an error, and nothing left behind.
-        std::fs::write(dir.path().join("blocked"), b"x").unwrap_or_else(|e| panic!("{e}"));
-        let under = dir.path().join("blocked/object.json");
-        assert!(local_put(&under, b"three", false, true).is_err());
-        assert_eq!(
-            std::fs::read(dir.path().join("blocked")).unwrap_or_default(),
-            b"x"
-        );
-    }
-
-    /// The local lister returns exactly what `object_store`'s does, and hands over to it for
-    /// names it would encode.
-    #[test]
-    fn local_listing_equals_object_stores() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let root = dir.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
-        for f in [
-            "projects/p/live/r1/meta.01.json",
-            "projects/p/live/r1/metrics.w-0000000001.arrow",
-            "projects/p/live/r1/meta/02.json",
-            "projects/p/live/r2/params.w-0000000001.arrow",
-            "projects/a=2Fb/project.json",
-            "blobs/sha256/ab/cdef",
-        ] {
-            let file = root.join(f);
-            std::fs::create_dir_all(file.parent().unwrap_or(&root))
-                .unwrap_or_else(|e| panic!("{e}"));
-            std::fs::write(&file, f.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        }
-        // A write in progress: skipped by both.
-        std::fs::write(root.join("projects/p/live/r1/meta.03.json#17"), b"x")
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::create_dir_all(root.join("projects/p/live/empty"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        for prefix in [
-            "",
-            "projects",
-            "projects/p/live",
-            "projects/p/live/r1",
-            "nosuch",
-        ] {
-            let p = Path::from(prefix);
-            let theirs: Vec<ObjectMeta> = rt
-                .block_on(fs.list(Some(&p)).try_collect())
-                .unwrap_or_else(|e| panic!("{e}"));
-            let dir = local_file(&root, &Layout::new(Path::default()), &p);
-            let ours = local_list(&dir, &p)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|| panic!("{prefix}: plain names need no fallback"));
-            assert_eq!(sorted(ours), sorted(theirs), "prefix {prefix:?}");
-        }
-        // A name object_store would encode: the caller falls back to it.
-        std::fs::write(root.join("projects/p/live/r2/odd name%.txt"), b"x")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let p = Path::from("projects/p/live");
-        let dir = local_file(&root, &Layout::new(Path::default()), &p);
-        assert!(
-            local_list(&dir, &p)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .is_none()
-        );
-    }
 }

@@ -1,13 +1,10 @@
 //! Reading a store back: projects, runs, and the rows of every table, live segments and
 //! compacted Parquet together, pruned by project, run and key before anything is read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::filter_record_batch;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
@@ -19,11 +16,14 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::layout::{LiveObject, SegmentName};
-use super::manifest::{DataFile, Manifest};
-use super::{Part, Store, segment};
+use super::cache::Part;
+use super::manifest::DataFile;
+use super::rows::{records_from_batch, records_to_batch, resolve};
+use super::snapshot::{LiveRun, ProjectSnapshot};
+use super::summary::{combine_summaries, summarize_metrics, summarize_segment};
+use super::{Store, segment};
 use crate::error::{Error, Result};
-use crate::model::{RunRecord, RunStatus, now_us};
+use crate::model::RunRecord;
 use crate::schema::Table;
 
 /// What to read: which projects, runs and keys. `None` means all.
@@ -62,82 +62,6 @@ impl Scan {
     }
 }
 
-/// A run that still has live (not yet compacted) objects.
-#[derive(Debug, Clone)]
-pub struct LiveRun {
-    pub run_id: String,
-    /// The newest run record not consumed by a compaction; `None` when every snapshot was.
-    pub record: Option<RunRecord>,
-    /// File stem of that record's snapshot.
-    pub record_snapshot: Option<String>,
-    /// The path of that snapshot.
-    pub record_path: Option<Path>,
-    /// Segments not consumed by a compaction, per table, in write order.
-    pub segments: BTreeMap<Table, Vec<(SegmentName, ObjectMeta)>>,
-    /// Objects a compaction already consumed or a newer snapshot superseded: garbage.
-    pub garbage: Vec<Path>,
-    /// Newest modification time of any of the run's objects, µs since the epoch.
-    pub last_modified: i64,
-}
-
-impl LiveRun {
-    /// The run's status as readers see it: a running run silent for longer than `stale_after`
-    /// is `crashed`.
-    pub fn effective_record(&self, stale_after: std::time::Duration) -> Option<RunRecord> {
-        let mut record = self.record.clone()?;
-        let heartbeat = record
-            .heartbeat
-            .unwrap_or(record.created)
-            .max(self.last_modified);
-        record.heartbeat = Some(heartbeat);
-        if record.status == RunStatus::Running
-            && now_us() - heartbeat > stale_after.as_micros() as i64
-        {
-            record.status = RunStatus::Crashed;
-        }
-        Some(record)
-    }
-}
-
-/// One project as of one moment: its manifest and its live runs.
-#[derive(Debug, Clone)]
-pub struct ProjectSnapshot {
-    pub project: String,
-    pub manifest: Arc<Manifest>,
-    pub live: BTreeMap<String, LiveRun>,
-    /// Runs marked deleted (their `runs.deleted` reads true).
-    pub deleted: HashSet<String>,
-}
-
-impl ProjectSnapshot {
-    /// Runs whose rows of `table` may come from more than one place (several compactions, or a
-    /// compaction and live objects: a run resumed after it was compacted). Their rows of the
-    /// tables with "later event wins" rules (`runs`, `params`, `tags`) and of `metric_summary`
-    /// must be read together and resolved; every other run's rows are already final.
-    pub fn split_runs(&self, table: Table) -> HashSet<String> {
-        let source = match table {
-            Table::MetricSummary => Table::Metrics,
-            t => t,
-        };
-        let mut out = HashSet::new();
-        for (run_id, claims) in self.manifest.claim_counts() {
-            let live = self.live.get(run_id).is_some_and(|r| {
-                if table == Table::Runs {
-                    r.record.is_some()
-                } else {
-                    r.segments.get(&source).is_some_and(|s| !s.is_empty())
-                }
-            });
-            // A deleted run's `runs` row is rewritten on the way out, so it is read here.
-            let marked = table == Table::Runs && self.deleted.contains(run_id);
-            if claims + usize::from(live) > 1 || marked {
-                out.insert(run_id.to_string());
-            }
-        }
-        out
-    }
-}
-
 /// Everything one run logged, read back.
 #[derive(Debug, Clone)]
 pub struct RunData {
@@ -145,179 +69,7 @@ pub struct RunData {
     pub tables: BTreeMap<Table, Vec<RecordBatch>>,
 }
 
-/// Up to this many runs, a snapshot of chosen runs lists each run's folder; beyond, it lists
-/// which runs have a live folder first.
-const PER_RUN_LISTS: usize = 8;
-
 impl Store {
-    /// A snapshot of a project: its manifest and its live runs (only `runs`, when given).
-    pub async fn snapshot(
-        &self,
-        project: &str,
-        runs: Option<&[String]>,
-    ) -> Result<ProjectSnapshot> {
-        let manifest = self.read_manifest(project).await?;
-        let live_root = self.layout().live(project);
-        let objects: Vec<ObjectMeta> = match runs {
-            None => self.list_all(&live_root).await?,
-            Some(ids) => {
-                // One LIST per run; for many runs, first one LIST of the live folder's run
-                // folders (a page per 1,000 live runs), so that runs with nothing live (the
-                // compacted ones: most, in a big project) cost no request at all.
-                let ids: Vec<String> = if ids.len() > PER_RUN_LISTS {
-                    let live: HashSet<String> = self
-                        .list_dirs(&live_root)
-                        .await?
-                        .into_iter()
-                        .filter_map(|p| p.filename().map(str::to_string))
-                        .collect();
-                    ids.iter()
-                        .filter(|id| live.contains(*id))
-                        .cloned()
-                        .collect()
-                } else {
-                    ids.to_vec()
-                };
-                // Owned items and an explicit store reference keep the future `Send` for
-                // callers such as DataFusion (borrowed closure arguments make it higher-ranked).
-                let store = self;
-                stream::iter(ids)
-                    .map(move |id: String| {
-                        let dir = store.layout().run(project, &id);
-                        async move { store.list_all(&dir).await }
-                    })
-                    .buffer_unordered(16)
-                    .try_concat()
-                    .await?
-            }
-        };
-        let root_depth = live_root.parts().count();
-        // run id -> (meta snapshots, segments, newest mtime)
-        #[derive(Default)]
-        struct Found {
-            metas: Vec<(String, Path)>,
-            segments: BTreeMap<Table, Vec<(SegmentName, ObjectMeta)>>,
-            last_modified: i64,
-            garbage: Vec<Path>,
-        }
-        let mut found: HashMap<String, Found> = HashMap::new();
-        for meta in objects {
-            let Some((run_id, object)) = LiveObject::at(&meta.location, root_depth) else {
-                continue;
-            };
-            let f = found.entry(run_id.to_string()).or_default();
-            f.last_modified = f.last_modified.max(meta.last_modified.timestamp_micros());
-            match object {
-                LiveObject::Meta(stem) => f.metas.push((stem, meta.location.clone())),
-                LiveObject::Segment(table, name) => {
-                    if manifest.consumed_segment(run_id, &name.writer, name.seq) {
-                        f.garbage.push(meta.location.clone());
-                    } else {
-                        f.segments.entry(table).or_default().push((name, meta));
-                    }
-                }
-            }
-        }
-        let live: Vec<LiveRun> = stream::iter(found)
-            .map(|(run_id, mut f)| {
-                let manifest = &manifest;
-                async move {
-                    f.metas.sort();
-                    let newest = f.metas.pop();
-                    f.garbage.extend(f.metas.into_iter().map(|(_, p)| p));
-                    for segs in f.segments.values_mut() {
-                        segs.sort_by(|a, b| a.0.cmp(&b.0));
-                    }
-                    let (record, record_snapshot) = match newest {
-                        Some((stem, path)) if !manifest.consumed_meta(&run_id, &stem) => {
-                            let cached = self.cached_record(path.as_ref());
-                            let bytes = match cached {
-                                Some(_) => None,
-                                None => self.get_opt(&path).await?,
-                            };
-                            match (cached, bytes) {
-                                (Some(rec), _) => (Some(rec), Some((stem, path))),
-                                (None, Some(bytes)) => {
-                                    let rec: RunRecord = serde_json::from_slice(&bytes)
-                                        .map_err(|e| Error::corrupt(&path, e))?;
-                                    self.cache_record(path.as_ref(), &rec);
-                                    (Some(rec), Some((stem, path)))
-                                }
-                                // Superseded by a newer snapshot (a heartbeat) and deleted
-                                // between LIST and GET: read the newest one now.
-                                (None, None) => match self.newest_record(project, &run_id).await? {
-                                    Some((rec, stem, path)) => (Some(rec), Some((stem, path))),
-                                    None => (None, None),
-                                },
-                            }
-                        }
-                        Some((_, path)) => {
-                            f.garbage.push(path);
-                            (None, None)
-                        }
-                        None => (None, None),
-                    };
-                    let (record_snapshot, record_path) = record_snapshot.unzip();
-                    Ok::<_, Error>(LiveRun {
-                        run_id,
-                        record,
-                        record_snapshot,
-                        record_path,
-                        segments: f.segments,
-                        garbage: f.garbage,
-                        last_modified: f.last_modified,
-                    })
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        let deleted = self
-            .list_all(&self.layout().deleted(project))
-            .await?
-            .into_iter()
-            .filter_map(|m| m.location.filename().map(str::to_string))
-            .collect();
-        Ok(ProjectSnapshot {
-            project: project.to_string(),
-            manifest,
-            live: live.into_iter().map(|r| (r.run_id.clone(), r)).collect(),
-            deleted,
-        })
-    }
-
-    /// The newest record snapshot of a live run, listed afresh.
-    async fn newest_record(
-        &self,
-        project: &str,
-        run_id: &str,
-    ) -> Result<Option<(RunRecord, String, Path)>> {
-        let dir = self.layout().run(project, run_id);
-        let depth = self.layout().live(project).parts().count();
-        // A snapshot can be superseded again while we read: retry a few times.
-        for _ in 0..3 {
-            let mut metas: Vec<(String, ObjectMeta)> = self
-                .list_all(&dir)
-                .await?
-                .into_iter()
-                .filter_map(|m| match LiveObject::at(&m.location, depth)?.1 {
-                    LiveObject::Meta(stem) => Some((stem, m)),
-                    LiveObject::Segment(..) => None,
-                })
-                .collect();
-            metas.sort_by(|a, b| a.0.cmp(&b.0));
-            let Some((stem, newest)) = metas.pop() else {
-                return Ok(None);
-            };
-            if let Some(bytes) = self.get_opt(&newest.location).await? {
-                let rec: RunRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::corrupt(&newest.location, e))?;
-                return Ok(Some((rec, stem, newest.location)));
-            }
-        }
-        Ok(None)
-    }
-
     /// Rows of `table` selected by `scan`, from every project it names (all by default).
     pub async fn scan(&self, table: Table, scan: &Scan) -> Result<Vec<RecordBatch>> {
         self.check_readable().await?;
@@ -489,7 +241,7 @@ impl Store {
                     summaries.push(summarize_metrics(&metrics)?);
                 }
                 if !summaries.is_empty() {
-                    let combined = super::compact::combine_summaries(&summaries)?;
+                    let combined = combine_summaries(&summaries)?;
                     out.extend(filter_keys(vec![combined], key_filter.as_ref())?);
                 }
             }
@@ -521,7 +273,7 @@ impl Store {
                 }
                 let bytes = store.segment_bytes(&meta).await?;
                 let raw = segment::decode_raw(bytes, &meta.location)?;
-                let summary = super::compact::summarize_segment(project, &run.run_id, &raw)?;
+                let summary = summarize_segment(project, &run.run_id, &raw)?;
                 store
                     .decoded_cache()
                     .insert(path, Part::Summary, summary.clone());
@@ -769,215 +521,6 @@ fn stats_may_contain(
     wanted
         .iter()
         .any(|w| w.as_bytes() >= min && w.as_bytes() <= max)
-}
-
-/// Applies the table's "later event wins" rules to rows read in write order: one row per run
-/// and key in `tags` (the last set) and `params` (the first logged), and one row per run in
-/// `runs` (the newest record: compacted files come in manifest order, live records last).
-pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let (keep_last, by_key) = match table {
-        Table::Runs => (true, false),
-        Table::Tags => (true, true),
-        Table::Params => (false, true),
-        _ => return Ok(batches),
-    };
-    let mut winner: HashMap<(String, String), (usize, usize)> = HashMap::new();
-    for (bi, b) in batches.iter().enumerate() {
-        let runs = string_column(b, "run_id")?;
-        let keys = if by_key {
-            Some(string_column(b, "key")?)
-        } else {
-            None
-        };
-        for row in 0..b.num_rows() {
-            let key = keys.map(|k| k.value(row).to_string()).unwrap_or_default();
-            let k = (runs.value(row).to_string(), key);
-            if keep_last {
-                winner.insert(k, (bi, row));
-            } else {
-                winner.entry(k).or_insert((bi, row));
-            }
-        }
-    }
-    let mut keep: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
-    for (bi, row) in winner.into_values() {
-        keep[bi][row] = true;
-    }
-    batches
-        .iter()
-        .zip(keep)
-        .map(|(b, m)| Ok(filter_record_batch(b, &BooleanArray::from(m))?))
-        .filter(|b: &Result<RecordBatch>| b.as_ref().map_or(true, |b| b.num_rows() > 0))
-        .collect()
-}
-
-/// A batch's column `name` as `A`, or an internal error naming the column (a table read
-/// back without the column its schema defines is a bug, not bad input).
-fn typed_column<'a, A: 'static>(batch: &'a RecordBatch, name: &str, kind: &str) -> Result<&'a A> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<A>())
-        .ok_or_else(|| Error::Internal(format!("column {name} is missing or not a {kind} column")))
-}
-
-/// A batch's string column `name` (checked).
-pub fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    typed_column(batch, name, "string")
-}
-
-/// A batch's int64 column `name` (checked).
-pub fn i64_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::Int64Array> {
-    typed_column(batch, name, "int64")
-}
-
-/// A batch's float64 column `name` (checked).
-pub fn f64_column<'a>(
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a arrow::array::Float64Array> {
-    typed_column(batch, name, "float64")
-}
-
-/// A batch's timestamp (µs) column `name` (checked).
-pub fn timestamp_column<'a>(
-    batch: &'a RecordBatch,
-    name: &str,
-) -> Result<&'a arrow::array::TimestampMicrosecondArray> {
-    typed_column(batch, name, "timestamp")
-}
-
-/// The `metric_summary` rows of some `metrics` rows of any runs, in write order (of two points
-/// at the same step and time, the later row is the last value), in one pass without sorting.
-pub fn summarize_metrics(metrics: &[RecordBatch]) -> Result<RecordBatch> {
-    super::compact::summarize_points(metrics)
-}
-
-/// The `runs` table rows of some records.
-pub fn records_to_batch(records: &[RunRecord]) -> Result<RecordBatch> {
-    let schema = Table::Runs.schema();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for field in schema.fields() {
-        let name = field.name().as_str();
-        let col: ArrayRef = match name {
-            "git_dirty" | "deleted" => {
-                let mut b = BooleanBuilder::with_capacity(records.len());
-                for r in records {
-                    b.append_option(if name == "deleted" {
-                        Some(r.deleted)
-                    } else {
-                        r.git_dirty
-                    });
-                }
-                Arc::new(b.finish())
-            }
-            "created" | "started" | "ended" | "heartbeat" => {
-                let mut b =
-                    TimestampMicrosecondBuilder::with_capacity(records.len()).with_timezone("UTC");
-                for r in records {
-                    b.append_option(match name {
-                        "created" => Some(r.created),
-                        "started" => r.started,
-                        "ended" => r.ended,
-                        _ => r.heartbeat,
-                    });
-                }
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringBuilder::new();
-                for r in records {
-                    let v: Option<&str> = match name {
-                        "project" => Some(&r.project),
-                        "run_id" => Some(&r.run_id),
-                        "name" => r.name.as_deref(),
-                        "status" => Some(r.status.as_str()),
-                        "parent_run_id" => r.parent_run_id.as_deref(),
-                        "run_group" => r.run_group.as_deref(),
-                        "username" => r.username.as_deref(),
-                        "hostname" => r.hostname.as_deref(),
-                        "command" => r.command.as_deref(),
-                        "git_commit" => r.git_commit.as_deref(),
-                        "git_branch" => r.git_branch.as_deref(),
-                        other => {
-                            return Err(Error::Internal(format!(
-                                "runs column {other} has no source"
-                            )));
-                        }
-                    };
-                    b.append_option(v);
-                }
-                Arc::new(b.finish())
-            }
-        };
-        columns.push(col);
-    }
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// Run records out of a batch of the `runs` table.
-pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
-    use arrow::array::{AsArray, types::TimestampMicrosecondType};
-    let s = |name: &str| string_column(batch, name);
-    let ts = |name: &str| {
-        batch
-            .column_by_name(name)
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
-    };
-    let b = |name: &str| {
-        batch
-            .column_by_name(name)
-            .map(|c| c.as_boolean().clone())
-            .ok_or_else(|| Error::Internal(format!("runs column {name} missing")))
-    };
-    let (project, run_id, name, status, parent, group) = (
-        s("project")?,
-        s("run_id")?,
-        s("name")?,
-        s("status")?,
-        s("parent_run_id")?,
-        s("run_group")?,
-    );
-    let (user, host, command, commit, branch) = (
-        s("username")?,
-        s("hostname")?,
-        s("command")?,
-        s("git_commit")?,
-        s("git_branch")?,
-    );
-    let (created, started, ended, heartbeat) = (
-        ts("created")?,
-        ts("started")?,
-        ts("ended")?,
-        ts("heartbeat")?,
-    );
-    let (dirty, deleted) = (b("git_dirty")?, b("deleted")?);
-    let opt_s = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-    let opt_t =
-        |a: &arrow::array::TimestampMicrosecondArray, i: usize| a.is_valid(i).then(|| a.value(i));
-    (0..batch.num_rows())
-        .map(|i| {
-            Ok(RunRecord {
-                project: project.value(i).to_string(),
-                run_id: run_id.value(i).to_string(),
-                name: opt_s(name, i),
-                status: status.value(i).parse()?,
-                parent_run_id: opt_s(parent, i),
-                run_group: opt_s(group, i),
-                username: opt_s(user, i),
-                hostname: opt_s(host, i),
-                command: opt_s(command, i),
-                git_commit: opt_s(commit, i),
-                git_branch: opt_s(branch, i),
-                git_dirty: dirty.is_valid(i).then(|| dirty.value(i)),
-                created: created.value(i),
-                started: opt_t(&started, i),
-                ended: opt_t(&ended, i),
-                heartbeat: opt_t(&heartbeat, i),
-                deleted: deleted.is_valid(i) && deleted.value(i),
-            })
-        })
-        .collect()
 }
 
 /// Reads a Parquet file of known size through `object_store`, by byte ranges.

@@ -1,0 +1,263 @@
+//! The hot path: the [`Buffer`] logging calls fill under a short lock (metric points as
+//! [`MetricCols`], a column vector each), the [`Chunk`]s it hands to the writer, and the
+//! [`Shared`] state between the loggers and the writer (the buffer, the channel, the run's
+//! state that every logging call checks, what the writer says about the store).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::run::{Artifact, Input};
+use crate::error::{Error, Result};
+use crate::model::{RunId, RunRecord, RunStatus, validate_key};
+
+/// Metric points per chunk handed to the writer.
+pub const CHUNK_POINTS: usize = 1 << 20;
+/// Chunks waiting for the writer before logging blocks.
+pub const MAX_PENDING_CHUNKS: usize = 3;
+
+pub(super) struct Shared {
+    pub(super) project: String,
+    pub(super) run_id: RunId,
+    pub(super) buf: Mutex<Buffer>,
+    pub(super) tx: SyncSender<Msg>,
+    /// [`OK`], [`FAILED`] or [`FULL`]: read by every logging call.
+    pub(super) state: AtomicU8,
+    pub(super) error: Mutex<Option<String>>,
+    /// What the writer last said about the store, for [`Run::health`](super::Run::health).
+    pub(super) health: Mutex<HealthState>,
+    pub(super) outage_buffer: u64,
+    pub(super) params: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    #[inline]
+    pub(super) fn lock(&self) -> MutexGuard<'_, Buffer> {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    pub(super) fn check(&self) -> Result<()> {
+        match self.state.load(Ordering::Relaxed) {
+            OK => Ok(()),
+            FULL => Err(self.full_error()),
+            _ => Err(self.writer_error()),
+        }
+    }
+
+    #[cold]
+    fn full_error(&self) -> Error {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        Error::OutageBufferFull {
+            run_id: self.run_id.as_hex(),
+            secs: h.since.map_or(0, |t| t.elapsed().as_secs()),
+            reason: h.last_error.clone().unwrap_or_default(),
+            bound: human_bytes(self.outage_buffer),
+        }
+    }
+
+    pub(super) fn health_mut(&self) -> MutexGuard<'_, HealthState> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn writer_error(&self) -> Error {
+        let reason = self
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the writer thread has stopped (the run was ended)".into());
+        Error::Writer {
+            run_id: self.run_id.as_hex(),
+            reason,
+        }
+    }
+
+    pub(super) fn fail(&self, reason: String) {
+        tracing::error!(run_id = %self.run_id, %reason, "run writer failed");
+        let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        e.get_or_insert(reason);
+        self.state.store(FAILED, Ordering::Relaxed);
+    }
+
+    pub(super) fn send(&self, msg: Msg) -> Result<()> {
+        self.tx.send(msg).map_err(|_| self.writer_error())
+    }
+
+    /// Hands a full chunk to the writer, outside the lock (this is where backpressure waits).
+    #[inline]
+    pub(super) fn maybe_hand_off(&self, mut b: MutexGuard<'_, Buffer>) {
+        if b.metric_len() < CHUNK_POINTS {
+            return;
+        }
+        let chunk = b.take_chunk();
+        drop(b);
+        if self.tx.send(Msg::Chunk(Box::new(chunk))).is_err() {
+            self.fail("the writer thread has stopped".into());
+        }
+    }
+}
+
+/// `Shared::state`: logging works.
+pub(super) const OK: u8 = 0;
+/// `Shared::state`: the writer failed for good.
+pub(super) const FAILED: u8 = 1;
+/// `Shared::state`: the store is unreachable and the outage buffer is full.
+pub(super) const FULL: u8 = 2;
+
+#[derive(Default)]
+pub(super) struct HealthState {
+    /// When the store became unreachable (None: it is reachable).
+    pub(super) since: Option<Instant>,
+    pub(super) last_error: Option<String>,
+    pub(super) pending_bytes: u64,
+}
+
+pub(super) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Buffer {
+    pub(super) keys: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
+    /// Every metric key so far, by id; shared with chunks (copied only when a key is added
+    /// while the writer still holds an older list).
+    key_names: Arc<Vec<String>>,
+    m: MetricCols,
+    /// Column vectors the writer gave back: reusing them keeps page faults (which cost more
+    /// than everything else on the logging path) out of the hot loop.
+    pub(super) spare: Vec<MetricCols>,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) tags: Vec<(String, String)>,
+    pub(super) system: Vec<(String, i64, f64)>,
+    pub(super) artifacts: Vec<Artifact>,
+    pub(super) logs: Vec<(i64, String, String)>,
+    pub(super) inputs: Vec<(Input, i64)>,
+    /// Sequence number of the next chunk: chunks are numbered under the lock, so segment
+    /// order is logging order even when chunks reach the writer out of order.
+    next_seq: u64,
+}
+
+impl Buffer {
+    #[cold]
+    pub(super) fn add_key(&mut self, key: &str) -> Result<i32> {
+        validate_key("metric key", key)?;
+        let id = i32::try_from(self.key_names.len()).map_err(|_| Error::InvalidValue {
+            what: "metric key",
+            reason: "a run cannot have more than 2^31 metric keys".into(),
+        })?;
+        Arc::make_mut(&mut self.key_names).push(key.to_string());
+        self.keys.insert(key.into(), id);
+        Ok(id)
+    }
+
+    #[inline]
+    pub(super) fn push_metric(&mut self, key: i32, step: i64, ts: i64, value: f64) {
+        if self.m.key.capacity() == 0 {
+            self.reserve();
+        }
+        self.m.key.push(key);
+        self.m.step.push(step);
+        self.m.ts.push(ts);
+        self.m.value.push(value);
+    }
+
+    #[cold]
+    fn reserve(&mut self) {
+        self.m = self.spare.pop().unwrap_or_else(|| MetricCols {
+            key: Vec::with_capacity(CHUNK_POINTS),
+            step: Vec::with_capacity(CHUNK_POINTS),
+            ts: Vec::with_capacity(CHUNK_POINTS),
+            value: Vec::with_capacity(CHUNK_POINTS),
+        });
+    }
+
+    #[inline]
+    pub(super) fn metric_len(&self) -> usize {
+        self.m.key.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.m.key.is_empty()
+            && self.params.is_empty()
+            && self.tags.is_empty()
+            && self.system.is_empty()
+            && self.artifacts.is_empty()
+            && self.logs.is_empty()
+            && self.inputs.is_empty()
+    }
+
+    pub(super) fn take_chunk(&mut self) -> Chunk {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Chunk {
+            seq,
+            key_names: self.key_names.clone(),
+            m: std::mem::take(&mut self.m),
+            params: std::mem::take(&mut self.params),
+            tags: std::mem::take(&mut self.tags),
+            system: std::mem::take(&mut self.system),
+            artifacts: std::mem::take(&mut self.artifacts),
+            logs: std::mem::take(&mut self.logs),
+            inputs: std::mem::take(&mut self.inputs),
+        }
+    }
+}
+
+/// The metric columns of a chunk.
+#[derive(Default)]
+pub(super) struct MetricCols {
+    pub(super) key: Vec<i32>,
+    pub(super) step: Vec<i64>,
+    pub(super) ts: Vec<i64>,
+    pub(super) value: Vec<f64>,
+}
+
+pub(super) struct Chunk {
+    pub(super) seq: u64,
+    pub(super) key_names: Arc<Vec<String>>,
+    pub(super) m: MetricCols,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) tags: Vec<(String, String)>,
+    pub(super) system: Vec<(String, i64, f64)>,
+    pub(super) artifacts: Vec<Artifact>,
+    pub(super) logs: Vec<(i64, String, String)>,
+    pub(super) inputs: Vec<(Input, i64)>,
+}
+
+pub(super) enum BlobSource {
+    File(PathBuf),
+    Bytes(Bytes),
+}
+
+pub(super) enum Msg {
+    Chunk(Box<Chunk>),
+    Flush(mpsc::Sender<Result<()>>),
+    Blob {
+        source: BlobSource,
+        ack: mpsc::Sender<Result<(String, u64)>>,
+    },
+    End {
+        status: RunStatus,
+        /// The end time to record, when it is not now.
+        at: Option<i64>,
+        /// The final record as stored, or why it could not be.
+        ack: mpsc::Sender<Result<RunRecord>>,
+    },
+}

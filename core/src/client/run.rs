@@ -1,0 +1,467 @@
+//! The run handle: [`Run`] and its logging methods (metrics, params, tags, inputs, lines,
+//! artifacts), flushing, health and ending; [`Input`] and [`Artifact`], what it records. Every
+//! logging call takes the run's buffer lock briefly and never waits on I/O.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+use super::RunBuilder;
+use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, Shared};
+use super::writer::RunHealth;
+use crate::error::{Error, Result};
+use crate::model::{
+    MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, guess_media_type,
+    normalize_artifact_path, now_us, validate_key,
+};
+use crate::store::Store;
+
+/// The tag that holds a run's notes (the same key MLflow uses).
+pub const NOTE_TAG: &str = "mlflow.note.content";
+
+/// A live run. Log to it from any thread (`&self` methods); finish it with [`Run::finish`].
+pub struct Run {
+    pub(super) shared: Arc<Shared>,
+    pub(super) store: Store,
+    /// The record as `start` stored it (boxed: a run handle stays small).
+    pub(super) started: Box<RunRecord>,
+    pub(super) writer: Option<JoinHandle<()>>,
+    pub(super) sampler: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    pub(super) ended: bool,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("project", &self.shared.project)
+            .field("run_id", &self.shared.run_id)
+            .finish()
+    }
+}
+
+/// A metric key registered once, for the fastest logging path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricKey(i32);
+
+impl Run {
+    /// The run's id.
+    pub fn id(&self) -> RunId {
+        self.shared.run_id
+    }
+
+    /// The run's project.
+    pub fn project(&self) -> &str {
+        &self.shared.project
+    }
+
+    /// The run's record as [`RunBuilder::start`] stored it (status `running`).
+    pub fn started_record(&self) -> &RunRecord {
+        &self.started
+    }
+
+    /// The store the run writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts configuring a child run in the same project.
+    pub fn child(&self) -> RunBuilder {
+        self.store.project(self.project()).run().parent(self)
+    }
+
+    /// Logs one metric point at `step`, timestamped now. Never waits on I/O (it waits only when
+    /// the writer is [`MAX_PENDING_CHUNKS`](super::MAX_PENDING_CHUNKS) chunks behind). Fails
+    /// only for an invalid key or when the background writer has failed.
+    #[inline]
+    pub fn log_metric(&self, key: &str, step: i64, value: f64) -> Result<()> {
+        self.log_metric_at(key, step, value, now_us())
+    }
+
+    /// Logs one metric point with an explicit timestamp (µs since the Unix epoch).
+    pub fn log_metric_at(&self, key: &str, step: i64, value: f64, ts_us: i64) -> Result<()> {
+        self.shared.check()?;
+        let mut b = self.shared.lock();
+        let id = match b.keys.get(key) {
+            Some(&id) => id,
+            None => b.add_key(key)?,
+        };
+        b.push_metric(id, step, ts_us, value);
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Registers a metric key once; [`Run::log`] with it skips the key lookup.
+    pub fn metric_key(&self, key: &str) -> Result<MetricKey> {
+        let mut b = self.shared.lock();
+        match b.keys.get(key) {
+            Some(&id) => Ok(MetricKey(id)),
+            None => b.add_key(key).map(MetricKey),
+        }
+    }
+
+    /// Logs one point of a registered key, timestamped now.
+    #[inline]
+    pub fn log(&self, key: MetricKey, step: i64, value: f64) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let mut b = self.shared.lock();
+        b.push_metric(key.0, step, ts, value);
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Logs several metrics at one step under one timestamp.
+    pub fn log_metrics<'a>(
+        &self,
+        step: i64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let mut b = self.shared.lock();
+        for (key, value) in values {
+            let id = match b.keys.get(key) {
+                Some(&id) => id,
+                None => b.add_key(key)?,
+            };
+            b.push_metric(id, step, ts, value);
+        }
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Logs points of any keys, each with its own step and timestamp (µs): `(key, step, value,
+    /// ts_us)`. One lock per few thousand points: what a server receiving batches uses.
+    pub fn log_points<'a>(
+        &self,
+        points: impl IntoIterator<Item = (&'a str, i64, f64, i64)>,
+    ) -> Result<()> {
+        self.shared.check()?;
+        let mut points = points.into_iter().peekable();
+        while points.peek().is_some() {
+            let mut b = self.shared.lock();
+            for (key, step, value, ts) in points.by_ref().take(CHUNK_POINTS / 4) {
+                let id = match b.keys.get(key) {
+                    Some(&id) => id,
+                    None => b.add_key(key)?,
+                };
+                b.push_metric(id, step, ts, value);
+            }
+            self.shared.maybe_hand_off(b);
+        }
+        Ok(())
+    }
+
+    /// Logs a whole series of one key: `(step, value)` pairs, timestamped now.
+    pub fn log_series(&self, key: &str, points: &[(i64, f64)]) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        let id = self.metric_key(key)?.0;
+        for chunk in points.chunks(CHUNK_POINTS / 4) {
+            let mut b = self.shared.lock();
+            for &(step, value) in chunk {
+                b.push_metric(id, step, ts, value);
+            }
+            self.shared.maybe_hand_off(b);
+        }
+        Ok(())
+    }
+
+    /// Logs a parameter. Params are immutable: logging the same value again is fine, a
+    /// different value is an error.
+    pub fn log_param(&self, key: &str, value: impl ToString) -> Result<()> {
+        self.log_params([(key, value.to_string())])
+    }
+
+    /// Logs several parameters; nothing is logged if any of them is invalid.
+    pub fn log_params<K: AsRef<str>, V: ToString>(
+        &self,
+        params: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        self.shared.check()?;
+        let params: Vec<(String, String)> = params
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.to_string()))
+            .collect();
+        let mut known = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch: HashMap<&str, &str> = HashMap::new();
+        for (k, v) in &params {
+            validate_key("param key", k)?;
+            check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
+            let old = known
+                .get(k.as_str())
+                .map(String::as_str)
+                .or(batch.get(k.as_str()).copied());
+            if let Some(old) = old
+                && old != v
+            {
+                return Err(Error::ParamChanged {
+                    run_id: self.id().as_hex(),
+                    key: k.clone(),
+                    old: old.to_string(),
+                    new: v.clone(),
+                });
+            }
+            batch.insert(k, v);
+        }
+        let mut b = self.shared.lock();
+        for (k, v) in params {
+            if known.contains_key(&k) {
+                continue;
+            }
+            known.insert(k.clone(), v.clone());
+            b.params.push((k, v));
+        }
+        Ok(())
+    }
+
+    /// Sets a tag; setting it again replaces the value.
+    pub fn set_tag(&self, key: &str, value: impl Into<String>) -> Result<()> {
+        self.shared.check()?;
+        let value = value.into();
+        validate_key("tag key", key)?;
+        check_len("tag value", &value, MAX_TAG_VALUE_LEN)?;
+        self.shared.lock().tags.push((key.to_string(), value));
+        Ok(())
+    }
+
+    /// Sets the run's notes (markdown), stored as the tag `mlflow.note.content`.
+    pub fn set_note(&self, text: impl Into<String>) -> Result<()> {
+        self.set_tag(NOTE_TAG, text)
+    }
+
+    /// Records a dataset the run used.
+    pub fn log_input(&self, input: Input) -> Result<()> {
+        self.shared.check()?;
+        if input.name.trim().is_empty() {
+            return Err(Error::InvalidValue {
+                what: "input",
+                reason: "the dataset name is empty".into(),
+            });
+        }
+        let ts = now_us();
+        self.shared.lock().inputs.push((input, ts));
+        Ok(())
+    }
+
+    /// Records one line of output (`stream` is `stdout` or `stderr`).
+    pub fn log_line(&self, stream: &str, line: impl Into<String>) -> Result<()> {
+        self.shared.check()?;
+        let ts = now_us();
+        self.shared
+            .lock()
+            .logs
+            .push((ts, stream.to_string(), line.into()));
+        Ok(())
+    }
+
+    /// Records one system metric sample (the sampler does this by itself).
+    pub fn log_system_metric(&self, key: &str, value: f64) -> Result<()> {
+        self.shared.check()?;
+        validate_key("system metric key", key)?;
+        self.shared
+            .lock()
+            .system
+            .push((key.to_string(), now_us(), value));
+        Ok(())
+    }
+
+    /// Logs a local file as an artifact, under its file name. Waits until the content is
+    /// stored (content-addressed, so a file logged twice is stored once).
+    pub fn log_artifact(&self, file: impl AsRef<Path>) -> Result<Artifact> {
+        let file = file.as_ref();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::ArtifactPath {
+                path: file.display().to_string(),
+                reason: "it names no file".into(),
+            })?;
+        self.log_artifact_as(file, &name)
+    }
+
+    /// Logs a local file as an artifact at `artifact_path` inside the run.
+    pub fn log_artifact_as(&self, file: impl AsRef<Path>, artifact_path: &str) -> Result<Artifact> {
+        let path = normalize_artifact_path(artifact_path)?;
+        let file = file.as_ref();
+        if !file.is_file() {
+            return Err(Error::ReadFile {
+                path: file.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+            });
+        }
+        self.store_artifact(path, BlobSource::File(file.to_path_buf()))
+    }
+
+    /// Logs bytes as an artifact at `artifact_path` inside the run.
+    pub fn log_artifact_bytes(
+        &self,
+        artifact_path: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Artifact> {
+        let path = normalize_artifact_path(artifact_path)?;
+        self.store_artifact(path, BlobSource::Bytes(bytes.into()))
+    }
+
+    fn store_artifact(&self, path: String, source: BlobSource) -> Result<Artifact> {
+        self.shared.check()?;
+        let (ack, done) = mpsc::channel();
+        self.shared.send(Msg::Blob { source, ack })?;
+        let (digest, size) = done.recv().map_err(|_| self.shared.writer_error())??;
+        let artifact = Artifact {
+            media_type: guess_media_type(&path).map(str::to_string),
+            path,
+            digest,
+            size,
+            created: now_us(),
+        };
+        self.shared.lock().artifacts.push(artifact.clone());
+        Ok(artifact)
+    }
+
+    /// Writes everything logged so far and waits until it is stored. While the store is
+    /// unreachable this fails with [`Error::StoreUnavailable`]; what was logged stays buffered
+    /// and is written when the store is back.
+    pub fn flush(&self) -> Result<()> {
+        if self.shared.state.load(Ordering::Relaxed) == FAILED {
+            return Err(self.shared.writer_error());
+        }
+        let (ack, done) = mpsc::channel();
+        self.shared.send(Msg::Flush(ack))?;
+        done.recv().map_err(|_| self.shared.writer_error())?
+    }
+
+    /// Whether the store is reachable for this run's writer, and how much logged data waits in
+    /// memory for it.
+    pub fn health(&self) -> RunHealth {
+        let h = self.shared.health_mut();
+        RunHealth {
+            unreachable_for: h.since.map(|t| t.elapsed()),
+            last_error: h.last_error.clone(),
+            pending_bytes: h.pending_bytes,
+            outage_buffer: self.shared.outage_buffer,
+        }
+    }
+
+    /// Ends the run as `finished`, writing everything logged.
+    pub fn finish(mut self) -> Result<()> {
+        self.end(RunStatus::Finished)
+    }
+
+    /// Ends the run with another status (`failed`, `killed`).
+    pub fn finish_with(mut self, status: RunStatus) -> Result<()> {
+        self.end_at(status, None).map(drop)
+    }
+
+    /// Like [`Run::finish_with`], and returns the run's final record as stored (what a reader
+    /// of the run would now get, without reading it back).
+    pub fn finish_with_record(mut self, status: RunStatus) -> Result<RunRecord> {
+        self.end_at(status, None)?
+            .ok_or_else(|| Error::Internal("the run had ended already".into()))
+    }
+
+    /// Ends the run with a status and an end time (µs since the epoch) taken from another
+    /// tool's records rather than now.
+    pub fn finish_at(mut self, status: RunStatus, ended_us: i64) -> Result<()> {
+        self.end_at(status, Some(ended_us)).map(drop)
+    }
+
+    fn end(&mut self, status: RunStatus) -> Result<()> {
+        self.end_at(status, None).map(drop)
+    }
+
+    /// Ends the run; its final record, `None` when it had ended already.
+    fn end_at(&mut self, status: RunStatus, at: Option<i64>) -> Result<Option<RunRecord>> {
+        if self.ended {
+            return Ok(None);
+        }
+        self.ended = true;
+        if let Some((handle, stop)) = self.sampler.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let (ack, done) = mpsc::channel();
+        let sent = self.shared.tx.send(Msg::End { status, at, ack });
+        let result = match sent {
+            Ok(()) => done
+                .recv()
+                .map_err(|_| self.shared.writer_error())
+                .and_then(|r| r),
+            Err(_) => Err(self.shared.writer_error()),
+        };
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        result.map(Some)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.ended {
+            let status = if std::thread::panicking() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Killed
+            };
+            if let Err(e) = self.end(status) {
+                tracing::warn!(run_id = %self.shared.run_id, error = %e, "could not end the run cleanly");
+            }
+        }
+    }
+}
+
+/// A dataset a run used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Input {
+    pub name: String,
+    pub uri: Option<String>,
+    pub digest: Option<String>,
+    /// train, eval, test…
+    pub role: Option<String>,
+}
+
+impl Input {
+    pub fn new(name: impl Into<String>) -> Self {
+        Input {
+            name: name.into(),
+            ..Input::default()
+        }
+    }
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+    pub fn digest(mut self, digest: impl Into<String>) -> Self {
+        self.digest = Some(digest.into());
+        self
+    }
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+}
+
+/// An artifact as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    pub path: String,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: Option<String>,
+    pub created: i64,
+}
+
+pub(super) fn check_len(what: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidValue {
+            what,
+            reason: format!("it is {} bytes long, the limit is {max}", value.len()),
+        });
+    }
+    Ok(())
+}
