@@ -1,6 +1,6 @@
 //! The hot path: the [`Buffer`] logging calls fill under a short lock (metric points as
 //! [`MetricCols`], a column vector each), the [`Chunk`]s it hands to the writer, and the
-//! [`Shared`] state between the loggers and the writer (the buffer, the channel, the run's
+//! [`RunState`] state between the loggers and the writer (the buffer, the channel, the run's
 //! state that every logging call checks, what the writer says about the store).
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ pub const CHUNK_POINTS: usize = 1 << 20;
 /// Chunks waiting for the writer before logging blocks.
 pub const MAX_PENDING_CHUNKS: usize = 3;
 
-pub(super) struct Shared {
+pub(super) struct RunState {
     pub(super) project: String,
     pub(super) run_id: RunId,
     pub(super) buf: Mutex<Buffer>,
@@ -35,7 +35,7 @@ pub(super) struct Shared {
     pub(super) params: Mutex<HashMap<String, String>>,
 }
 
-impl Shared {
+impl RunState {
     #[inline]
     pub(super) fn lock(&self) -> MutexGuard<'_, Buffer> {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
@@ -103,11 +103,11 @@ impl Shared {
     }
 }
 
-/// `Shared::state`: logging works.
+/// `RunState::state`: logging works.
 pub(super) const OK: u8 = 0;
-/// `Shared::state`: the writer failed for good.
+/// `RunState::state`: the writer failed for good.
 pub(super) const FAILED: u8 = 1;
-/// `Shared::state`: the store is unreachable and the outage buffer is full.
+/// `RunState::state`: the store is unreachable and the outage buffer is full.
 pub(super) const FULL: u8 = 2;
 
 #[derive(Default)]

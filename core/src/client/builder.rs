@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::buffer::{Buffer, HealthState, MAX_PENDING_CHUNKS, OK, Shared};
+use super::buffer::{Buffer, HealthState, MAX_PENDING_CHUNKS, OK, RunState};
 use super::run::{Run, check_len};
 use super::sampler::spawn_sampler;
 use super::writer::Writer;
@@ -280,7 +280,7 @@ impl RunBuilder {
         }
 
         let (tx, rx) = mpsc::sync_channel(MAX_PENDING_CHUNKS);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(RunState {
             project: self.project.clone(),
             run_id,
             buf: Mutex::new(Buffer::default()),

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::RunBuilder;
-use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, Shared};
+use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, RunState};
 use super::writer::RunHealth;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -25,7 +25,7 @@ pub const NOTE_TAG: &str = "mlflow.note.content";
 
 /// A live run. Log to it from any thread (`&self` methods); finish it with [`Run::finish`].
 pub struct Run {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<RunState>,
     pub(super) store: Store,
     /// The record as `start` stored it (boxed: a run handle stays small).
     pub(super) started: Box<RunRecord>,

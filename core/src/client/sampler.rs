@@ -6,11 +6,11 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::buffer::Shared;
+use super::buffer::RunState;
 use crate::model::now_us;
 
 pub(super) fn spawn_sampler(
-    shared: Arc<Shared>,
+    shared: Arc<RunState>,
     every: Duration,
 ) -> (JoinHandle<()>, mpsc::Sender<()>) {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();

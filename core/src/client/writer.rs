@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::buffer::{BlobSource, Chunk, FULL, Msg, OK, Shared, human_bytes};
+use super::buffer::{BlobSource, Chunk, FULL, Msg, OK, RunState, human_bytes};
 use super::encode::{chunk_batches, encode_metrics};
 use super::run::Artifact;
 use crate::capture::{self, Capture};
@@ -47,7 +47,7 @@ impl RunHealth {
 
 pub(super) struct Writer {
     store: Store,
-    shared: Arc<Shared>,
+    shared: Arc<RunState>,
     record: RunRecord,
     writer_id: String,
     /// The newest record snapshot this writer wrote (deleted when superseded).
@@ -75,14 +75,14 @@ enum WriterRuntime {
     Own(tokio::runtime::Runtime),
     /// A multi-thread runtime of the process (see
     /// [`RunBuilder::runtime`](super::RunBuilder::runtime)).
-    Shared(tokio::runtime::Handle),
+    RunState(tokio::runtime::Handle),
 }
 
 impl WriterRuntime {
     fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         match self {
             WriterRuntime::Own(rt) => rt.block_on(fut),
-            WriterRuntime::Shared(handle) => handle.block_on(fut),
+            WriterRuntime::RunState(handle) => handle.block_on(fut),
         }
     }
 }
@@ -101,7 +101,7 @@ impl Writer {
     /// A writer for the run of `record`, which `start` has not written yet.
     pub(super) fn new(
         store: Store,
-        shared: Arc<Shared>,
+        shared: Arc<RunState>,
         record: RunRecord,
         capture: Capture,
         finish_timeout: Duration,
@@ -135,7 +135,7 @@ impl Writer {
         // This thread exists to wait on the store: it does its local-disk I/O itself.
         crate::store::do_local_io_inline();
         let rt = match runtime {
-            Some(handle) => WriterRuntime::Shared(handle),
+            Some(handle) => WriterRuntime::RunState(handle),
             None => match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
