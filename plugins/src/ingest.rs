@@ -241,8 +241,7 @@ impl Ingester {
         let key = hex::encode(sha2::Sha256::digest(
             format!("{sha256}\0{}\0{}", ready.plugin.name, run.unwrap_or("")).as_bytes(),
         ));
-        let marker = store.layout().ingest_marker(project, &key);
-        if let Some(bytes) = store.get_opt(&marker).await?
+        if let Some(bytes) = store.ingest_marker(project, &key).await?
             && let Ok(mut report) = serde_json::from_slice::<IngestReport>(&bytes)
         {
             report.already = true;
@@ -292,7 +291,9 @@ impl Ingester {
         }
         let body =
             serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
-        store.put(&marker, Bytes::from(body)).await?;
+        store
+            .mark_ingested(project, &key, Bytes::from(body))
+            .await?;
         Ok(report)
     }
 

@@ -156,7 +156,7 @@ impl Registry {
 
     async fn installed_record(&self, name: &str) -> Result<Option<InstalledPlugin>> {
         let path = self.store.layout().plugin_record(name);
-        match self.store.get_opt(&path).await? {
+        match self.store.plugin_record(name).await? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| Error::Store(runql_core::Error::corrupt(&path, e))),
@@ -165,28 +165,7 @@ impl Registry {
     }
 
     async fn installed_names(&self) -> Result<Vec<String>> {
-        let root = self.store.layout().plugins();
-        let depth = root.parts().count();
-        let mut names: Vec<String> = self
-            .store
-            .list_all(&root)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                let parts: Vec<String> = m
-                    .location
-                    .parts()
-                    .skip(depth)
-                    .map(|p| p.as_ref().to_string())
-                    .collect();
-                match parts.as_slice() {
-                    [name, file] if file == "plugin.json" => Some(name.clone()),
-                    _ => None,
-                }
-            })
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(self.store.plugin_names().await?)
     }
 
     /// Every usable plugin, by name: installed ones, then the first-party ones they do not
@@ -227,7 +206,7 @@ impl Registry {
             let path = self.store.layout().plugin_wasm(name, &record.sha256);
             let wasm = self
                 .store
-                .get_opt(&path)
+                .plugin_wasm(name, &record.sha256)
                 .await?
                 .ok_or_else(|| Error::Invalid {
                     what: format!("plugin {name}"),
@@ -283,16 +262,10 @@ impl Registry {
             check_name(&t.name, &format!("{what} (table {})", t.name))?;
         }
         let record = InstalledPlugin::from_info(&info, loaded.sha256(), false);
-        self.store.ensure_writable().await?;
-        let layout = self.store.layout();
-        self.store
-            .put(&layout.plugin_wasm(&record.name, &record.sha256), wasm)
-            .await?;
         let body =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
-        // The record is the commit point: written after the component it points to.
         self.store
-            .put(&layout.plugin_record(&record.name), Bytes::from(body))
+            .install_plugin(&record.name, &record.sha256, wasm, Bytes::from(body))
             .await?;
         Ok(record)
     }
@@ -312,13 +285,7 @@ impl Registry {
                 name: name.to_string(),
             });
         };
-        let layout = self.store.layout();
-        self.store
-            .delete_all([
-                layout.plugin_record(name),
-                layout.plugin_wasm(name, &record.sha256),
-            ])
-            .await?;
+        self.store.remove_plugin(name, &record.sha256).await?;
         Ok(record)
     }
 }

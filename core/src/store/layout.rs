@@ -7,6 +7,13 @@
 //! projects/<p>/live/<run>/<table>.<writer>-<seq>.arrow   live Arrow IPC segments
 //! projects/<p>/data/<table>/<uuid7>.parquet        compacted runs (many runs per file)
 //! projects/<p>/manifest/<uuid7>.json               manifest entries: which runs are compacted where
+//! projects/<p>/meta/<uuid7>.json                   project metadata changes (tags, deletion)
+//! projects/<p>/deleted/<run>                       marker: the run is deleted (MLflow)
+//! projects/<p>/models/<id>.<uuid7>.json            a logged model's creation and changes
+//! projects/<p>/models/<id>/artifacts/…             its files
+//! projects/<p>/ingests/<key>.json                  a file ingested through a plugin
+//! tables/<ns>/<name>.arrows                        declared extension table schemas
+//! plugins/<name>/plugin.json, <sha256>.wasm        an installed plugin, pinned by sha256
 //! blobs/sha256/<2 hex>/<62 hex>                    artifact contents, deduplicated
 //! ```
 //!
@@ -153,23 +160,48 @@ impl Layout {
         self.deleted(project).join(run_id)
     }
 
-    /// A logged model (MLflow 3's `LoggedModel`) of a project: `models/<id>/model.json` holds
-    /// its record, `models/<id>/artifacts/…` its files.
-    pub fn model(&self, project: &str, model_id: &str) -> Path {
-        self.project(project).join("models").join(model_id)
-    }
-
-    /// Where a project's logged models live.
+    /// Where a project's logged models live: `models/<id>.<uuid7>.json` records (creation
+    /// and changes, see store/models.rs), `models/<id>/artifacts/…` their files.
     pub fn models(&self, project: &str) -> Path {
         self.project(project).join("models")
     }
 
-    /// The marker of a project deleted through MLflow's `experiments/delete` (its runs stay).
+    /// One record of a logged model.
+    pub fn model_record(&self, project: &str, model_id: &str, record: &str) -> Path {
+        self.models(project)
+            .join(format!("{model_id}.{record}.json"))
+    }
+
+    /// The one record of a logged model in stores written before model records.
+    pub fn legacy_model_record(&self, project: &str, model_id: &str) -> Path {
+        self.models(project).join(model_id).join("model.json")
+    }
+
+    /// A file of a logged model, at `rel` (normalised, `/`-separated) below its artifacts.
+    pub fn model_file(&self, project: &str, model_id: &str, rel: &str) -> Path {
+        rel.split('/').filter(|p| !p.is_empty()).fold(
+            self.models(project).join(model_id).join("artifacts"),
+            |p, part| p.join(part),
+        )
+    }
+
+    /// A project's metadata records (tags, deletion; see store/project_meta.rs).
+    pub fn project_meta(&self, project: &str) -> Path {
+        self.project(project).join("meta")
+    }
+
+    /// One metadata record of a project.
+    pub fn project_meta_record(&self, project: &str, record: &str) -> Path {
+        self.project_meta(project).join(format!("{record}.json"))
+    }
+
+    /// The marker of a project deleted through MLflow's `experiments/delete`, in stores written
+    /// before project records (read, no longer written).
     pub fn project_deleted_marker(&self, project: &str) -> Path {
         self.project(project).join("project.deleted")
     }
 
-    /// One tag of a project (MLflow's experiment tags), one object per key: last write wins.
+    /// One tag of a project in stores written before project records (read, no longer written).
     pub fn project_tag(&self, project: &str, key: &str) -> Path {
         self.project(project).join("tags").join(encode_name(key))
     }

@@ -20,6 +20,9 @@ mod gc;
 pub mod layout;
 mod local;
 mod manifest;
+mod models;
+mod plugins;
+mod project_meta;
 mod read;
 mod rows;
 pub(crate) mod segment;
@@ -44,6 +47,8 @@ pub use compact::CompactReport;
 pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
+pub use models::{LoggedModel, MODEL_STATUSES, ModelChange, NewModel, is_model_id};
+pub use project_meta::{ProjectChange, ProjectMeta};
 pub use read::{RunData, Scan};
 pub use rows::{
     boolean_column, f64_column, i64_column, records_from_batch, records_to_batch, resolve,
@@ -427,20 +432,20 @@ impl Store {
     }
 
     /// Writes an object so that it is complete when it becomes visible.
-    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub(crate) async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, true).await
     }
 
     /// Like [`Store::put`], but on a local disk without waiting for the data to reach the disk:
     /// the object is whole or absent after a process crash, and after a power loss it may be
     /// torn (readers skip it) until [`Store::sync`] has been called for it.
-    pub async fn put_unsynced(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub(crate) async fn put_unsynced(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, false).await
     }
 
     /// Makes objects written by [`Store::put_unsynced`] durable (fsync of the files and their
     /// directories on a local disk; nothing to do on object stores).
-    pub async fn sync(&self, paths: Vec<Path>) -> Result<()> {
+    pub(crate) async fn sync(&self, paths: Vec<Path>) -> Result<()> {
         let Some(root) = &self.inner.local_root else {
             return Ok(());
         };
@@ -470,7 +475,7 @@ impl Store {
     }
 
     /// Writes an object unless one exists at that path; returns whether this call wrote it.
-    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+    pub(crate) async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
         if let Some(root) = &self.inner.local_root {
             let file = local_file(root, self.layout(), path);
             return local_io(move || local_put(&file, &bytes, true, true))
@@ -502,7 +507,7 @@ impl Store {
     }
 
     /// Reads an object; `None` if it does not exist.
-    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+    pub(crate) async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
         if let Some(root) = self.local_reads() {
             // One read, where object_store's local get is two trips to the blocking pool.
             let file = local_file(root, self.layout(), path);
@@ -522,7 +527,7 @@ impl Store {
     }
 
     /// Metadata of an object; `None` if it does not exist.
-    pub async fn head_opt(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+    pub(crate) async fn head_opt(&self, path: &Path) -> Result<Option<ObjectMeta>> {
         match self.inner.objects.head(path).await {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -531,7 +536,7 @@ impl Store {
     }
 
     /// Every object below `prefix` (recursively).
-    pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    pub(crate) async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
         if let Some(root) = self.local_reads() {
             let dir = local_file(root, self.layout(), prefix);
             let base = prefix.clone();
@@ -550,8 +555,20 @@ impl Store {
             .map_err(|e| Error::storage(prefix, e))
     }
 
+    /// The objects directly below `prefix` and its direct child "directories".
+    pub(crate) async fn list_with_delimiter(
+        &self,
+        prefix: &Path,
+    ) -> Result<object_store::ListResult> {
+        self.inner
+            .objects
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| Error::storage(prefix, e))
+    }
+
     /// The direct children "directories" of `prefix`.
-    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>> {
+    pub(crate) async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>> {
         self.inner
             .objects
             .list_with_delimiter(Some(prefix))
@@ -561,7 +578,7 @@ impl Store {
     }
 
     /// Deletes objects; ones already gone are fine.
-    pub async fn delete_all(&self, paths: impl IntoIterator<Item = Path>) -> Result<()> {
+    pub(crate) async fn delete_all(&self, paths: impl IntoIterator<Item = Path>) -> Result<()> {
         if let Some(root) = self.local_reads() {
             // One trip to the blocking pool for the lot, not one per object.
             let files: Vec<(Path, PathBuf)> = paths

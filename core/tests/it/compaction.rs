@@ -8,7 +8,9 @@ use rand::Rng;
 use runql_core::{Scan, Store, Table};
 
 use crate::child;
-use crate::util::{block_on, objects_under, python, python_has, quiet_run, table_rows, temp_store};
+use crate::util::{
+    RawObjects, block_on, objects_under, python, python_has, quiet_run, table_rows, temp_store,
+};
 
 fn fill(store: &Store, project: &str, runs: usize, points: i64) {
     let p = store.project(project);
@@ -69,7 +71,7 @@ fn compaction_leaves_reads_identical_and_is_idempotent() {
 
     // Crash after the manifest but before the deletes: the segments come back, readers skip them.
     for (path, bytes) in &saved {
-        block_on(store.put(path, bytes.clone())).unwrap_or_else(|e| panic!("{e}"));
+        block_on(store.raw_put(path, bytes.clone())).unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(before, all_tables(&store, "p"));
     // Crash before the manifest: an unreferenced Parquet file changes nothing.
@@ -79,7 +81,7 @@ fn compaction_leaves_reads_identical_and_is_idempotent() {
         .join("data")
         .join("metrics")
         .join("0000orphan.parquet");
-    block_on(store.put(&orphan, bytes::Bytes::from_static(b"PAR1 not really")))
+    block_on(store.raw_put(&orphan, bytes::Bytes::from_static(b"PAR1 not really")))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(before, all_tables(&store, "p"));
 

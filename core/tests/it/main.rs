@@ -13,5 +13,6 @@ mod crash;
 mod extension;
 mod gc;
 mod outage;
+mod records;
 mod roundtrip;
 mod util;

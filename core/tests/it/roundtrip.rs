@@ -5,7 +5,7 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray};
 use runql_core::{Error, Input, RunStatus, Scan, Store, Table};
 
-use crate::util::{block_on, metric_points, quiet_run, strings, temp_store};
+use crate::util::{RawObjects, block_on, metric_points, quiet_run, strings, temp_store};
 
 const SPECIAL: [f64; 7] = [
     f64::NAN,
@@ -228,7 +228,7 @@ fn bad_input_gets_clear_errors() {
 fn a_store_from_a_newer_runql_is_refused() {
     let (dir, store) = temp_store();
     block_on(store.ensure_writable()).unwrap_or_else(|e| panic!("{e}"));
-    block_on(store.put(
+    block_on(store.raw_put(
         &store.layout().marker(),
         bytes::Bytes::from_static(br#"{"format":"runql","version":99,"created":0}"#),
     ))
@@ -400,7 +400,7 @@ fn format_1_stores_keep_their_layout_and_both_layouts_read_back() {
         let (dir, store) = temp_store();
         if version == 1 {
             let marker = br#"{"format":"runql","version":1,"created":0}"#;
-            block_on(store.put(&store.layout().marker(), bytes::Bytes::from_static(marker)))
+            block_on(store.raw_put(&store.layout().marker(), bytes::Bytes::from_static(marker)))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         // A fresh handle, as a later process would open it.
@@ -417,7 +417,7 @@ fn format_1_stores_keep_their_layout_and_both_layouts_read_back() {
         run.flush().unwrap_or_else(|e| panic!("{e}"));
         let live = store.layout().live("layout");
         let depth = live.parts().count();
-        let objects = block_on(store.list_all(&live)).unwrap_or_else(|e| panic!("{e}"));
+        let objects = block_on(store.raw_list(&live)).unwrap_or_else(|e| panic!("{e}"));
         assert!(objects.len() >= 3, "{objects:?}");
         for o in &objects {
             let below = o.location.parts().count() - depth;
@@ -435,7 +435,7 @@ fn format_1_stores_keep_their_layout_and_both_layouts_read_back() {
         // Compaction consumes every live object of either layout.
         let report = block_on(store.compact("layout")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.runs, 1);
-        let left = block_on(store.list_all(&live)).unwrap_or_else(|e| panic!("{e}"));
+        let left = block_on(store.raw_list(&live)).unwrap_or_else(|e| panic!("{e}"));
         assert!(left.is_empty(), "format {version}: {left:?}");
         assert_eq!(metric_points(&store, "layout", &id, "loss"), expect);
         let params = table_rows_of(&store, &id);

@@ -52,11 +52,11 @@ pub fn objects_under(
     store: &Store,
     prefix: &object_store::path::Path,
 ) -> Vec<(object_store::path::Path, bytes::Bytes)> {
-    block_on(store.list_all(prefix))
+    block_on(store.raw_list(prefix))
         .unwrap_or_else(|e| panic!("list: {e}"))
         .into_iter()
         .map(|m| {
-            let bytes = block_on(store.get_opt(&m.location))
+            let bytes = block_on(store.raw_get(&m.location))
                 .unwrap_or_else(|e| panic!("get: {e}"))
                 .unwrap_or_else(|| panic!("{} vanished", m.location));
             (m.location, bytes)
@@ -167,4 +167,73 @@ pub fn python_has(module: &str) -> bool {
         eprintln!("skipping: python module {module} is not installed (.ci/run installs it)");
     }
     ok
+}
+
+/// Raw object access for tests that stage what a crash leaves behind (a put that a compaction
+/// would have deleted, an orphan file): through the store's `object_store`, as any other
+/// process would see it. runql's own writes go through its typed API only.
+pub trait RawObjects {
+    fn raw_put(
+        &self,
+        path: &object_store::path::Path,
+        bytes: bytes::Bytes,
+    ) -> impl std::future::Future<Output = object_store::Result<()>>;
+    fn raw_get(
+        &self,
+        path: &object_store::path::Path,
+    ) -> impl std::future::Future<Output = object_store::Result<Option<bytes::Bytes>>>;
+    fn raw_head(
+        &self,
+        path: &object_store::path::Path,
+    ) -> impl std::future::Future<Output = object_store::Result<Option<object_store::ObjectMeta>>>;
+    fn raw_list(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> impl std::future::Future<Output = object_store::Result<Vec<object_store::ObjectMeta>>>;
+}
+
+impl RawObjects for Store {
+    async fn raw_put(
+        &self,
+        path: &object_store::path::Path,
+        bytes: bytes::Bytes,
+    ) -> object_store::Result<()> {
+        use object_store::ObjectStoreExt;
+        self.object_store()
+            .put(path, bytes.into())
+            .await
+            .map(|_| ())
+    }
+
+    async fn raw_get(
+        &self,
+        path: &object_store::path::Path,
+    ) -> object_store::Result<Option<bytes::Bytes>> {
+        use object_store::ObjectStoreExt;
+        match self.object_store().get(path).await {
+            Ok(r) => r.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn raw_head(
+        &self,
+        path: &object_store::path::Path,
+    ) -> object_store::Result<Option<object_store::ObjectMeta>> {
+        use object_store::ObjectStoreExt;
+        match self.object_store().head(path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn raw_list(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> object_store::Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        self.object_store().list(Some(prefix)).try_collect().await
+    }
 }

@@ -2,15 +2,15 @@
 //! delete/restore and experiment tags. An experiment is the runql project of the same name;
 //! its id is that name (`"0"` is MLflow's Default experiment, the project `Default`).
 //!
-//! What MLflow keeps in its experiments table, runql keeps beside the project record, one
-//! object each, so concurrent writers never rewrite each other's state: `project.deleted`
-//! marks an experiment deleted (its runs are marked deleted with it, as in MLflow), `tags/<key>`
-//! holds one tag.
+//! What MLflow keeps in its experiments table is the project's metadata in core (tags and
+//! deletion, immutable records: `Store::project_meta`, `Store::change_project`); deleting an
+//! experiment deletes its runs with it, as in MLflow.
 
 use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use runql_core::Store;
+use runql_core::store::ProjectChange;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,44 +47,12 @@ impl Experiment {
 
 /// Reads an experiment; `None` when the project does not exist.
 async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiError> {
-    let Some(record) = store.project_record(project).await? else {
-        return Ok(None);
-    };
-    let layout = store.layout();
-    let created_ms = record.created / 1000;
-    let mut updated_ms = created_ms;
-    let deleted = match store
-        .head_opt(&layout.project_deleted_marker(project))
-        .await?
-    {
-        Some(meta) => {
-            updated_ms = updated_ms.max(meta.last_modified.timestamp_millis());
-            true
-        }
-        None => false,
-    };
-    let mut tags = Vec::new();
-    let prefix = layout.project_tags(project);
-    for meta in store.list_all(&prefix).await? {
-        let Some(key) = meta
-            .location
-            .filename()
-            .and_then(runql_core::store::layout::decode_name)
-        else {
-            continue;
-        };
-        if let Some(value) = store.get_opt(&meta.location).await? {
-            updated_ms = updated_ms.max(meta.last_modified.timestamp_millis());
-            tags.push((key, String::from_utf8_lossy(&value).into_owned()));
-        }
-    }
-    tags.sort();
-    Ok(Some(Experiment {
-        name: record.name,
-        created_ms,
-        updated_ms,
-        deleted,
-        tags,
+    Ok(store.project_meta(project).await?.map(|m| Experiment {
+        name: m.name,
+        created_ms: m.created / 1000,
+        updated_ms: m.updated / 1000,
+        deleted: m.deleted,
+        tags: m.tags.into_iter().collect(),
     }))
 }
 
@@ -99,18 +67,22 @@ async fn existing(store: &Store, project: &str) -> Result<Experiment, ApiError> 
     })
 }
 
-async fn set_tag(store: &Store, project: &str, key: &str, value: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
+/// Sets experiment tags (the project exists).
+async fn set_tags(
+    store: &Store,
+    project: &str,
+    tags: Vec<(String, String)>,
+) -> Result<(), ApiError> {
+    if tags.iter().any(|(k, _)| k.is_empty()) {
         return Err(ApiError::invalid(
             "an experiment tag needs a non-empty 'key'",
         ));
     }
-    Ok(store
-        .put(
-            &store.layout().project_tag(project, key),
-            Bytes::from(value.to_string()),
-        )
-        .await?)
+    let change = ProjectChange {
+        set_tags: tags,
+        ..ProjectChange::default()
+    };
+    Ok(store.change_project(project, &change).await?)
 }
 
 /// `experiments/create`.
@@ -137,8 +109,9 @@ pub(crate) async fn create_experiment(
         )));
     }
     store.create_project(name).await?;
-    for (k, v) in wire::pairs(req.tags) {
-        set_tag(store, name, &k, &v).await?;
+    let tags = wire::pairs(req.tags);
+    if !tags.is_empty() {
+        set_tags(store, name, tags).await?;
     }
     Ok(axum::Json(json!({"experiment_id": experiment_id_of(name)})).into_response())
 }
@@ -202,12 +175,11 @@ async fn set_deleted(s: &State, experiment_id: &str, deleted: bool) -> Result<Re
             .set_run_deleted(&project, &run.run_id, deleted)
             .await?;
     }
-    let marker = store.layout().project_deleted_marker(&project);
-    if deleted {
-        store.put(&marker, Bytes::from_static(b"{}")).await?;
-    } else {
-        store.delete_all([marker]).await?;
-    }
+    let change = ProjectChange {
+        deleted: Some(deleted),
+        ..ProjectChange::default()
+    };
+    store.change_project(&project, &change).await?;
     Ok(wire::ok())
 }
 
@@ -266,7 +238,8 @@ pub(crate) async fn set_experiment_tag(
     let project = project_of(&req.experiment_id);
     let store = s.store();
     existing(store, project).await?;
-    set_tag(store, project, &req.key, req.value.as_deref().unwrap_or("")).await?;
+    let value = req.value.unwrap_or_default();
+    set_tags(store, project, vec![(req.key, value)]).await?;
     Ok(wire::ok())
 }
 
@@ -284,9 +257,11 @@ pub(crate) async fn delete_experiment_tag(
             experiment_id_of(project)
         )));
     }
-    store
-        .delete_all([store.layout().project_tag(project, key)])
-        .await?;
+    let change = ProjectChange {
+        delete_tags: vec![key.to_string()],
+        ..ProjectChange::default()
+    };
+    store.change_project(project, &change).await?;
     Ok(wire::ok())
 }
 

@@ -1,18 +1,17 @@
 //! MLflow 3's logged models (`/mlflow/logged-models…`, `runs/outputs`, `runs/log-model`), so that
 //! `mlflow.<flavor>.log_model` and the autologgers' model logging work against runql.
 //!
-//! A logged model belongs to a project (its experiment): its record is one JSON object,
-//! `projects/<p>/models/<id>/model.json`, and its files are plain objects below
-//! `projects/<p>/models/<id>/artifacts/`, where the client uploads them through the artifact
-//! proxy (`<experiment>/models/<id>/artifacts/<path>`). Records change (status, tags, params):
-//! this server serialises its own read-modify-writes with one lock; two servers writing the same
-//! model's tags at once may lose one of the two updates (documented in docs/mlflow.md).
+//! A logged model belongs to a project (its experiment). Core stores it as immutable records
+//! (its creation and each change, folded: `Store::create_model`, `Store::change_model`) and its
+//! files below the model, where the client uploads them through the artifact proxy
+//! (`<experiment>/models/<id>/artifacts/<path>`); two servers changing one model both keep
+//! their changes.
 
 use axum::extract::Path as UrlPath;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use object_store::path::Path;
-use serde::{Deserialize, Serialize};
+use runql_core::store::{LoggedModel, MODEL_STATUSES, ModelChange, NewModel, is_model_id};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::held::{run_tag, with_run};
@@ -24,145 +23,63 @@ use super::wire::{
 use crate::error::ApiError;
 use crate::request::{MlflowJson, MlflowQuery, Read, Write};
 
-/// The stored record of one logged model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ModelRecord {
-    model_id: String,
-    project: String,
-    name: String,
-    #[serde(default)]
-    model_type: String,
-    #[serde(default)]
-    source_run_id: String,
-    /// `LOGGED_MODEL_PENDING`, `LOGGED_MODEL_READY` or `LOGGED_MODEL_UPLOAD_FAILED`.
-    status: String,
-    #[serde(default)]
-    status_message: String,
-    created_ms: i64,
-    updated_ms: i64,
-    #[serde(default)]
-    tags: Vec<(String, String)>,
-    #[serde(default)]
-    params: Vec<(String, String)>,
-    #[serde(default)]
-    deleted: bool,
+/// MLflow's `LoggedModel` of a model.
+fn model_value(m: &LoggedModel) -> Value {
+    let kv = |items: &std::collections::BTreeMap<String, String>| {
+        kv_json(items.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    };
+    let experiment_id = experiment_id_of(&m.project);
+    json!({
+        "info": {
+            "model_id": m.model_id,
+            "experiment_id": experiment_id,
+            "name": m.name,
+            "creation_timestamp_ms": m.created / 1000,
+            "last_updated_timestamp_ms": m.updated / 1000,
+            "artifact_uri": format!("mlflow-artifacts:/{experiment_id}/models/{}/artifacts", m.model_id),
+            "status": m.status,
+            "status_message": m.status_message,
+            "model_type": m.model_type,
+            "source_run_id": m.source_run_id,
+            "tags": kv(&m.tags),
+        },
+        "data": {"params": kv(&m.params), "metrics": []},
+    })
 }
 
-impl ModelRecord {
-    fn to_json(&self) -> Value {
-        let kv = |items: &[(String, String)]| {
-            kv_json(items.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        };
-        let experiment_id = experiment_id_of(&self.project);
-        json!({
-            "info": {
-                "model_id": self.model_id,
-                "experiment_id": experiment_id,
-                "name": self.name,
-                "creation_timestamp_ms": self.created_ms,
-                "last_updated_timestamp_ms": self.updated_ms,
-                "artifact_uri": format!("mlflow-artifacts:/{experiment_id}/models/{}/artifacts", self.model_id),
-                "status": self.status,
-                "status_message": self.status_message,
-                "model_type": self.model_type,
-                "source_run_id": self.source_run_id,
-                "tags": kv(&self.tags),
-            },
-            "data": {"params": kv(&self.params), "metrics": []},
-        })
-    }
-}
-
-const STATUSES: [&str; 3] = [
-    "LOGGED_MODEL_PENDING",
-    "LOGGED_MODEL_READY",
-    "LOGGED_MODEL_UPLOAD_FAILED",
-];
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn record_path(s: &Mlflow, project: &str, model_id: &str) -> Path {
-    s.store()
-        .layout()
-        .model(project, model_id)
-        .join("model.json")
-}
-
-/// A model id as runql makes them (`m-` and 32 hex digits): anything else is not one of ours,
-/// and is refused before it becomes part of a path.
-fn check_id(model_id: &str) -> Result<(), ApiError> {
-    let ok = model_id
-        .strip_prefix("m-")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "Logged model with ID '{model_id}' not found"
-        )))
-    }
-}
-
-async fn write(s: &Mlflow, m: &ModelRecord) -> Result<(), ApiError> {
-    let body = serde_json::to_vec(m).map_err(ApiError::internal)?;
-    Ok(s.store()
-        .put(&record_path(s, &m.project, &m.model_id), Bytes::from(body))
-        .await?)
+fn no_model(model_id: &str) -> ApiError {
+    ApiError::not_found(format!("Logged model with ID '{model_id}' not found"))
 }
 
 /// The project of a model, found by looking in every project once and remembered.
 async fn project_of_model(s: &Mlflow, model_id: &str) -> Result<String, ApiError> {
-    check_id(model_id)?;
+    if !is_model_id(model_id) {
+        return Err(no_model(model_id));
+    }
     if let Some(p) = s.models.project_of(model_id) {
         return Ok(p);
     }
-    let store = s.store();
-    for project in store.list_projects().await? {
-        let path = record_path(s, &project, model_id);
-        if store.head_opt(&path).await?.is_some() {
-            s.models.remember(model_id, &project);
-            return Ok(project);
-        }
-    }
-    Err(ApiError::not_found(format!(
-        "Logged model with ID '{model_id}' not found"
-    )))
+    let m = s
+        .store()
+        .find_model(model_id)
+        .await?
+        .ok_or_else(|| no_model(model_id))?;
+    s.models.remember(model_id, &m.project);
+    Ok(m.project)
 }
 
-async fn read(s: &Mlflow, model_id: &str, allow_deleted: bool) -> Result<ModelRecord, ApiError> {
+async fn read(s: &Mlflow, model_id: &str, allow_deleted: bool) -> Result<LoggedModel, ApiError> {
     let project = project_of_model(s, model_id).await?;
-    let path = record_path(s, &project, model_id);
-    let bytes = s.store().get_opt(&path).await?.ok_or_else(|| {
-        ApiError::not_found(format!("Logged model with ID '{model_id}' not found"))
-    })?;
-    let m: ModelRecord = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::internal(format!("the record of model {model_id} is damaged: {e}"))
-    })?;
-    if m.deleted && !allow_deleted {
-        return Err(ApiError::not_found(format!(
-            "Logged model with ID '{model_id}' not found"
-        )));
+    match s.store().model(&project, model_id).await? {
+        Some(m) if allow_deleted || !m.deleted => Ok(m),
+        _ => Err(no_model(model_id)),
     }
-    Ok(m)
 }
 
-/// Reads, changes and writes back one model's record under the server's lock.
-async fn update(
-    s: &Mlflow,
-    model_id: &str,
-    change: impl FnOnce(&mut ModelRecord) -> Result<(), ApiError>,
-) -> Result<ModelRecord, ApiError> {
-    let _guard = s.models.writes.lock().await;
-    let mut m = read(s, model_id, false).await?;
-    change(&mut m)?;
-    m.updated_ms = now_ms();
-    write(s, &m).await?;
-    Ok(m)
+/// Records a change of a model that exists and is not deleted.
+async fn update(s: &Mlflow, model_id: &str, change: ModelChange) -> Result<LoggedModel, ApiError> {
+    let m = read(s, model_id, false).await?;
+    Ok(s.store().change_model(&m.project, model_id, change).await?)
 }
 
 /// Tags or params of a request: pairs with a non-empty key (a missing value is `""`).
@@ -180,18 +97,8 @@ fn pairs(items: Vec<Tag>, what: &str) -> Result<Vec<(String, String)>, ApiError>
         .collect()
 }
 
-/// Sets `items` into `into`: a key already there takes the new value.
-fn merge(into: &mut Vec<(String, String)>, items: Vec<(String, String)>) {
-    for (k, v) in items {
-        match into.iter_mut().find(|(key, _)| *key == k) {
-            Some(slot) => slot.1 = v,
-            None => into.push((k, v)),
-        }
-    }
-}
-
-fn model_json(m: &ModelRecord) -> Response {
-    axum::Json(json!({"model": m.to_json()})).into_response()
+fn model_json(m: &LoggedModel) -> Response {
+    axum::Json(json!({"model": model_value(m)})).into_response()
 }
 
 /// `logged-models` (create).
@@ -216,28 +123,15 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let project = project_of(&req.experiment_id).to_string();
     ensure_project(s.store(), &project).await?;
-    let id = format!("m-{}", uuid::Uuid::now_v7().simple());
-    let now = now_ms();
-    let name = match req.name {
-        n if n.is_empty() => format!("model-{}", &id[id.len() - 8..]),
-        n => n,
-    };
-    let m = ModelRecord {
-        model_id: id.clone(),
-        project: project.clone(),
-        name,
+    let new = NewModel {
+        name: req.name,
         model_type: req.model_type,
         source_run_id: req.source_run_id,
-        status: "LOGGED_MODEL_PENDING".into(),
-        status_message: String::new(),
-        created_ms: now,
-        updated_ms: now,
         tags: pairs(req.tags, "tag")?,
         params: pairs(req.params, "param")?,
-        deleted: false,
     };
-    write(&s, &m).await?;
-    s.models.remember(&id, &project);
+    let m = s.store().create_model(&project, new).await?;
+    s.models.remember(&m.model_id, &project);
     Ok(model_json(&m))
 }
 
@@ -268,15 +162,18 @@ pub(crate) async fn finalize(
 ) -> Result<Response, ApiError> {
     let status = req
         .status
-        .filter(|st| STATUSES.contains(&st.as_str()))
+        .filter(|st| MODEL_STATUSES.contains(&st.as_str()))
         .ok_or_else(|| {
-            ApiError::invalid(format!("'status' must be one of {}", STATUSES.join(", ")))
+            ApiError::invalid(format!(
+                "'status' must be one of {}",
+                MODEL_STATUSES.join(", ")
+            ))
         })?;
-    let m = update(&s, &model_id, |m| {
-        m.status = status;
-        Ok(())
-    })
-    .await?;
+    let change = ModelChange {
+        status: Some(status),
+        ..ModelChange::default()
+    };
+    let m = update(&s, &model_id, change).await?;
     Ok(model_json(&m))
 }
 
@@ -284,11 +181,11 @@ pub(crate) async fn delete_model(
     Write(s): Write<State>,
     UrlPath(model_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    update(&s, &model_id, |m| {
-        m.deleted = true;
-        Ok(())
-    })
-    .await?;
+    let change = ModelChange {
+        deleted: Some(true),
+        ..ModelChange::default()
+    };
+    update(&s, &model_id, change).await?;
     Ok(wire::ok())
 }
 
@@ -303,12 +200,11 @@ pub(crate) async fn set_tags(
     UrlPath(model_id): UrlPath<String>,
     MlflowJson(req): MlflowJson<SetTags>,
 ) -> Result<Response, ApiError> {
-    let tags = pairs(req.tags, "tag")?;
-    let m = update(&s, &model_id, |m| {
-        merge(&mut m.tags, tags);
-        Ok(())
-    })
-    .await?;
+    let change = ModelChange {
+        set_tags: pairs(req.tags, "tag")?,
+        ..ModelChange::default()
+    };
+    let m = update(&s, &model_id, change).await?;
     Ok(model_json(&m))
 }
 
@@ -316,17 +212,16 @@ pub(crate) async fn delete_tag(
     Write(s): Write<State>,
     UrlPath((model_id, key)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    update(&s, &model_id, |m| {
-        let before = m.tags.len();
-        m.tags.retain(|(k, _)| *k != key);
-        if m.tags.len() == before {
-            return Err(ApiError::not_found(format!(
-                "No tag with key '{key}' on logged model '{model_id}'"
-            )));
-        }
-        Ok(())
-    })
-    .await?;
+    if !read(&s, &model_id, false).await?.tags.contains_key(&key) {
+        return Err(ApiError::not_found(format!(
+            "No tag with key '{key}' on logged model '{model_id}'"
+        )));
+    }
+    let change = ModelChange {
+        delete_tags: vec![key],
+        ..ModelChange::default()
+    };
+    update(&s, &model_id, change).await?;
     Ok(wire::ok())
 }
 
@@ -341,41 +236,23 @@ pub(crate) async fn log_params(
     UrlPath(model_id): UrlPath<String>,
     MlflowJson(req): MlflowJson<LogParams>,
 ) -> Result<Response, ApiError> {
-    let params = pairs(req.params, "param")?;
-    update(&s, &model_id, |m| {
-        merge(&mut m.params, params);
-        Ok(())
-    })
-    .await?;
+    let change = ModelChange {
+        params: pairs(req.params, "param")?,
+        ..ModelChange::default()
+    };
+    update(&s, &model_id, change).await?;
     Ok(wire::ok())
 }
 
 /// Every model of some projects, newest first.
-async fn list(s: &Mlflow, projects: &[String]) -> Result<Vec<ModelRecord>, ApiError> {
-    let store = s.store();
+async fn list(s: &Mlflow, projects: &[String]) -> Result<Vec<LoggedModel>, ApiError> {
     let mut out = Vec::new();
     for project in projects {
-        let prefix = store.layout().models(project);
-        for meta in store.list_all(&prefix).await? {
-            if meta.location.filename() != Some("model.json") {
-                continue;
-            }
-            // Only the record directly below models/<id>/, not a file the user logged.
-            let depth = meta.location.parts().count() - prefix.parts().count();
-            if depth != 2 {
-                continue;
-            }
-            let Some(bytes) = store.get_opt(&meta.location).await? else {
-                continue;
-            };
-            if let Ok(m) = serde_json::from_slice::<ModelRecord>(&bytes) {
-                out.push(m);
-            }
-        }
+        out.extend(s.store().models(project).await?);
     }
     out.sort_by(|a, b| {
-        b.created_ms
-            .cmp(&a.created_ms)
+        b.created
+            .cmp(&a.created)
             .then_with(|| b.model_id.cmp(&a.model_id))
     });
     Ok(out)
@@ -424,24 +301,16 @@ pub(crate) async fn search(
                     "model_type" => Some(m.model_type.clone()),
                     "status" => Some(m.status.clone()),
                     "source_run_id" => Some(m.source_run_id.clone()),
-                    "creation_timestamp" | "creation_time" => Some(m.created_ms.to_string()),
-                    "last_updated_timestamp" => Some(m.updated_ms.to_string()),
+                    "creation_timestamp" | "creation_time" => Some((m.created / 1000).to_string()),
+                    "last_updated_timestamp" => Some((m.updated / 1000).to_string()),
                     other => {
                         return Err(ApiError::invalid(format!(
                             "Invalid attribute key '{other}' for logged models"
                         )));
                     }
                 },
-                "tags" => m
-                    .tags
-                    .iter()
-                    .find(|(k, _)| k == c.key())
-                    .map(|(_, v)| v.clone()),
-                "params" => m
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == c.key())
-                    .map(|(_, v)| v.clone()),
+                "tags" => m.tags.get(c.key()).cloned(),
+                "params" => m.params.get(c.key()).cloned(),
                 _ => {
                     return Err(ApiError::invalid(
                         "logged models are filtered on attributes, tags and params; metrics are not kept for them by runql",
@@ -457,12 +326,12 @@ pub(crate) async fn search(
     for o in req.order_by.iter().rev() {
         let field = o.field_name.as_str();
         let asc = o.ascending.unwrap_or(true);
-        let key = |m: &ModelRecord| -> String {
+        let key = |m: &LoggedModel| -> String {
             match field {
                 "name" => m.name.clone(),
                 "model_id" => m.model_id.clone(),
-                "creation_timestamp" | "creation_time" => format!("{:020}", m.created_ms),
-                "last_updated_timestamp" => format!("{:020}", m.updated_ms),
+                "creation_timestamp" | "creation_time" => format!("{:020}", m.created),
+                "last_updated_timestamp" => format!("{:020}", m.updated),
                 _ => String::new(),
             }
         };
@@ -485,7 +354,7 @@ pub(crate) async fn search(
         .iter()
         .skip(offset)
         .take(max)
-        .map(ModelRecord::to_json)
+        .map(model_value)
         .collect();
     let more = models.len() > offset + max;
     Ok(wire::page("models", page, more.then_some(offset + max)))
@@ -566,28 +435,15 @@ pub(crate) async fn log_model(
     Ok(wire::ok())
 }
 
-/// Where a model file is stored: below the model's `artifacts/` folder.
-async fn file_path(
-    s: &Mlflow,
-    experiment_id: &str,
-    model_id: &str,
-    rel: &str,
-) -> Result<Path, ApiError> {
+/// The project of a model named by an artifact path's experiment.
+async fn project_in(s: &Mlflow, experiment_id: &str, model_id: &str) -> Result<String, ApiError> {
     let project = project_of_model(s, model_id).await?;
     if experiment_id_of(&project) != experiment_id && project != experiment_id {
         return Err(ApiError::not_found(format!(
             "Logged model '{model_id}' is not in experiment '{experiment_id}'"
         )));
     }
-    let mut p = s
-        .store()
-        .layout()
-        .model(&project, model_id)
-        .join("artifacts");
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        p = p.join(part);
-    }
-    Ok(p)
+    Ok(project)
 }
 
 /// Stores a model's file (uploaded through the artifact proxy).
@@ -598,8 +454,10 @@ pub(crate) async fn put_file(
     rel: &str,
     bytes: Bytes,
 ) -> Result<(), ApiError> {
-    let at = file_path(s, experiment_id, model_id, rel).await?;
-    Ok(s.store().put(&at, bytes).await?)
+    let project = project_in(s, experiment_id, model_id).await?;
+    Ok(s.store()
+        .put_model_file(&project, model_id, rel, bytes)
+        .await?)
 }
 
 /// A model's file.
@@ -609,9 +467,9 @@ pub(crate) async fn get_file(
     model_id: &str,
     rel: &str,
 ) -> Result<Bytes, ApiError> {
-    let at = file_path(s, experiment_id, model_id, rel).await?;
+    let project = project_in(s, experiment_id, model_id).await?;
     s.store()
-        .get_opt(&at)
+        .model_file(&project, model_id, rel)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No artifact {rel:?} in model {model_id}")))
 }
@@ -623,20 +481,6 @@ pub(crate) async fn list_files(
     model_id: &str,
     rel: &str,
 ) -> Result<Vec<(String, Option<u64>)>, ApiError> {
-    let dir = file_path(s, experiment_id, model_id, rel).await?;
-    let depth = dir.parts().count();
-    let mut entries: std::collections::BTreeMap<String, Option<u64>> = Default::default();
-    for meta in s.store().list_all(&dir).await? {
-        let parts: Vec<_> = meta.location.parts().skip(depth).collect();
-        match parts.as_slice() {
-            [] => {}
-            [file] => {
-                entries.insert(file.as_ref().to_string(), Some(meta.size));
-            }
-            [sub, ..] => {
-                entries.insert(sub.as_ref().to_string(), None);
-            }
-        }
-    }
-    Ok(entries.into_iter().collect())
+    let project = project_in(s, experiment_id, model_id).await?;
+    Ok(s.store().model_files(&project, model_id, rel).await?)
 }

@@ -280,11 +280,21 @@ fn generate(runs: usize) -> PathBuf {
 
 /// Copies every object of a local store to `target` (an S3 prefix).
 async fn copy_store(from: &Store, to: &Store) {
-    let objects = from.list_all(&Path::default()).await.unwrap();
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let source = from.object_store();
+    let objects: Vec<_> = source.list(None).try_collect().await.unwrap();
     let n = objects.len();
+    let source = &source;
     futures::stream::iter(objects)
         .for_each_concurrent(8, |m| async move {
-            let bytes = from.get_opt(&m.location).await.unwrap().unwrap();
+            let bytes = source
+                .get(&m.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
             to.object_store()
                 .put_opts(
                     &Path::from_iter(to.layout().root().parts().chain(m.location.parts())),
