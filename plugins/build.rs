@@ -12,13 +12,14 @@ use std::process::Command;
 /// First-party plugins, embedded in runql.
 const PLUGINS: [&str; 4] = ["optuna", "rl", "llm", "tensorboard"];
 /// Built beside them for the tests (installed from a file like a third-party plugin): the
-/// example plugin and the hostile ones. Not embedded.
-const TEST_PLUGINS: [(&str, &str); 4] = [
+/// example plugin and the hostile one. Not embedded.
+const TEST_PLUGINS: [(&str, &str); 2] = [
     ("runql-example-plugin", "examples/plugin"),
     ("runql-plugin-hostile", "plugins/tests/hostile"),
-    ("runql-plugin-hostile-fs", "plugins/tests/hostile-fs"),
-    ("runql-plugin-hostile-v2", "plugins/tests/hostile-v2"),
 ];
+/// Further builds of the hostile crate, one per feature, each kept as
+/// `runql_plugin_hostile_<feature>.wasm`.
+const HOSTILE_FEATURES: [&str; 2] = ["fs", "v2"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -50,6 +51,45 @@ fn main() {
         .map(|t| t.join("wasm"))
         .unwrap_or_else(|| out.join("wasm"));
     ensure_target();
+    let release = target_dir.join("wasm32-wasip2/release");
+    // The feature builds first: the last build leaves the default hostile component in place.
+    for feature in HOSTILE_FEATURES {
+        wasm_build(
+            &manifest,
+            &target_dir,
+            &["-p", "runql-plugin-hostile", "--features", feature],
+        );
+        copy(
+            &release.join("runql_plugin_hostile.wasm"),
+            &release.join(format!("runql_plugin_hostile_{feature}.wasm")),
+        );
+    }
+    let mut packages = Vec::new();
+    for p in PLUGINS {
+        packages.push("-p".to_string());
+        packages.push(format!("runql-plugin-{p}"));
+    }
+    for (package, _) in TEST_PLUGINS {
+        packages.push("-p".to_string());
+        packages.push(package.to_string());
+    }
+    wasm_build(
+        &manifest,
+        &target_dir,
+        &packages.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for p in PLUGINS {
+        copy(
+            &release.join(format!("runql_plugin_{p}.wasm")),
+            &out.join(format!("{p}.wasm")),
+        );
+    }
+    // Where the tests find the example and hostile components.
+    println!("cargo:rustc-env=RUNQL_TEST_WASM_DIR={}", release.display());
+}
+
+/// One nested `cargo build` of plugin crates for wasm32-wasip2 (release, into `target_dir`).
+fn wasm_build(manifest: &Path, target_dir: &Path, args: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -59,14 +99,9 @@ fn main() {
         "wasm32-wasip2",
         "--target-dir",
     ])
-    .arg(&target_dir)
-    .current_dir(manifest.parent().unwrap_or(&manifest));
-    for p in PLUGINS {
-        cmd.args(["-p", &format!("runql-plugin-{p}")]);
-    }
-    for (package, _) in TEST_PLUGINS {
-        cmd.args(["-p", package]);
-    }
+    .arg(target_dir)
+    .args(args)
+    .current_dir(manifest.parent().unwrap_or(manifest));
     // Small, fast components: no debug info, full optimisation, one codegen unit.
     // SIMD128 lets memchr and friends vectorise inside the sandbox (wasmtime runs it natively).
     cmd.env(
@@ -84,17 +119,8 @@ fn main() {
     let status = cmd.status().expect("cargo runs");
     assert!(
         status.success(),
-        "building the first-party plugins for wasm32-wasip2 failed (see above)"
+        "building the plugins for wasm32-wasip2 failed (see above): {args:?}"
     );
-    let release = target_dir.join("wasm32-wasip2/release");
-    for p in PLUGINS {
-        copy(
-            &release.join(format!("runql_plugin_{p}.wasm")),
-            &out.join(format!("{p}.wasm")),
-        );
-    }
-    // Where the tests find the example and hostile components.
-    println!("cargo:rustc-env=RUNQL_TEST_WASM_DIR={}", release.display());
 }
 
 fn copy(from: &Path, to: &Path) {

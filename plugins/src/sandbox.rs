@@ -10,7 +10,8 @@
 //!
 //! Limits, each configurable ([`Limits`]): linear memory (a store limiter), CPU time (an epoch
 //! deadline: a ticker thread advances the engine's epoch every [`TICK`], and the time a session
-//! spends inside the plugin is charged against its budget), and output size (bytes of Arrow IPC
+//! spends inside the plugin — and the host's time decoding its answers — is charged against its
+//! budget), and output size (bytes of Arrow IPC
 //! returned per input). A trapped instance cannot be entered again, so every session gets a
 //! fresh instance (tens of µs, from a pre-instantiated component).
 //!
@@ -507,18 +508,24 @@ impl Instance {
         result.map_err(|e| self.explain(plugin, limits, &e))
     }
 
+    /// Charges host work done on the plugin's behalf (decoding its answer) to its CPU budget:
+    /// an answer crafted to be slow to read stalls the host no longer than the plugin's own
+    /// code could.
+    fn charge(&mut self, plugin: &str, limits: &Limits, spent: Duration) -> Result<()> {
+        self.budget = self.budget.saturating_sub(spent);
+        if self.budget.is_zero() {
+            return Err(cpu_limit(plugin, limits));
+        }
+        Ok(())
+    }
+
     fn explain(&self, plugin: &str, limits: &Limits, e: &wasmtime::Error) -> Error {
         let text = chain(e);
         let stderr = String::from_utf8_lossy(&self.stderr.contents())
             .trim()
             .to_string();
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Error::Limit {
-                plugin: plugin.to_string(),
-                limit: "CPU time",
-                detail: format!("{:?} per input", limits.cpu_time),
-                flag: "--plugin-time",
-            },
+            Some(Trap::Interrupt) => cpu_limit(plugin, limits),
             _ if text.contains("forcing trap when growing memory") => Error::Limit {
                 plugin: plugin.to_string(),
                 limit: "memory",
@@ -537,6 +544,15 @@ impl Instance {
                 }
             }
         }
+    }
+}
+
+fn cpu_limit(plugin: &str, limits: &Limits) -> Error {
+    Error::Limit {
+        plugin: plugin.to_string(),
+        limit: "CPU time",
+        detail: format!("{:?} per input", limits.cpu_time),
+        flag: "--plugin-time",
     }
 }
 
@@ -599,6 +615,7 @@ impl Session {
                 flag: "--plugin-output",
             });
         }
+        let started = Instant::now();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             if r.ipc.is_empty() {
@@ -611,6 +628,8 @@ impl Session {
                 .map_err(|e| self.malformed(&r.table, &e))?;
             out.push((r.table, batches));
         }
+        let (plugin, limits) = (self.plugin.clone(), self.limits);
+        self.instance.charge(&plugin, &limits, started.elapsed())?;
         Ok(out)
     }
 

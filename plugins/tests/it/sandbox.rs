@@ -1,10 +1,12 @@
 //! One hostile component per limit, as wasmtime tests its own limits: each misbehaviour is a
 //! clear error naming the plugin and the limit, and the next call in the same process works.
+//! How long a case takes is bounded by the plugin's own limits (host work on its answers is
+//! charged to its CPU budget), not asserted here: timings never go into pass/fail tests.
 
 use std::time::{Duration, Instant};
 
 use runql_plugins::Error;
-use runql_plugins::sandbox::{Limits, Sandbox};
+use runql_plugins::sandbox::{Limits, Loaded, Sandbox};
 
 use crate::test_wasm;
 
@@ -18,9 +20,9 @@ fn limits(mode: &str) -> Limits {
     }
 }
 
-/// Runs the hostile plugin in `mode` over one chunk.
-fn run(sandbox: &Sandbox, mode: &str) -> Result<usize, Error> {
-    let loaded = sandbox.load("hostile", &test_wasm("runql_plugin_hostile"))?;
+/// Runs the hostile plugin in `mode` over one chunk, in a fresh session of one loaded
+/// component.
+fn run(sandbox: &Sandbox, loaded: &Loaded, mode: &str) -> Result<usize, Error> {
     let mut s = loaded.session(
         sandbox,
         &limits(mode),
@@ -35,6 +37,9 @@ fn run(sandbox: &Sandbox, mode: &str) -> Result<usize, Error> {
 #[test]
 fn each_limit_is_a_clear_error_and_the_host_keeps_serving() {
     let sandbox = Sandbox::new(None).unwrap();
+    let loaded = sandbox
+        .load("hostile", &test_wasm("runql_plugin_hostile"))
+        .unwrap();
     let cases: [(&str, &[&str]); 5] = [
         ("loop", &["hostile", "CPU time limit"]),
         ("memory", &["hostile", "memory limit"]),
@@ -43,19 +48,13 @@ fn each_limit_is_a_clear_error_and_the_host_keeps_serving() {
         ("ipc", &["hostile", "not a valid Arrow IPC stream"]),
     ];
     for (mode, words) in cases {
-        let started = Instant::now();
-        let err = run(&sandbox, mode).expect_err(mode).to_string();
+        let err = run(&sandbox, &loaded, mode).expect_err(mode).to_string();
         for w in words {
             assert!(err.contains(w), "{mode}: {err:?} should say {w:?}");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{mode} took {:?}",
-            started.elapsed()
-        );
         // The same sandbox, the same component: a well-behaved call succeeds right after.
         assert_eq!(
-            run(&sandbox, "behave").expect("the next call works"),
+            run(&sandbox, &loaded, "behave").expect("the next call works"),
             1,
             "after {mode}"
         );
