@@ -3,46 +3,10 @@
 //! `params_<name>`, `user_attrs_<name>`, `system_attrs_<name>`, `state`. pandas writes empty
 //! cells for missing values, `True`/`False` for booleans, and naive datetimes (read as UTC).
 
+use runql_plugin_sdk::text::csv_records;
 use serde_json::Value;
 
 use crate::{Study, Trial, parse_datetime};
-
-/// Splits CSV text into records (quotes, doubled quotes and newlines in quotes allowed).
-fn records(text: &str) -> Vec<(u64, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut row = Vec::new();
-    let mut cur = String::new();
-    let (mut quoted, mut line, mut start_line) = (false, 1u64, 1u64);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => row.push(std::mem::take(&mut cur)),
-            '\n' if !quoted => {
-                row.push(std::mem::take(&mut cur));
-                out.push((start_line, std::mem::take(&mut row)));
-                line += 1;
-                start_line = line;
-            }
-            '\r' if !quoted => {}
-            c => {
-                if c == '\n' {
-                    line += 1;
-                }
-                cur.push(c)
-            }
-        }
-    }
-    if !cur.is_empty() || !row.is_empty() {
-        row.push(cur);
-        out.push((start_line, row));
-    }
-    out
-}
 
 fn cell(v: &str) -> Option<Value> {
     if v.is_empty() {
@@ -75,7 +39,7 @@ fn float(v: &str) -> Option<f64> {
 
 /// One study out of its trials CSV.
 pub fn parse(text: &str, study: &str) -> Result<Study, String> {
-    let mut rows = records(text).into_iter();
+    let mut rows = csv_records(text).into_iter();
     let (_, header) = rows.next().ok_or("the CSV is empty")?;
     let col = |name: &str| header.iter().position(|h| h == name);
     let number = col("number").ok_or("line 1: no `number` column (not a trials_dataframe CSV)")?;

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use runql_plugin_sdk::text::quote_non_finite;
 use serde_json::Value;
 
 use crate::{Study, Trial, number, parse_datetime};
@@ -33,56 +34,6 @@ fn direction(code: &Value) -> String {
 
 fn finished(state: &str) -> bool {
     matches!(state, "COMPLETE" | "PRUNED" | "FAIL")
-}
-
-/// Python's bare `NaN` / `Infinity` / `-Infinity` outside strings, quoted so JSON can read it.
-fn quote_non_finite(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.contains("NaN") && !line.contains("Infinity") {
-        return std::borrow::Cow::Borrowed(line);
-    }
-    let mut out = String::with_capacity(line.len() + 8);
-    let mut in_string = false;
-    let mut escaped = false;
-    let bytes = line.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if in_string {
-            out.push(c as char);
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_string = false;
-            }
-            i += 1;
-            continue;
-        }
-        let rest = &line[i..];
-        let token = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t));
-        match token {
-            Some(t) => {
-                out.push('"');
-                out.push_str(t);
-                out.push('"');
-                i += t.len();
-            }
-            None => {
-                if c == b'"' {
-                    in_string = true;
-                }
-                // Multi-byte characters only occur inside strings in valid input; copy the
-                // whole character either way.
-                let ch = rest.chars().next().unwrap_or('\u{fffd}');
-                out.push(ch);
-                i += ch.len_utf8();
-            }
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// A distribution (`{"name": …, "attributes": {…}}`) and a value in internal form → the
@@ -407,15 +358,6 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bare_non_finite_tokens_are_quoted_outside_strings_only() {
-        assert_eq!(
-            quote_non_finite(r#"{"a":NaN,"b":-Infinity,"c":"NaN Infinity"}"#),
-            r#"{"a":"NaN","b":"-Infinity","c":"NaN Infinity"}"#
-        );
-        assert_eq!(quote_non_finite(r#"{"a":1}"#), r#"{"a":1}"#);
-    }
 
     #[test]
     fn datetimes_are_utc_micros() {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use runql_plugin_sdk::arrow_array::RecordBatch;
 use runql_plugin_sdk::arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder};
 use runql_plugin_sdk::arrow_schema::{DataType, Field};
+use runql_plugin_sdk::text::csv_fields;
 use runql_plugin_sdk::{CoreRows, Info, Lines, Output, Plugin, Session, Table};
 
 pub const EPISODES: &str = "episodes";
@@ -250,27 +251,6 @@ fn number<T: std::str::FromStr>(field: &str, what: &str, line: u64) -> Result<Op
     f.parse::<T>()
         .map(Some)
         .map_err(|_| format!("line {line}: {what} {f:?} is not a number"))
-}
-
-/// Splits one CSV line (quotes allowed, as pandas writes them).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }
 
 /// The state of one input.

@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+pub mod text;
+
 pub use arrow_array;
 pub use arrow_schema;
 

@@ -72,49 +72,7 @@ pub(crate) fn page(field: &str, items: Vec<Value>, next: Option<usize>) -> Respo
     axum::Json(out).into_response()
 }
 
-/// Rewrites bare `NaN`, `Infinity` and `-Infinity` outside strings as JSON strings.
-pub(crate) fn quote_non_finite(text: &str) -> Cow<'_, str> {
-    if !text.contains("NaN") && !text.contains("Infinity") {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        let token = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t));
-        match token {
-            Some(t) => {
-                out.push('"');
-                out.push_str(t);
-                out.push('"');
-                rest = &rest[t.len()..];
-            }
-            None => {
-                if c == '"' {
-                    in_string = true;
-                }
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-    }
-    Cow::Owned(out)
-}
+pub(crate) use runql_plugin_sdk::text::quote_non_finite;
 
 /// A double sent as a string: "NaN", "Infinity", "-Infinity", or a number.
 pub(crate) fn parse_double(s: &str) -> Option<f64> {
