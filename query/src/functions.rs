@@ -122,7 +122,7 @@ impl TableProvider for CurvesTable {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        crate::pushdown::inexact(filters)
     }
 
     async fn scan(

@@ -4,8 +4,27 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+
+/// What every runql table answers `supports_filters_pushdown`: each filter is used for
+/// pruning and reported `Inexact`, so DataFusion applies it again and pruning can only skip
+/// work, never change a result.
+pub fn inexact(filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+    Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+}
+
+/// `schema` with only the `projection` a scan asks for (all of it for `None`).
+pub fn projected(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> DFResult<SchemaRef> {
+    Ok(match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => schema.clone(),
+    })
+}
 
 /// The string sets a scan can prune by. `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

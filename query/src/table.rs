@@ -114,7 +114,7 @@ impl TableProvider for ExtensionTable {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        crate::pushdown::inexact(filters)
     }
 
     async fn scan(
@@ -126,10 +126,7 @@ impl TableProvider for ExtensionTable {
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let pushdown = Pushdown::from_filters(filters);
         let schema = self.def.schema.clone();
-        let projected = match projection {
-            Some(p) => Arc::new(schema.project(p)?),
-            None => schema.clone(),
-        };
+        let projected = crate::pushdown::projected(&schema, projection)?;
         let projects: Vec<String> = match &pushdown.projects {
             // Only when the table has a project column can the filter name projects.
             Some(p) if schema.column_with_name("project").is_some() => p.iter().cloned().collect(),
@@ -179,7 +176,7 @@ impl TableProvider for StoreTable {
         &self,
         filters: &[&Expr],
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        crate::pushdown::inexact(filters)
     }
 
     async fn scan(
@@ -193,10 +190,7 @@ impl TableProvider for StoreTable {
         if self.schema.column_with_name("key").is_none() {
             pushdown.keys = None;
         }
-        let projected = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
-        };
+        let projected = crate::pushdown::projected(&self.schema, projection)?;
         if pushdown.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
