@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::run::{Artifact, Input};
+use super::values::{Artifact, Input};
 use crate::error::{Error, Result};
 use crate::model::{RunId, RunRecord, RunStatus, validate_key};
 

@@ -40,9 +40,10 @@ mod builder;
 mod encode;
 mod run;
 mod sampler;
+mod values;
 mod writer;
 
 pub use buffer::{CHUNK_POINTS, MAX_PENDING_CHUNKS};
 pub use builder::{DEFAULT_FINISH_TIMEOUT, DEFAULT_OUTAGE_BUFFER, Project, RunBuilder};
-pub use run::{Artifact, Input, MetricKey, NOTE_TAG, Run};
-pub use writer::RunHealth;
+pub use run::{MetricKey, NOTE_TAG, Run};
+pub use values::{Artifact, Input, RunHealth};

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::RunBuilder;
 use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, RunState};
-use super::writer::RunHealth;
+use super::values::{Artifact, Input, RunHealth};
 use crate::error::{Error, Result};
 use crate::model::{
     MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, guess_media_type,
@@ -413,47 +413,6 @@ impl Drop for Run {
             }
         }
     }
-}
-
-/// A dataset a run used.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Input {
-    pub name: String,
-    pub uri: Option<String>,
-    pub digest: Option<String>,
-    /// train, eval, test…
-    pub role: Option<String>,
-}
-
-impl Input {
-    pub fn new(name: impl Into<String>) -> Self {
-        Input {
-            name: name.into(),
-            ..Input::default()
-        }
-    }
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.uri = Some(uri.into());
-        self
-    }
-    pub fn digest(mut self, digest: impl Into<String>) -> Self {
-        self.digest = Some(digest.into());
-        self
-    }
-    pub fn role(mut self, role: impl Into<String>) -> Self {
-        self.role = Some(role.into());
-        self
-    }
-}
-
-/// An artifact as logged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Artifact {
-    pub path: String,
-    pub digest: String,
-    pub size: u64,
-    pub media_type: Option<String>,
-    pub created: i64,
 }
 
 pub(super) fn check_len(what: &'static str, value: &str, max: usize) -> Result<()> {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::buffer::{BlobSource, Chunk, FULL, Msg, OK, RunState, human_bytes};
 use super::encode::{chunk_batches, encode_metrics};
-use super::run::Artifact;
+use super::values::Artifact;
 use crate::capture::{self, Capture};
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, RunStatus, guess_media_type, now_us};
@@ -22,28 +22,6 @@ use crate::store::{Store, segment};
 
 /// Longest wait between two tries to reach an unreachable store.
 const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How a run's writer is doing with the store: see [`Run::health`](super::Run::health).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RunHealth {
-    /// How long the store has been unreachable; `None` when the last write went through.
-    pub unreachable_for: Option<Duration>,
-    /// The last error the store gave, while it is unreachable.
-    pub last_error: Option<String>,
-    /// Bytes of logged data waiting in memory for the store.
-    pub pending_bytes: u64,
-    /// The bound on `pending_bytes`
-    /// ([`RunBuilder::outage_buffer`](super::RunBuilder::outage_buffer)).
-    pub outage_buffer: u64,
-}
-
-impl RunHealth {
-    /// True when everything handed to the writer has reached the store.
-    pub fn is_ok(&self) -> bool {
-        self.unreachable_for.is_none() && self.pending_bytes == 0
-    }
-}
 
 pub(super) struct Writer {
     store: Store,
