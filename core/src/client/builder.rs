@@ -345,3 +345,10 @@ impl RunBuilder {
         })
     }
 }
+
+impl Run {
+    /// Starts configuring a child run in the same project.
+    pub fn child(&self) -> RunBuilder {
+        self.store().project(self.project()).run().parent(self)
+    }
+}

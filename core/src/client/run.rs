@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
-use super::RunBuilder;
 use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, RunState};
 use super::values::{Artifact, Input, RunHealth};
 use crate::error::{Error, Result};
@@ -58,7 +57,7 @@ impl Run {
         &self.shared.project
     }
 
-    /// The run's record as [`RunBuilder::start`] stored it (status `running`).
+    /// The run's record as [`RunBuilder::start`](super::RunBuilder::start) stored it (status `running`).
     pub fn started_record(&self) -> &RunRecord {
         &self.started
     }
@@ -66,11 +65,6 @@ impl Run {
     /// The store the run writes to.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// Starts configuring a child run in the same project.
-    pub fn child(&self) -> RunBuilder {
-        self.store.project(self.project()).run().parent(self)
     }
 
     /// Logs one metric point at `step`, timestamped now. Never waits on I/O (it waits only when
