@@ -19,7 +19,7 @@ pub mod store;
 pub mod sysmetrics;
 
 pub use capture::Capture;
-pub use client::{Artifact, Input, MetricKey, Project, Run, RunBuilder, RunHealth};
+pub use client::{Artifact, Batch, Input, MetricKey, Project, Run, RunBuilder, RunHealth, Wal};
 pub use error::{Error, Result};
 pub use model::{RunId, RunRecord, RunStatus};
 pub use schema::Table;

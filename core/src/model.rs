@@ -174,6 +174,11 @@ pub struct RunRecord {
     pub heartbeat: Option<i64>,
     #[serde(default)]
     pub deleted: bool,
+    /// How long (seconds) the run's writer may be silent before readers call it `crashed`,
+    /// when it is not the store's default: a run logged through a server is alive while its
+    /// client logs, and clients may log once an epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_after: Option<u64>,
 }
 
 impl RunRecord {
@@ -197,6 +202,7 @@ impl RunRecord {
             ended: None,
             heartbeat: Some(now_us),
             deleted: false,
+            silent_after: None,
         }
     }
 }

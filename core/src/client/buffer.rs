@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::values::{Artifact, Input};
+use super::wal::{Delta, Lsn, RunLsns, Wal};
 use crate::error::{Error, Result};
 use crate::model::{RunId, RunRecord, RunStatus, validate_key};
 
@@ -152,9 +153,102 @@ pub(super) struct Buffer {
     /// Sequence number of the next chunk: chunks are numbered under the lock, so segment
     /// order is logging order even when chunks reach the writer out of order.
     next_seq: u64,
+    /// Where every logging call's rows are also written ahead, when the run has a log.
+    pub(super) wal: Option<WalLog>,
+}
+
+/// A run's side of a write-ahead log: its records name the run, its writer and the chunk.
+pub(super) struct WalLog {
+    pub(super) wal: Wal,
+    pub(super) project: String,
+    pub(super) run_id: String,
+    pub(super) writer: String,
+    pub(super) lsns: Arc<RunLsns>,
+}
+
+/// Where a logging call's rows start in the buffer (taken only when the run has a log).
+pub(super) struct Mark {
+    metrics: usize,
+    params: usize,
+    tags: usize,
+    system: usize,
+    artifacts: usize,
+    logs: usize,
+    inputs: usize,
 }
 
 impl Buffer {
+    /// Marks where the next logging call's rows start; `None` when the run has no log (the
+    /// hot path then pays one branch).
+    #[inline]
+    pub(super) fn mark(&self) -> Option<Mark> {
+        self.wal.as_ref()?;
+        Some(Mark {
+            metrics: self.m.key.len(),
+            params: self.params.len(),
+            tags: self.tags.len(),
+            system: self.system.len(),
+            artifacts: self.artifacts.len(),
+            logs: self.logs.len(),
+            inputs: self.inputs.len(),
+        })
+    }
+
+    /// Appends the rows logged since `mark` to the run's log as one record, still under the
+    /// buffer's lock, so that the record names the chunk the rows are in. `ack` is kept with
+    /// it (a request id, for recovery to recognise a retry). The record's position, when there
+    /// is a log.
+    #[inline]
+    pub(super) fn commit(&mut self, mark: Option<Mark>, ack: Option<[u8; 32]>) -> Option<Lsn> {
+        let mark = mark?;
+        self.commit_slow(mark, ack)
+    }
+
+    #[cold]
+    fn commit_slow(&mut self, mark: Mark, ack: Option<[u8; 32]>) -> Option<Lsn> {
+        let log = self.wal.as_ref()?;
+        let mut keys: Vec<String> = Vec::new();
+        let mut local: HashMap<i32, u32> = HashMap::new();
+        let mut metrics = Vec::with_capacity(self.m.key.len().saturating_sub(mark.metrics));
+        for i in mark.metrics.min(self.m.key.len())..self.m.key.len() {
+            let id = self.m.key[i];
+            let k = *local.entry(id).or_insert_with(|| {
+                keys.push(self.key_names[id as usize].clone());
+                (keys.len() - 1) as u32
+            });
+            metrics.push((k, self.m.step[i], self.m.ts[i], self.m.value[i]));
+        }
+        let delta = Delta {
+            project: log.project.clone(),
+            run_id: log.run_id.clone(),
+            writer: log.writer.clone(),
+            seq: self.next_seq,
+            ack,
+            keys,
+            metrics,
+            params: self.params[mark.params..].to_vec(),
+            tags: self.tags[mark.tags..].to_vec(),
+            system: self.system[mark.system..].to_vec(),
+            artifacts: self.artifacts[mark.artifacts..].to_vec(),
+            logs: self.logs[mark.logs..].to_vec(),
+            inputs: self.inputs[mark.inputs..].to_vec(),
+        };
+        if delta.metrics.is_empty()
+            && delta.params.is_empty()
+            && delta.tags.is_empty()
+            && delta.system.is_empty()
+            && delta.artifacts.is_empty()
+            && delta.logs.is_empty()
+            && delta.inputs.is_empty()
+            && ack.is_none()
+        {
+            return None;
+        }
+        let lsn = log.wal.append(&delta.encode());
+        log.lsns.appended.store(lsn, Ordering::Release);
+        Some(lsn)
+    }
+
     #[cold]
     pub(super) fn add_key(&mut self, key: &str) -> Result<i32> {
         validate_key("metric key", key)?;
@@ -208,6 +302,10 @@ impl Buffer {
         self.next_seq += 1;
         Chunk {
             seq,
+            wal_lsn: self
+                .wal
+                .as_ref()
+                .map_or(0, |w| w.lsns.appended.load(Ordering::Acquire)),
             key_names: self.key_names.clone(),
             m: std::mem::take(&mut self.m),
             params: std::mem::take(&mut self.params),
@@ -231,6 +329,9 @@ pub(super) struct MetricCols {
 
 pub(super) struct Chunk {
     pub(super) seq: u64,
+    /// The last log record whose rows are in this chunk (0 without a log): the writer writes
+    /// the chunk only once that record is durable.
+    pub(super) wal_lsn: Lsn,
     pub(super) key_names: Arc<Vec<String>>,
     pub(super) m: MetricCols,
     pub(super) params: Vec<(String, String)>,
@@ -252,6 +353,10 @@ pub(super) enum Msg {
     Blob {
         source: BlobSource,
         ack: mpsc::Sender<Result<(String, u64)>>,
+    },
+    /// Write and sync everything, refresh the record, stop — without ending the run.
+    Release {
+        ack: mpsc::Sender<Result<()>>,
     },
     End {
         status: RunStatus,

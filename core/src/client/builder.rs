@@ -8,9 +8,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::buffer::{Buffer, HealthState, MAX_PENDING_CHUNKS, OK, RunState};
+use super::buffer::{Buffer, HealthState, MAX_PENDING_CHUNKS, OK, RunState, WalLog};
 use super::run::{Run, check_len};
 use super::sampler::spawn_sampler;
+use super::wal::Wal;
 use super::writer::Writer;
 use crate::capture::{self, Capture};
 use crate::error::{Error, Result};
@@ -71,6 +72,8 @@ impl Project {
             resume: None,
             started_at: None,
             runtime: None,
+            wal: None,
+            owned_elsewhere: None,
         }
     }
 
@@ -138,6 +141,10 @@ pub struct RunBuilder {
     resume: Option<(RunRecord, HashMap<String, String>)>,
     /// A multi-thread runtime the writer does its I/O on, instead of a runtime of its own.
     runtime: Option<tokio::runtime::Handle>,
+    wal: Option<Wal>,
+    /// How long the run's client may be silent before readers call it crashed, when this
+    /// process only writes for it.
+    owned_elsewhere: Option<Duration>,
 }
 
 impl RunBuilder {
@@ -236,6 +243,24 @@ impl RunBuilder {
         self
     }
 
+    /// Writes everything the run logs ahead into `wal` too, so that a caller can wait until
+    /// it is durable ([`Run::wait_durable`]) rather than for the next flush: for a process
+    /// that acknowledges writes to others (the tracking server).
+    pub fn wal(mut self, wal: Wal) -> Self {
+        self.wal = Some(wal);
+        self
+    }
+
+    /// Says that this process only writes for the run, whose status belongs to a client
+    /// elsewhere (an MLflow client logging through the server): the run sends no heartbeats
+    /// of its own — it is alive while its client logs — its record tells readers to call it
+    /// `crashed` after `silent_after` without a write (instead of the store's default), and
+    /// dropping the handle releases it ([`Run::release`]) rather than ending it.
+    pub fn owned_elsewhere(mut self, silent_after: Duration) -> Self {
+        self.owned_elsewhere = Some(silent_after);
+        self
+    }
+
     /// Starts the run: writes its record and starts its background writer. Returns once the
     /// run is visible in the store.
     pub fn start(self) -> Result<Run> {
@@ -278,6 +303,11 @@ impl RunBuilder {
             record.username = capture::username();
             record.hostname = capture::hostname();
         }
+        if let Some(silent) = self.owned_elsewhere {
+            record.silent_after = Some(silent.as_secs().max(1));
+        }
+        let writer_id = uuid::Uuid::now_v7().simple().to_string();
+        let wal = self.wal.as_ref().map(|w| (w.clone(), w.register()));
 
         let (tx, rx) = mpsc::sync_channel(MAX_PENDING_CHUNKS);
         let shared = Arc::new(RunState {
@@ -298,9 +328,18 @@ impl RunBuilder {
         });
         {
             let mut b = shared.lock();
+            b.wal = wal.as_ref().map(|(w, lsns)| WalLog {
+                wal: w.clone(),
+                project: self.project.clone(),
+                run_id: run_id.as_hex(),
+                writer: writer_id.clone(),
+                lsns: lsns.clone(),
+            });
+            let mark = b.mark();
             for (k, v) in &self.tags {
                 b.tags.push((k.clone(), v.clone()));
             }
+            b.commit(mark, None);
         }
         let (ready_tx, ready_rx) = mpsc::channel();
         let started = Box::new(record.clone());
@@ -308,11 +347,17 @@ impl RunBuilder {
             self.store.clone(),
             shared.clone(),
             record,
+            writer_id,
             self.capture.clone(),
             self.finish_timeout,
+            wal,
         );
         let flush_interval = self.flush_interval;
-        let heartbeat_interval = self.heartbeat_interval;
+        // A run written for a client elsewhere is alive while its client logs: no heartbeats.
+        let heartbeat_interval = match self.owned_elsewhere {
+            Some(_) => Duration::from_secs(10 * 365 * 24 * 3600),
+            None => self.heartbeat_interval,
+        };
         let runtime = self.runtime.clone();
         let handle = std::thread::Builder::new()
             .name(format!("runql-writer-{run_id}"))
@@ -342,6 +387,7 @@ impl RunBuilder {
             writer: Some(handle),
             sampler,
             ended: false,
+            owned_elsewhere: self.owned_elsewhere.is_some(),
         })
     }
 }

@@ -41,9 +41,11 @@ mod encode;
 mod run;
 mod sampler;
 mod values;
+mod wal;
 mod writer;
 
 pub use buffer::{CHUNK_POINTS, MAX_PENDING_CHUNKS};
 pub use builder::{DEFAULT_FINISH_TIMEOUT, DEFAULT_OUTAGE_BUFFER, Project, RunBuilder};
 pub use run::{MetricKey, NOTE_TAG, Run};
-pub use values::{Artifact, Input, RunHealth};
+pub use values::{Artifact, Batch, Input, RunHealth};
+pub use wal::{Lsn, Recovered, Wal};

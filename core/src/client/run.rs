@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, RunState};
-use super::values::{Artifact, Input, RunHealth};
+use super::values::{Artifact, Batch, Input, RunHealth};
 use crate::error::{Error, Result};
 use crate::model::{
     MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, guess_media_type,
@@ -31,6 +31,9 @@ pub struct Run {
     pub(super) writer: Option<JoinHandle<()>>,
     pub(super) sampler: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
     pub(super) ended: bool,
+    /// Dropping the handle releases the run instead of ending it (see
+    /// [`RunBuilder::owned_elsewhere`](super::RunBuilder::owned_elsewhere)).
+    pub(super) owned_elsewhere: bool,
 }
 
 impl std::fmt::Debug for Run {
@@ -83,7 +86,9 @@ impl Run {
             Some(&id) => id,
             None => b.add_key(key)?,
         };
+        let mark = b.mark();
         b.push_metric(id, step, ts_us, value);
+        b.commit(mark, None);
         self.shared.maybe_hand_off(b);
         Ok(())
     }
@@ -103,7 +108,9 @@ impl Run {
         self.shared.check()?;
         let ts = now_us();
         let mut b = self.shared.lock();
+        let mark = b.mark();
         b.push_metric(key.0, step, ts, value);
+        b.commit(mark, None);
         self.shared.maybe_hand_off(b);
         Ok(())
     }
@@ -117,15 +124,25 @@ impl Run {
         self.shared.check()?;
         let ts = now_us();
         let mut b = self.shared.lock();
+        let mark = b.mark();
+        let mut pushed = Ok(());
         for (key, value) in values {
             let id = match b.keys.get(key) {
                 Some(&id) => id,
-                None => b.add_key(key)?,
+                None => match b.add_key(key) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        pushed = Err(e);
+                        break;
+                    }
+                },
             };
             b.push_metric(id, step, ts, value);
         }
+        // What was pushed before a bad key stays logged, and so in the log too.
+        b.commit(mark, None);
         self.shared.maybe_hand_off(b);
-        Ok(())
+        pushed
     }
 
     /// Logs points of any keys, each with its own step and timestamp (µs): `(key, step, value,
@@ -138,14 +155,24 @@ impl Run {
         let mut points = points.into_iter().peekable();
         while points.peek().is_some() {
             let mut b = self.shared.lock();
+            let mark = b.mark();
+            let mut pushed = Ok(());
             for (key, step, value, ts) in points.by_ref().take(CHUNK_POINTS / 4) {
                 let id = match b.keys.get(key) {
                     Some(&id) => id,
-                    None => b.add_key(key)?,
+                    None => match b.add_key(key) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            pushed = Err(e);
+                            break;
+                        }
+                    },
                 };
                 b.push_metric(id, step, ts, value);
             }
+            b.commit(mark, None);
             self.shared.maybe_hand_off(b);
+            pushed?;
         }
         Ok(())
     }
@@ -157,9 +184,11 @@ impl Run {
         let id = self.metric_key(key)?.0;
         for chunk in points.chunks(CHUNK_POINTS / 4) {
             let mut b = self.shared.lock();
+            let mark = b.mark();
             for &(step, value) in chunk {
                 b.push_metric(id, step, ts, value);
             }
+            b.commit(mark, None);
             self.shared.maybe_hand_off(b);
         }
         Ok(())
@@ -203,6 +232,7 @@ impl Run {
             batch.insert(k, v);
         }
         let mut b = self.shared.lock();
+        let mark = b.mark();
         for (k, v) in params {
             if known.contains_key(&k) {
                 continue;
@@ -210,6 +240,7 @@ impl Run {
             known.insert(k.clone(), v.clone());
             b.params.push((k, v));
         }
+        b.commit(mark, None);
         Ok(())
     }
 
@@ -219,7 +250,10 @@ impl Run {
         let value = value.into();
         validate_key("tag key", key)?;
         check_len("tag value", &value, MAX_TAG_VALUE_LEN)?;
-        self.shared.lock().tags.push((key.to_string(), value));
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.tags.push((key.to_string(), value));
+        b.commit(mark, None);
         Ok(())
     }
 
@@ -238,7 +272,10 @@ impl Run {
             });
         }
         let ts = now_us();
-        self.shared.lock().inputs.push((input, ts));
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.inputs.push((input, ts));
+        b.commit(mark, None);
         Ok(())
     }
 
@@ -246,10 +283,10 @@ impl Run {
     pub fn log_line(&self, stream: &str, line: impl Into<String>) -> Result<()> {
         self.shared.check()?;
         let ts = now_us();
-        self.shared
-            .lock()
-            .logs
-            .push((ts, stream.to_string(), line.into()));
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.logs.push((ts, stream.to_string(), line.into()));
+        b.commit(mark, None);
         Ok(())
     }
 
@@ -257,10 +294,10 @@ impl Run {
     pub fn log_system_metric(&self, key: &str, value: f64) -> Result<()> {
         self.shared.check()?;
         validate_key("system metric key", key)?;
-        self.shared
-            .lock()
-            .system
-            .push((key.to_string(), now_us(), value));
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.system.push((key.to_string(), now_us(), value));
+        b.commit(mark, None);
         Ok(())
     }
 
@@ -313,8 +350,87 @@ impl Run {
             size,
             created: now_us(),
         };
-        self.shared.lock().artifacts.push(artifact.clone());
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.artifacts.push(artifact.clone());
+        b.commit(mark, None);
         Ok(artifact)
+    }
+
+    /// Logs what one request carries — params, tags and metric points — all or nothing, under
+    /// one lock: a tracking server's `log-batch`. Everything is checked before anything is
+    /// logged. With a write-ahead log ([`RunBuilder::wal`](super::RunBuilder::wal)) the rows
+    /// are one record, kept with `ack` (the request's id: after a crash,
+    /// [`Wal::recover`](super::Wal::recover) gives back the ids of what was applied, so a
+    /// retried request is recognised); wait for it with [`Run::wait_durable`].
+    pub fn log_batch(&self, batch: &Batch<'_>, ack: Option<[u8; 32]>) -> Result<()> {
+        self.shared.check()?;
+        for (k, _, _, _) in &batch.metrics {
+            validate_key("metric key", k)?;
+        }
+        for (k, v) in &batch.tags {
+            validate_key("tag key", k)?;
+            check_len("tag value", v, MAX_TAG_VALUE_LEN)?;
+        }
+        let mut known = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new_params: Vec<(&str, &str)> = Vec::new();
+        for &(k, v) in &batch.params {
+            validate_key("param key", k)?;
+            check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
+            let old = known
+                .get(k)
+                .map(String::as_str)
+                .or_else(|| new_params.iter().find(|(nk, _)| *nk == k).map(|(_, v)| *v));
+            match old {
+                Some(old) if old != v => {
+                    return Err(Error::ParamChanged {
+                        run_id: self.id().as_hex(),
+                        key: k.to_string(),
+                        old: old.to_string(),
+                        new: v.to_string(),
+                    });
+                }
+                Some(_) => {}
+                None => new_params.push((k, v)),
+            }
+        }
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        for (k, v) in new_params {
+            known.insert(k.to_string(), v.to_string());
+            b.params.push((k.to_string(), v.to_string()));
+        }
+        drop(known);
+        for &(k, v) in &batch.tags {
+            b.tags.push((k.to_string(), v.to_string()));
+        }
+        for &(key, step, value, ts) in &batch.metrics {
+            let id = match b.keys.get(key) {
+                Some(&id) => id,
+                // Checked above: adding it cannot fail but for 2^31 keys.
+                None => b.add_key(key)?,
+            };
+            b.push_metric(id, step, ts, value);
+        }
+        b.commit(mark, ack);
+        self.shared.maybe_hand_off(b);
+        Ok(())
+    }
+
+    /// Waits until everything logged so far is durable in the run's write-ahead log (at once
+    /// without one): what a server waits for before it acknowledges a request.
+    pub async fn wait_durable(&self) -> Result<()> {
+        let (wal, lsn) = {
+            let b = self.shared.lock();
+            match &b.wal {
+                Some(w) => (
+                    w.wal.clone(),
+                    w.lsns.appended.load(std::sync::atomic::Ordering::Acquire),
+                ),
+                None => return Ok(()),
+            }
+        };
+        wal.wait_async(lsn).await
     }
 
     /// Writes everything logged so far and waits until it is stored. While the store is
@@ -339,6 +455,38 @@ impl Run {
             pending_bytes: h.pending_bytes,
             outage_buffer: self.shared.outage_buffer,
         }
+    }
+
+    /// Lets go of the run without ending it: writes and syncs everything logged, refreshes its
+    /// record, and stops the writer; the run stays `running` for readers until its silence
+    /// says otherwise (see [`RunBuilder::owned_elsewhere`](super::RunBuilder::owned_elsewhere)).
+    /// For a server whose client owns the run's status: the client may log again later,
+    /// through this server or another.
+    pub fn release(mut self) -> Result<()> {
+        self.release_now()
+    }
+
+    fn release_now(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        if let Some((handle, stop)) = self.sampler.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let (ack, done) = mpsc::channel();
+        let result = match self.shared.tx.send(Msg::Release { ack }) {
+            Ok(()) => done
+                .recv()
+                .map_err(|_| self.shared.writer_error())
+                .and_then(|r| r),
+            Err(_) => Err(self.shared.writer_error()),
+        };
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        result
     }
 
     /// Ends the run as `finished`, writing everything logged.
@@ -396,6 +544,12 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        if !self.ended && self.owned_elsewhere {
+            if let Err(e) = self.release_now() {
+                tracing::warn!(run_id = %self.shared.run_id, error = %e, "could not release the run cleanly");
+            }
+            return;
+        }
         if !self.ended {
             let status = if std::thread::panicking() {
                 RunStatus::Failed

@@ -66,3 +66,12 @@ impl RunHealth {
         self.unreachable_for.is_none() && self.pending_bytes == 0
     }
 }
+
+/// What one request logs into a run at once ([`Run::log_batch`](super::Run::log_batch)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch<'a> {
+    /// `(key, step, value, ts µs)`.
+    pub metrics: Vec<(&'a str, i64, f64, i64)>,
+    pub params: Vec<(&'a str, &'a str)>,
+    pub tags: Vec<(&'a str, &'a str)>,
+}

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::buffer::{BlobSource, Chunk, FULL, Msg, OK, RunState, human_bytes};
 use super::encode::{chunk_batches, encode_metrics};
 use super::values::Artifact;
+use super::wal::{Lsn, RunLsns, Wal};
 use crate::capture::{self, Capture};
 use crate::error::{Error, Result};
 use crate::model::{RunRecord, RunStatus, guess_media_type, now_us};
@@ -45,6 +46,10 @@ pub(super) struct Writer {
     /// Superseded record snapshots whose deletion failed; retried with the next write.
     superseded: Vec<object_store::path::Path>,
     finish_timeout: Duration,
+    /// The run's write-ahead log, and how far it has synced what it logged into it.
+    wal: Option<(Wal, Arc<RunLsns>)>,
+    /// The last log record whose rows are in a segment written (not necessarily synced).
+    enqueued_lsn: Lsn,
 }
 
 /// Where the writer thread runs its store I/O.
@@ -53,14 +58,14 @@ enum WriterRuntime {
     Own(tokio::runtime::Runtime),
     /// A multi-thread runtime of the process (see
     /// [`RunBuilder::runtime`](super::RunBuilder::runtime)).
-    RunState(tokio::runtime::Handle),
+    Process(tokio::runtime::Handle),
 }
 
 impl WriterRuntime {
     fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         match self {
             WriterRuntime::Own(rt) => rt.block_on(fut),
-            WriterRuntime::RunState(handle) => handle.block_on(fut),
+            WriterRuntime::Process(handle) => handle.block_on(fut),
         }
     }
 }
@@ -81,14 +86,18 @@ impl Writer {
         store: Store,
         shared: Arc<RunState>,
         record: RunRecord,
+        writer_id: String,
         capture: Capture,
         finish_timeout: Duration,
+        wal: Option<(Wal, Arc<RunLsns>)>,
     ) -> Writer {
         Writer {
             store,
             shared,
             record,
-            writer_id: uuid::Uuid::now_v7().simple().to_string(),
+            writer_id,
+            wal,
+            enqueued_lsn: 0,
             snapshot: None,
             capture,
             unsynced: Vec::new(),
@@ -113,7 +122,7 @@ impl Writer {
         // This thread exists to wait on the store: it does its local-disk I/O itself.
         crate::store::do_local_io_inline();
         let rt = match runtime {
-            Some(handle) => WriterRuntime::RunState(handle),
+            Some(handle) => WriterRuntime::Process(handle),
             None => match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -174,6 +183,12 @@ impl Writer {
                         }
                     });
                     let _ = ack.send(r);
+                }
+                Ok(Msg::Release { ack }) => {
+                    let chunk = self.shared.lock().take_chunk();
+                    let r = rt.block_on(self.release(chunk));
+                    let _ = ack.send(r);
+                    return;
                 }
                 Ok(Msg::End { status, at, ack }) => {
                     let chunk = self.shared.lock().take_chunk();
@@ -259,6 +274,26 @@ impl Writer {
         }
     }
 
+    /// Lets go of the run without ending it: writes and syncs what is left and a fresh record
+    /// (still `running`), waiting up to `finish_timeout` for an unreachable store.
+    async fn release(&mut self, chunk: Chunk) -> Result<()> {
+        self.enqueue(chunk)?;
+        self.record.heartbeat = Some(now_us());
+        self.record_dirty = true;
+        let deadline = Instant::now() + self.finish_timeout;
+        loop {
+            if let Some(o) = &mut self.outage {
+                o.next_try = Instant::now();
+            }
+            match self.drain(true).await {
+                Err(Error::StoreUnavailable { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Git state, environment files and the diff, captured once after the run started so
     /// that `start()` stays fast.
     async fn capture_context(&mut self) {
@@ -309,6 +344,15 @@ impl Writer {
 
     /// Encodes a chunk into segments at the back of the backlog.
     fn enqueue(&mut self, mut chunk: Chunk) -> Result<()> {
+        if let Some((wal, _)) = &self.wal
+            && chunk.wal_lsn > 0
+        {
+            // A segment in the store must have its log records: recovery, seeing the
+            // segment, skips them. (A log that cannot be written fails the requests waiting
+            // on it; the rows are written all the same.)
+            let _ = wal.wait(chunk.wal_lsn);
+            self.enqueued_lsn = self.enqueued_lsn.max(chunk.wal_lsn);
+        }
         let seq = chunk.seq;
         let metrics = std::mem::take(&mut chunk.m);
         if !metrics.key.is_empty() {
@@ -373,6 +417,11 @@ impl Writer {
                 return Err(self.failed_try(e));
             }
             self.unsynced.clear();
+        }
+        if durable && let Some((_, lsns)) = &self.wal {
+            // Everything enqueued is written and synced: its log records may go.
+            lsns.synced
+                .fetch_max(self.enqueued_lsn, std::sync::atomic::Ordering::AcqRel);
         }
         if self.record_dirty {
             match self.store.write_run_record(&self.record).await {

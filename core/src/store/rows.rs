@@ -237,6 +237,8 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<RunRecord>> {
                 ended: opt_t(ended, i),
                 heartbeat: opt_t(heartbeat, i),
                 deleted: deleted.is_valid(i) && deleted.value(i),
+                // Not a column: readers applied it already (the status is the effective one).
+                silent_after: None,
             })
         })
         .collect()

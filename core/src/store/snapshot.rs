@@ -45,6 +45,9 @@ impl LiveRun {
             .unwrap_or(record.created)
             .max(self.last_modified);
         record.heartbeat = Some(heartbeat);
+        let stale_after = record
+            .silent_after
+            .map_or(stale_after, std::time::Duration::from_secs);
         if record.status == RunStatus::Running
             && now_us() - heartbeat > stale_after.as_micros() as i64
         {

@@ -47,6 +47,7 @@ fn entry() {
     let store = Store::open(&env("RUNQL_TEST_STORE")).unwrap_or_else(|e| panic!("{e}"));
     match role.as_str() {
         "crash" => crash_child(&store),
+        "wal" => wal_child(&store),
         "concurrent" => concurrent_child(&store),
         "compact" => {
             let project = env("RUNQL_TEST_PROJECT");
@@ -115,4 +116,46 @@ fn concurrent_child(store: &Store) {
         let _ = writeln!(out, "done {id}");
     }
     let _ = out.flush();
+}
+
+/// Logs batches of 100 points through a write-ahead log (`RUNQL_TEST_WAL`) as the server
+/// does: each batch under one lock with an ack id, then waits for it to be durable and prints
+/// `acked <last step>`. Never flushes itself: its writer writes segments every 100 ms.
+fn wal_child(store: &Store) {
+    let dir = std::path::PathBuf::from(env("RUNQL_TEST_WAL"));
+    let (wal, _) = runql_core::Wal::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let run = store
+        .project("wal")
+        .run()
+        .capture(Capture::none())
+        .flush_interval(Duration::from_millis(100))
+        .wal(wal)
+        .owned_elsewhere(Duration::from_secs(600))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {}", run.id());
+    let _ = out.flush();
+    let mut step: i64 = 0;
+    loop {
+        let points: Vec<(&str, i64, f64, i64)> = (step..step + 100)
+            .map(|s| ("loss", s, (s as f64).cos(), s))
+            .collect();
+        let batch = runql_core::Batch {
+            metrics: points,
+            ..runql_core::Batch::default()
+        };
+        let ack = *blake3::hash(&step.to_le_bytes()).as_bytes();
+        run.log_batch(&batch, Some(ack))
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(run.wait_durable())
+            .unwrap_or_else(|e| panic!("{e}"));
+        step += 100;
+        let _ = writeln!(out, "acked {}", step - 1);
+        let _ = out.flush();
+    }
 }

@@ -16,3 +16,4 @@ mod outage;
 mod records;
 mod roundtrip;
 mod util;
+mod wal;
