@@ -35,12 +35,16 @@ mod state;
 mod table_json;
 mod ui;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use runql_core::Wal;
 use runql_query::Engine;
 
 pub use auth::{Access, Denied, Scope};
@@ -50,7 +54,15 @@ pub use error::ApiError;
 pub const DEFAULT_MAX_BODY: usize = 32 << 20;
 
 /// How long after a run finishes its project is compacted, unless configured otherwise.
-pub const DEFAULT_COMPACT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+pub const DEFAULT_COMPACT_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a client logging through the server may be silent before its run reads
+/// `crashed`, unless configured otherwise (it reads `running` again when the client logs).
+pub const DEFAULT_SILENT_AFTER: Duration = Duration::from_secs(600);
+
+/// How long a stopping server lets requests in flight finish, then makes what it holds
+/// durable, in all.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -60,7 +72,13 @@ pub struct Options {
     pub max_body: usize,
     /// Compact a project this long after a run of it finishes through the server (`None`:
     /// never; `runql compact` then does it).
-    pub compact_after: Option<std::time::Duration>,
+    pub compact_after: Option<Duration>,
+    /// Where the write-ahead log of acknowledged writes lives (`None`: beside the store,
+    /// `<store>/wal/`, for a local store; `$XDG_STATE_HOME/runql/wal/<store hash>/` —
+    /// `~/.local/state/…` — for an object store).
+    pub wal_dir: Option<PathBuf>,
+    /// How long a client may be silent before its run reads `crashed`.
+    pub silent_after: Duration,
 }
 
 impl Default for Options {
@@ -69,22 +87,90 @@ impl Default for Options {
             access: Access::loopback_only(),
             max_body: DEFAULT_MAX_BODY,
             compact_after: Some(DEFAULT_COMPACT_AFTER),
+            wal_dir: None,
+            silent_after: DEFAULT_SILENT_AFTER,
         }
     }
 }
 
-/// The router, ready for [`serve`].
-pub fn router(engine: Engine, options: Options) -> Router {
-    let store = engine.store().clone();
-    let compactor = compactor::Compactor::new(store.clone(), options.compact_after);
-    let state = state::AppState {
-        gate: Arc::new(request::Gate {
-            access: options.access,
-        }),
-        mlflow: Arc::new(mlflow::Mlflow::new(engine.clone(), compactor)),
-        events: Arc::new(events::Events::new(store)),
-        engine,
-    };
+/// Where the write-ahead log of a server over `store` lives by default.
+pub fn default_wal_dir(store: &runql_core::Store) -> PathBuf {
+    if let Some(root) = store.local_root() {
+        return root.join("wal");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    let hash = blake3::hash(store.url().as_bytes()).to_hex();
+    state.join("runql").join("wal").join(&hash[..16])
+}
+
+/// A server ready to [`serve`]: its router, and what it holds (runs being logged, its
+/// write-ahead log) until [`Server::close`].
+#[derive(Debug)]
+pub struct Server {
+    state: state::AppState,
+    router: Router,
+}
+
+impl Server {
+    /// Opens the server's write-ahead log, first recovering what a server that died left in
+    /// logs of the same folder (nothing it acknowledged is lost), and builds the router.
+    pub async fn new(engine: Engine, options: Options) -> Result<Server, ApiError> {
+        let store = engine.store().clone();
+        let wal_dir = options
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| default_wal_dir(&store));
+        let (wal, dead) = Wal::open(&wal_dir)?;
+        let recovered = Wal::recover(&store, &dead).await?;
+        if recovered.files > 0 {
+            tracing::info!(
+                logs = dead.len(),
+                records = recovered.records,
+                segments = recovered.segments,
+                "recovered what a server that stopped had acknowledged"
+            );
+        }
+        let compactor = compactor::Compactor::new(store.clone(), options.compact_after);
+        let mlflow = Arc::new(mlflow::Mlflow::new(
+            engine.clone(),
+            compactor,
+            wal,
+            options.silent_after,
+        ));
+        for ack in recovered.acks {
+            mlflow.runs.remember(ack);
+        }
+        mlflow::spawn_idle_release(&mlflow);
+        let state = state::AppState {
+            gate: Arc::new(request::Gate {
+                access: options.access,
+            }),
+            mlflow,
+            events: Arc::new(events::Events::new(store)),
+            engine,
+        };
+        let router = router(state.clone(), options.max_body);
+        Ok(Server { state, router })
+    }
+
+    /// The router (clone it to serve it several times).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Makes everything the server holds durable and lets go of it: every run it is logging
+    /// is written, synced and released — still `running`, as its client left it — and the
+    /// write-ahead log is closed (and removed once nothing in it is needed).
+    pub async fn close(self) -> Result<(), ApiError> {
+        self.state.mlflow.close().await
+    }
+}
+
+/// Every route of the server.
+fn router(state: state::AppState, max_body: usize) -> Router {
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
@@ -100,20 +186,58 @@ pub fn router(engine: Engine, options: Options) -> Router {
                 uri.path()
             ))
         })
-        .layer(DefaultBodyLimit::max(options.max_body))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `server` on `listener` until `shutdown` completes; then lets the requests in
+/// flight finish and closes the server (see [`Server::close`]), within
+/// [`SHUTDOWN_DEADLINE`] in all. What is not durable in the store by then is in the
+/// write-ahead log, which the next server over the store recovers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Router,
+    server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let serving = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        server
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(signal)
+    .into_future();
+    tokio::pin!(serving);
+    // Until the signal: serve. After it: requests in flight get most of the deadline.
+    let served = tokio::select! {
+        r = &mut serving => Some(r),
+        _ = stopped => None,
+    };
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let result = match served {
+        Some(r) => r,
+        None => {
+            let drain = SHUTDOWN_DEADLINE.mul_f32(0.6);
+            match tokio::time::timeout(drain, &mut serving).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("requests still in flight at shutdown were cut off");
+                    Ok(())
+                }
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, server.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the server"),
+        Err(_) => tracing::warn!(
+            "the store was too slow at shutdown: what was not written is in the write-ahead log"
+        ),
+    }
+    result
 }

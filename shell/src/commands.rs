@@ -103,6 +103,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             allow_anonymous,
             max_body_mb,
             compact_after,
+            wal_dir,
+            silent_after,
         }) => {
             let mut access = runql_server::Access::loopback_only().anonymous(allow_anonymous);
             for t in tokens {
@@ -119,6 +121,8 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 max_body: max_body_mb.saturating_mul(1 << 20),
                 compact_after: (compact_after > 0)
                     .then(|| std::time::Duration::from_secs(compact_after)),
+                wal_dir,
+                silent_after: std::time::Duration::from_secs(silent_after.max(1)),
             };
             let engine = open(rt, &url)?;
             serve_http(rt, engine, &url, &host, port, options, allow_anonymous)
@@ -507,6 +511,23 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C (SIGINT), or SIGTERM — what systemd, `docker stop` and Kubernetes send.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("runql: stopping: finishing requests in flight, making what was logged durable");
+}
+
 /// Where `runql demo` keeps its store unless `--store` says otherwise.
 fn demo_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -531,16 +552,14 @@ fn serve_http(
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         let addr = listener.local_addr()?;
-        eprintln!("runql serving {url} on http://{addr} (Ctrl-C stops)");
+        eprintln!("runql serving {url} on http://{addr} (Ctrl-C or SIGTERM stops)");
         if !options.access.has_tokens() && !allow_anonymous && !addr.ip().is_loopback() {
             eprintln!("runql: no --token given: only clients on this machine will be answered");
         }
-        let app = runql_server::router(engine, options);
-        runql_server::serve(listener, app, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("the server stopped")
+        let server = runql_server::Server::new(engine, options).await?;
+        runql_server::serve(listener, server, stop_signal())
+            .await
+            .context("the server stopped")
     })
 }
 

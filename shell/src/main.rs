@@ -166,6 +166,14 @@ pub enum Command {
         /// Compact a project this many seconds after a run of it finishes (0: never)
         #[arg(long, value_name = "SECONDS", default_value_t = 5)]
         compact_after: u64,
+        /// Where the write-ahead log of acknowledged writes lives [default: <store>/wal for a
+        /// local store, ~/.local/state/runql/wal/<hash> for an object store]
+        #[arg(long, value_name = "DIR")]
+        wal_dir: Option<PathBuf>,
+        /// A run logged through the server reads `crashed` after its client has been silent
+        /// this long (it reads `running` again when the client logs)
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        silent_after: u64,
     },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {

@@ -29,7 +29,9 @@ fn acknowledged_rows_survive_a_kill_exactly_once() {
         let pid = c.id().to_string();
         std::thread::spawn(move || {
             if watchdog.recv_timeout(Duration::from_secs(120)).is_err() {
-                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
             }
         });
         let stdout = c.stdout.take().unwrap_or_else(|| panic!("no stdout"));
@@ -85,7 +87,10 @@ fn acknowledged_rows_survive_a_kill_exactly_once() {
         }
     }
     // The kills left acknowledged rows that only the log had: recovery wrote them.
-    assert!(rebuilt > 0, "no round needed the log: the test proves nothing");
+    assert!(
+        rebuilt > 0,
+        "no round needed the log: the test proves nothing"
+    );
     let left: Vec<_> = std::fs::read_dir(wal_dir.path())
         .unwrap_or_else(|e| panic!("{e}"))
         .collect();

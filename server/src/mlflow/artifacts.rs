@@ -13,7 +13,7 @@ use runql_core::{Scan, Table};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::held::{flush_if_open, hold, read_record};
+use super::held::{Held, flush_if_open, hold, read_record};
 use super::state::{Mlflow, State};
 use super::wire;
 use crate::error::ApiError;
@@ -96,8 +96,14 @@ pub(crate) async fn upload(
         (run, r)
     })
     .await?;
+    // The blob is synced before log_artifact_bytes returns; its row is in the log.
+    let durable = match (&result, &run) {
+        (Ok(()), Held::Open(r)) => r.wait_durable().await.map_err(ApiError::from),
+        _ => Ok(()),
+    };
     let closed = run.close().await;
     result?;
+    durable?;
     closed?;
     Ok(wire::ok())
 }

@@ -44,23 +44,20 @@ impl Held {
 /// The server's handle on a run (see the module's doc).
 pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
     if let Some(r) = s.runs.open_run(run_id) {
+        s.runs.touch(run_id);
         return Ok(Held::Open(r));
     }
     let id: RunId = run_id
         .parse()
         .map_err(|_| ApiError::not_found(format!("Run '{run_id}' not found")))?;
     let record = read_record(s, run_id).await?;
-    let builder = s
-        .store()
-        .project(&record.project)
-        .resume(id)
-        .await?
-        .runtime(tokio::runtime::Handle::current());
+    let builder = s.configure(s.store().project(&record.project).resume(id).await?);
     let run = tokio::task::spawn_blocking(move || builder.start()).await??;
     if record.status != RunStatus::Running {
         return Ok(Held::Reopened(run, record.status));
     }
     let run = Arc::new(run);
+    s.runs.touch(run_id);
     match s.runs.open.lock() {
         Ok(mut open) => Ok(Held::Open(
             open.entry(run_id.to_string()).or_insert(run).clone(),
@@ -69,7 +66,9 @@ pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
     }
 }
 
-/// Runs `f` with the run's handle, closing a reopened run afterwards whatever happened.
+/// Runs `f` with the run's handle and returns once what it logged is durable (in the
+/// write-ahead log, or stored for a reopened run, which is closed again whatever happened):
+/// what a request waits for before it is acknowledged.
 pub(crate) async fn with_run(
     s: &Mlflow,
     run_id: &str,
@@ -77,8 +76,12 @@ pub(crate) async fn with_run(
 ) -> Result<(), ApiError> {
     let run = hold(s, run_id).await?;
     let result = f(&run);
+    let durable = match (&result, &run) {
+        (Ok(()), Held::Open(r)) => r.wait_durable().await.map_err(ApiError::from),
+        _ => Ok(()),
+    };
     let closed = run.close().await;
-    result.and(closed)
+    result.and(durable).and(closed)
 }
 
 /// Ends a run with `status` and gives its final record, when this server holds it or had to

@@ -4,6 +4,7 @@
 
 use axum::body::Bytes;
 use axum::response::Response;
+use runql_core::Batch;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -66,18 +67,23 @@ pub(crate) async fn log_batch(Write(s): Write<State>, bytes: Bytes) -> Result<Re
         let step = m.step.as_ref().map(|t| t.0).unwrap_or(0);
         points.push((key, step, value, ts.saturating_mul(1000)));
     }
-    with_run(&s, &run_id, |run| {
-        for p in params {
-            let key = required(&p.key, "key")?;
-            run.log_param(key, p.value.as_deref().unwrap_or(""))?;
-        }
-        for t in tags {
-            let key = required(&t.key, "key")?;
-            run.set_tag(key, t.value.as_deref().unwrap_or(""))?;
-        }
-        Ok(run.log_points(points.iter().copied())?)
-    })
-    .await?;
+    let mut batch = Batch {
+        metrics: points,
+        ..Batch::default()
+    };
+    for p in params {
+        batch
+            .params
+            .push((required(&p.key, "key")?, p.value.as_deref().unwrap_or("")));
+    }
+    for t in tags {
+        batch
+            .tags
+            .push((required(&t.key, "key")?, t.value.as_deref().unwrap_or("")));
+    }
+    // One record in the write-ahead log, with the request's digest: after a crash, a retry of
+    // a request that was applied is recognised.
+    with_run(&s, &run_id, |run| Ok(run.log_batch(&batch, Some(digest))?)).await?;
     s.runs.remember(digest);
     Ok(wire::ok())
 }
@@ -106,8 +112,12 @@ pub(crate) async fn log_metric(Write(s): Write<State>, bytes: Bytes) -> Result<R
         .timestamp
         .map_or_else(|| runql_core::model::now_us() / 1000, |t| t.0);
     let step = req.step.map_or(0, |s| s.0);
+    let batch = Batch {
+        metrics: vec![(req.key.as_str(), step, value, ts.saturating_mul(1000))],
+        ..Batch::default()
+    };
     with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
-        Ok(run.log_metric_at(&req.key, step, value, ts.saturating_mul(1000))?)
+        Ok(run.log_batch(&batch, Some(digest))?)
     })
     .await?;
     s.runs.remember(digest);

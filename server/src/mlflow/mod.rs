@@ -44,6 +44,37 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 pub(crate) use artifacts::bytes_of as artifact_bytes;
 pub(crate) use state::{Mlflow, State};
 
+/// Releases, now and then, the runs whose clients have been silent past the server's window:
+/// their handles (a writer thread each) go; the runs read `crashed` until their clients log
+/// again, when they are reopened.
+pub(crate) fn spawn_idle_release(s: &State) {
+    let weak = Arc::downgrade(s);
+    let every = (s.silent_after / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(60),
+    );
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(s) = weak.upgrade() else { return };
+            for run in s.runs.take_idle(s.silent_after) {
+                let id = run.id();
+                match tokio::task::spawn_blocking(move || state::release(run)).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(run_id = %id, "released a run whose client went silent")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(run_id = %id, error = %e, "could not release a silent run")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id = %id, error = %e, "could not release a silent run")
+                    }
+                }
+            }
+        }
+    });
+}
+
 use crate::request::{Gate, Guarded};
 
 /// The endpoints below `/api/2.0/mlflow` (and `/ajax-api/2.0/mlflow`).

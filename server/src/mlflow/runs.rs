@@ -61,13 +61,9 @@ pub(crate) async fn create_run(
         .find(|(k, _)| k == "mlflow.parentRunId")
         .and_then(|(_, v)| v.parse::<RunId>().ok());
     let store = s.store().clone();
-    let runtime = tokio::runtime::Handle::current();
+    let builder = s.configure(store.project(&project).run().capture(Capture::none()));
     let run = tokio::task::spawn_blocking(move || {
-        let mut b = store
-            .project(&project)
-            .run()
-            .capture(Capture::none())
-            .runtime(runtime);
+        let mut b = builder;
         if let Some(n) = name {
             b = b.name(n);
         }
@@ -80,10 +76,13 @@ pub(crate) async fn create_run(
         b.start()
     })
     .await??;
+    // Its tags are in the buffer and the log: acknowledged once the log has them.
+    run.wait_durable().await?;
     let id = run.id().to_string();
     s.runs.remember_project(&id, run.project());
     // The record as stored: what reading it back would give.
     let info = run_info(run.started_record());
+    s.runs.touch(&id);
     if let Ok(mut open) = s.runs.open.lock() {
         open.insert(id, Arc::new(run));
     }

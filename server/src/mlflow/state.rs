@@ -3,11 +3,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use runql_core::{Run, Store};
+use runql_core::{Run, RunBuilder, Store, Wal};
 use runql_query::Engine;
 
 use crate::compactor::Compactor;
+use crate::error::ApiError;
 
 /// The MLflow routes' part of the server state.
 #[derive(Debug)]
@@ -17,20 +19,76 @@ pub(crate) struct Mlflow {
     /// Which project holds which logged model.
     pub(crate) models: ModelIndex,
     pub(crate) compactor: Compactor,
+    /// Every run the server logs into writes ahead into this log: a request is answered
+    /// once what it logged is durable there.
+    pub(crate) wal: Wal,
+    /// How long a client may be silent before its run reads `crashed`.
+    pub(crate) silent_after: Duration,
 }
 
 impl Mlflow {
-    pub(crate) fn new(engine: Engine, compactor: Compactor) -> Mlflow {
+    pub(crate) fn new(
+        engine: Engine,
+        compactor: Compactor,
+        wal: Wal,
+        silent_after: Duration,
+    ) -> Mlflow {
         Mlflow {
             engine,
             runs: Runs::default(),
             models: ModelIndex::default(),
             compactor,
+            wal,
+            silent_after,
         }
     }
 
     pub(crate) fn store(&self) -> &Store {
         self.engine.store()
+    }
+
+    /// How every run the server writes for a client is set up: written ahead into the log,
+    /// on the server's runtime, alive while its client logs.
+    pub(crate) fn configure(&self, builder: RunBuilder) -> RunBuilder {
+        builder
+            .runtime(tokio::runtime::Handle::current())
+            .wal(self.wal.clone())
+            .owned_elsewhere(self.silent_after)
+    }
+
+    /// Releases every run the server holds (written, synced, still `running`) and closes the
+    /// log.
+    pub(crate) async fn close(&self) -> Result<(), ApiError> {
+        let open: Vec<(String, Arc<Run>)> = self
+            .runs
+            .open
+            .lock()
+            .map(|mut o| o.drain().collect())
+            .unwrap_or_default();
+        let mut releases = tokio::task::JoinSet::new();
+        for (_, run) in open {
+            releases.spawn_blocking(move || release(run));
+        }
+        while let Some(r) = releases.join_next().await {
+            if let Err(e) = r? {
+                tracing::warn!(error = %e, "could not release a run at shutdown");
+            }
+        }
+        Ok(self.wal.clone().close()?)
+    }
+}
+
+/// Releases a run once the requests still holding its handle let go of it.
+pub(crate) fn release(run: Arc<Run>) -> runql_core::Result<()> {
+    let mut run = run;
+    loop {
+        match Arc::try_unwrap(run) {
+            Ok(r) => return r.release(),
+            Err(shared) => {
+                run = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
 
@@ -48,6 +106,8 @@ pub(crate) struct Runs {
     /// project): reading a run's record is then one listing of its folder, not a search of
     /// every project.
     projects: Mutex<HashMap<String, String>>,
+    /// When each open run's client last wrote.
+    seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Runs {
@@ -73,6 +133,32 @@ impl Runs {
     /// The handle of a run this server holds open.
     pub(crate) fn open_run(&self, run_id: &str) -> Option<Arc<Run>> {
         self.open.lock().ok()?.get(run_id).cloned()
+    }
+
+    /// Notes that a run's client wrote now.
+    pub(crate) fn touch(&self, run_id: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(run_id.to_string(), Instant::now());
+        }
+    }
+
+    /// Takes out the open runs whose clients have been silent for `idle`.
+    pub(crate) fn take_idle(&self, idle: Duration) -> Vec<Arc<Run>> {
+        let (Ok(mut open), Ok(mut seen)) = (self.open.lock(), self.seen.lock()) else {
+            return Vec::new();
+        };
+        let quiet: Vec<String> = open
+            .keys()
+            .filter(|id| seen.get(*id).is_none_or(|t| t.elapsed() >= idle))
+            .cloned()
+            .collect();
+        quiet
+            .into_iter()
+            .filter_map(|id| {
+                seen.remove(&id);
+                open.remove(&id)
+            })
+            .collect()
     }
 
     /// Every run this server holds open.

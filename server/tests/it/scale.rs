@@ -339,14 +339,16 @@ async fn start_server(store: Store) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = runql_server::router(
+    let server = runql_server::Server::new(
         engine,
         Options {
             compact_after: None,
             ..Options::default()
         },
-    );
-    tokio::spawn(runql_server::serve(listener, app, async {
+    )
+    .await
+    .unwrap();
+    tokio::spawn(runql_server::serve(listener, server, async {
         let _ = rx.await;
     }));
     Server {

@@ -31,13 +31,10 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(runql_server::serve(
-            listener,
-            runql_server::router(engine, options),
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let server = runql_server::Server::new(engine, options).await.unwrap();
+        tokio::spawn(runql_server::serve(listener, server, async {
+            let _ = rx.await;
+        }));
         TestServer {
             base,
             store,
