@@ -9,6 +9,7 @@ use datafusion::catalog::{
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use runql_core::Store;
@@ -38,6 +39,9 @@ pub struct Engine {
     ctx: SessionContext,
     store: Store,
     writable: bool,
+    /// A session for one statement (see [`Engine::session`]): statements that only change
+    /// the session are refused, having nothing to change.
+    one_statement: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,6 +98,7 @@ impl EngineBuilder {
             ctx,
             store: self.store,
             writable: self.writable,
+            one_statement: false,
         };
         engine.refresh_tables().await?;
         Ok(engine)
@@ -128,7 +133,33 @@ impl Engine {
             ctx,
             store,
             writable: false,
+            one_statement: false,
         }
+    }
+
+    /// A session of its own for one statement, over the same catalog: what it sets or
+    /// prepares changes nothing for anyone else (such statements are refused: there is no
+    /// later statement for them to act on), and its operators get at most `memory_limit`
+    /// bytes (DataFusion's memory pool: sorts, joins and aggregations past it fail with a
+    /// "resources exhausted" error instead of growing the process). What a server does for
+    /// each request.
+    pub fn session(&self, memory_limit: Option<usize>) -> Result<Engine> {
+        let state = self.ctx.state();
+        let mut runtime = RuntimeEnv::clone(state.runtime_env());
+        if let Some(limit) = memory_limit {
+            runtime.memory_pool = Arc::new(
+                datafusion::execution::memory_pool::GreedyMemoryPool::new(limit),
+            );
+        }
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(Arc::new(runtime))
+            .build();
+        Ok(Engine {
+            ctx: SessionContext::new_with_state(state),
+            store: self.store.clone(),
+            writable: self.writable,
+            one_statement: true,
+        })
     }
 
     /// The store queried.
@@ -148,6 +179,14 @@ impl Engine {
             && let Some(statement) = refused_statement(&plan)
         {
             return Err(Error::ReadOnly { statement });
+        }
+        if self.one_statement
+            && let LogicalPlan::Statement(s) = &plan
+            && !matches!(s, datafusion::logical_expr::Statement::Execute(_))
+        {
+            return Err(Error::SessionStatement {
+                statement: words(s.name()),
+            });
         }
         Ok(self.ctx.execute_logical_plan(plan).await?)
     }

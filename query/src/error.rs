@@ -25,6 +25,17 @@ pub enum Error {
         /// The kind of statement refused, e.g. `CREATE TABLE` or `INSERT`.
         statement: String,
     },
+    /// A statement that only changes the session (`SET`, `PREPARE`…), in a session made for
+    /// one statement: there is no later statement it could act on.
+    #[error(
+        "{statement} is refused here: every query runs in a session of its own, so there is no \
+         later statement for it to act on. Put settings in the query itself, or use the `runql` \
+         shell, whose session lasts"
+    )]
+    SessionStatement {
+        /// The kind of statement refused, e.g. `SET VARIABLE`.
+        statement: String,
+    },
 }
 
 impl Error {

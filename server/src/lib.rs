@@ -49,6 +49,7 @@ use runql_query::Engine;
 
 pub use auth::{Access, Denied, Scope};
 pub use error::ApiError;
+pub use sql::SqlLimits;
 
 /// Request bodies larger than this are refused unless configured otherwise (32 MiB).
 pub const DEFAULT_MAX_BODY: usize = 32 << 20;
@@ -79,6 +80,8 @@ pub struct Options {
     pub wal_dir: Option<PathBuf>,
     /// How long a client may be silent before its run reads `crashed`.
     pub silent_after: Duration,
+    /// The limits of every `/api/sql` query.
+    pub sql: SqlLimits,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             compact_after: Some(DEFAULT_COMPACT_AFTER),
             wal_dir: None,
             silent_after: DEFAULT_SILENT_AFTER,
+            sql: SqlLimits::default(),
         }
     }
 }
@@ -144,13 +148,15 @@ impl Server {
             mlflow.runs.remember(ack);
         }
         mlflow::spawn_idle_release(&mlflow);
+        let sql = sql::Sql::new(engine, options.sql)
+            .map_err(|e| ApiError::internal(format!("cannot start the query threads: {e}")))?;
         let state = state::AppState {
             gate: Arc::new(request::Gate {
                 access: options.access,
             }),
             mlflow,
             events: Arc::new(events::Events::new(store)),
-            engine,
+            sql: Arc::new(sql),
         };
         let router = router(state.clone(), options.max_body);
         Ok(Server { state, router })

@@ -1,7 +1,17 @@
 //! `POST /api/sql`: read-only SQL over the store, answered as JSON rows, the dashboard's table
 //! form, CSV or an Arrow IPC stream, by the request's `Accept` header.
+//!
+//! Every request gets a session of its own (what it sets or prepares touches nobody else),
+//! runs on the server's query threads (a runtime apart from the one answering HTTP, so that a
+//! heavy query does not starve other requests), and within limits: a time limit, a memory
+//! limit for DataFusion's operators, and a bound on the size of the answer. A query past a
+//! limit stops (its tasks are dropped) and the client reads which limit and which flag
+//! raises it. If the client goes away, the request is dropped and the query with it.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -11,6 +21,138 @@ use runql_query::Engine;
 use crate::error::ApiError;
 use crate::request::Read;
 use crate::table_json;
+
+/// The limits of one SQL request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// How long a query may run, answer included.
+    pub timeout: Duration,
+    /// Memory DataFusion's operators (sorts, joins, aggregations) may hold.
+    pub memory: usize,
+    /// Largest answer, in bytes of Arrow data.
+    pub max_result: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            timeout: Duration::from_secs(60),
+            memory: 1 << 30,
+            max_result: 256 << 20,
+        }
+    }
+}
+
+/// What `/api/sql` works with: the engine, the limits, the query threads.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) engine: Engine,
+    pub(crate) limits: SqlLimits,
+    runtime: QueryRuntime,
+}
+
+impl Sql {
+    pub(crate) fn new(engine: Engine, limits: SqlLimits) -> std::io::Result<Sql> {
+        Ok(Sql {
+            engine,
+            limits,
+            runtime: QueryRuntime::new()?,
+        })
+    }
+}
+
+/// A multi-thread runtime of its own for queries; shut down in the background when dropped
+/// (a runtime cannot be dropped, blocking, inside another).
+#[derive(Debug)]
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new() -> std::io::Result<QueryRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("runql-sql")
+            .enable_all()
+            .build()
+            .map(|rt| QueryRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle())
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a task when dropped: the request went away, so does its query.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Plans and runs `text` in a session of its own, within `limits`; the answer's schema and
+/// batches.
+async fn run_query(
+    sql: &Sql,
+    text: String,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), ApiError> {
+    let limits = sql.limits;
+    let session = sql.engine.session(Some(limits.memory))?;
+    let work = async move {
+        let df = match session.sql(&text).await {
+            // A plugin may have declared its tables after this server opened the store.
+            Err(e) if e.is_missing_table() => {
+                session.refresh_tables().await?;
+                session.sql(&text).await?
+            }
+            r => r?,
+        };
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(runql_query::Error::from)?;
+        let (mut batches, mut bytes) = (Vec::new(), 0usize);
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(runql_query::Error::from)?;
+            bytes += b.get_array_memory_size();
+            if bytes > limits.max_result {
+                return Err(ApiError::TooLarge(format!(
+                    "the answer is larger than {} MiB, the server's limit: add a LIMIT or \
+                     aggregate (`runql serve --sql-max-result-mb` raises it)",
+                    limits.max_result >> 20
+                )));
+            }
+            batches.push(b);
+        }
+        Ok::<_, ApiError>((schema, batches))
+    };
+    let task = match sql.runtime.handle() {
+        Some(h) => AbortOnDrop(h.spawn(work)),
+        None => return Err(ApiError::internal("the query threads are gone")),
+    };
+    let timed_out = || {
+        ApiError::Timeout(format!(
+            "the query ran longer than {} s, the server's limit, and was stopped \
+             (`runql serve --sql-timeout` raises it)",
+            limits.timeout.as_secs()
+        ))
+    };
+    let mut task = task;
+    match tokio::time::timeout(limits.timeout, &mut task.0).await {
+        Ok(joined) => joined.map_err(ApiError::from)?,
+        Err(_) => Err(timed_out()),
+    }
+}
 
 /// The result formats of `/api/sql`, by media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +188,7 @@ fn answer_for(headers: &HeaderMap) -> Result<Answer, ApiError> {
 
 /// `POST /api/sql`: the body is `{"sql": "..."}` or the SQL as plain text.
 pub(crate) async fn sql(
-    Read(engine): Read<Engine>,
+    Read(sql): Read<Arc<Sql>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -68,16 +210,7 @@ pub(crate) async fn sql(
     if text.trim().is_empty() {
         return Err(ApiError::invalid("no SQL given"));
     }
-    let df = match engine.sql(&text).await {
-        // A plugin may have declared its tables after this server opened the store.
-        Err(e) if e.is_missing_table() => {
-            engine.refresh_tables().await?;
-            engine.sql(&text).await?
-        }
-        r => r?,
-    };
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(runql_query::Error::from)?;
+    let (schema, batches) = run_query(&sql, text).await?;
     let internal = ApiError::internal;
     let mut buf = Vec::new();
     let content_type = match answer {

@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use runql_query::Engine;
 
 use crate::events::Events;
 use crate::mlflow;
 use crate::request::{Gate, Guarded};
+use crate::sql::Sql;
 
 /// Everything the routes share.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) gate: Arc<Gate>,
-    pub(crate) engine: Engine,
+    pub(crate) sql: Arc<Sql>,
     pub(crate) mlflow: mlflow::State,
     pub(crate) events: Arc<Events>,
 }
@@ -25,9 +25,9 @@ impl FromRef<AppState> for Guarded<Arc<Gate>> {
     }
 }
 
-impl FromRef<AppState> for Guarded<Engine> {
+impl FromRef<AppState> for Guarded<Arc<Sql>> {
     fn from_ref(s: &AppState) -> Self {
-        Guarded::new(s.engine.clone())
+        Guarded::new(s.sql.clone())
     }
 }
 

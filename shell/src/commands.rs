@@ -105,6 +105,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             compact_after,
             wal_dir,
             silent_after,
+            sql_timeout,
+            sql_memory_mb,
+            sql_max_result_mb,
         }) => {
             let mut access = runql_server::Access::loopback_only().anonymous(allow_anonymous);
             for t in tokens {
@@ -123,6 +126,11 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                     .then(|| std::time::Duration::from_secs(compact_after)),
                 wal_dir,
                 silent_after: std::time::Duration::from_secs(silent_after.max(1)),
+                sql: runql_server::SqlLimits {
+                    timeout: std::time::Duration::from_secs(sql_timeout.max(1)),
+                    memory: sql_memory_mb.max(1).saturating_mul(1 << 20),
+                    max_result: sql_max_result_mb.max(1).saturating_mul(1 << 20),
+                },
             };
             let engine = open(rt, &url)?;
             serve_http(rt, engine, &url, &host, port, options, allow_anonymous)
@@ -511,21 +519,20 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
     Ok(())
 }
 
-/// Ctrl-C (SIGINT), or SIGTERM — what systemd, `docker stop` and Kubernetes send.
-async fn stop_signal() {
+/// Ctrl-C (SIGINT), or SIGTERM — what systemd, `docker stop` and Kubernetes send. The
+/// handlers are installed when this is called, not when the future is first polled: a signal
+/// that arrives before the server serves still stops it cleanly.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    eprintln!("runql: stopping: finishing requests in flight, making what was logged durable");
+        eprintln!("runql: stopping: finishing requests in flight, making what was logged durable");
+    })
 }
 
 /// Where `runql demo` keeps its store unless `--store` says otherwise.
@@ -548,16 +555,19 @@ fn serve_http(
     allow_anonymous: bool,
 ) -> Result<()> {
     rt.block_on(async move {
+        let stop = stop_signal()?;
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         let addr = listener.local_addr()?;
+        let loopback_only = !options.access.has_tokens() && !allow_anonymous;
+        // Ready (the write-ahead log of a stopped server recovered) before saying so.
+        let server = runql_server::Server::new(engine, options).await?;
         eprintln!("runql serving {url} on http://{addr} (Ctrl-C or SIGTERM stops)");
-        if !options.access.has_tokens() && !allow_anonymous && !addr.ip().is_loopback() {
+        if loopback_only && !addr.ip().is_loopback() {
             eprintln!("runql: no --token given: only clients on this machine will be answered");
         }
-        let server = runql_server::Server::new(engine, options).await?;
-        runql_server::serve(listener, server, stop_signal())
+        runql_server::serve(listener, server, stop)
             .await
             .context("the server stopped")
     })

@@ -174,6 +174,15 @@ pub enum Command {
         /// this long (it reads `running` again when the client logs)
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         silent_after: u64,
+        /// Stop a /api/sql query that runs longer than this
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        sql_timeout: u64,
+        /// Memory a /api/sql query's sorts, joins and aggregations may hold, in MiB
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        sql_memory_mb: usize,
+        /// Largest /api/sql answer, in MiB of Arrow data
+        #[arg(long, value_name = "MIB", default_value_t = 256)]
+        sql_max_result_mb: usize,
     },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {

@@ -5,6 +5,7 @@
 mod ballista;
 mod cli;
 mod dashboard;
+mod durability;
 mod mlflow;
 mod shell;
 mod wrap;

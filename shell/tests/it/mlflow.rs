@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use crate::cli::{csv, runql};
 
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
         .args(["-c", "import mlflow"])
