@@ -99,7 +99,7 @@ fn acknowledged_writes_survive_kills_and_stops() {
             .env("MLFLOW_TRACKING_URI", &url)
             .env("BATCHES", "1000000")
             // Retry through a restart, quickly.
-            .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "30")
+            .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "10")
             .env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             .env("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.1")
             .env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
