@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 
 /// Longest accepted key (metric, param, tag), in bytes: MLflow's limit.
 pub const MAX_KEY_LEN: usize = 250;
-/// Longest accepted project name, in bytes.
-pub const MAX_PROJECT_LEN: usize = 200;
+/// Longest accepted project name, in characters: MLflow's limit for experiment names.
+pub const MAX_PROJECT_LEN: usize = 500;
 /// Longest accepted param value, in bytes (MLflow accepts 6,000; we allow more).
 pub const MAX_PARAM_VALUE_LEN: usize = 64 * 1024;
 /// Longest accepted tag value, in bytes.
@@ -240,7 +240,7 @@ pub fn validate_key(what: &'static str, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a project name: non-empty, at most [`MAX_PROJECT_LEN`] bytes, no control characters,
+/// Checks a project name: non-empty, at most [`MAX_PROJECT_LEN`] characters, no control characters,
 /// not `.` or `..`. Slashes and spaces are allowed (MLflow experiment names often have them).
 pub fn validate_project(name: &str) -> Result<()> {
     let bad = |reason: String| {
@@ -253,10 +253,10 @@ pub fn validate_project(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return bad("it is empty".into());
     }
-    if name.len() > MAX_PROJECT_LEN {
+    let chars = name.chars().count();
+    if chars > MAX_PROJECT_LEN {
         return bad(format!(
-            "it is {} bytes long, the limit is {MAX_PROJECT_LEN}",
-            name.len()
+            "it is {chars} characters long, the limit is {MAX_PROJECT_LEN}"
         ));
     }
     if name == "." || name == ".." {

@@ -1,7 +1,10 @@
 //! Who may do what: bearer tokens with a read or a write scope, and loopback-only access when
-//! no token is configured (unless the operator says `--allow-anonymous`).
+//! no token is configured (unless the operator says `--allow-anonymous`: then anyone who can
+//! reach the port may write — or, beside tokens, read).
+//!
+//! Tokens are kept as BLAKE3 hashes and compared in constant time, every one of them, so how
+//! long a refusal takes tells nothing about how close a guess was.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -13,10 +16,21 @@ pub enum Scope {
 }
 
 /// The server's access rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Access {
-    tokens: HashMap<String, Scope>,
+    tokens: Vec<(blake3::Hash, Scope)>,
     allow_anonymous: bool,
+    allowed_hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("tokens", &self.tokens.len())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
+    }
 }
 
 /// Why a request is refused.
@@ -34,16 +48,57 @@ impl Access {
         Access::default()
     }
 
-    /// Anyone who can reach the port, with write access (`--allow-anonymous`).
+    /// Anyone who can reach the port (`--allow-anonymous`): with write access when no token
+    /// is configured, read access beside tokens.
     pub fn anonymous(mut self, allow: bool) -> Access {
         self.allow_anonymous = allow;
         self
     }
 
     /// Adds a token.
-    pub fn token(mut self, token: impl Into<String>, scope: Scope) -> Access {
-        self.tokens.insert(token.into(), scope);
+    pub fn token(mut self, token: impl AsRef<str>, scope: Scope) -> Access {
+        self.add(token.as_ref(), scope);
         self
+    }
+
+    fn add(&mut self, token: &str, scope: Scope) {
+        let hash = blake3::hash(token.as_bytes());
+        match self.tokens.iter_mut().find(|(h, _)| *h == hash) {
+            Some(entry) => entry.1 = entry.1.max(scope),
+            None => self.tokens.push((hash, scope)),
+        }
+    }
+
+    /// A host name (or `host:port`) browsers may reach the server by, beside loopback names
+    /// (`--allowed-host`, for a server behind a proxy or reached by its machine's name): the
+    /// `Host` a tokenless request names, and the origin of a page that calls the API.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Access {
+        self.allowed_hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
+
+    /// The hosts given to [`Access::allow_host`].
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    /// Whether requests without a token are answered from other machines.
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+    }
+
+    /// The scope of a presented token, comparing it with every configured one in constant
+    /// time.
+    fn scope_of(&self, token: &str) -> Option<Scope> {
+        let hash = blake3::hash(token.as_bytes());
+        let mut found = None;
+        for (h, scope) in &self.tokens {
+            // blake3::Hash's equality is constant-time.
+            if *h == hash {
+                found = Some(*scope);
+            }
+        }
+        found
     }
 
     /// Reads a tokens file: one `read TOKEN` or `write TOKEN` per line; `#` starts a comment.
@@ -81,7 +136,7 @@ impl Access {
                     i + 1
                 ));
             }
-            self.tokens.insert(token.to_string(), scope);
+            self.add(token, scope);
         }
         Ok(self)
     }
@@ -100,13 +155,11 @@ impl Access {
         needed: Scope,
     ) -> Result<(), Denied> {
         if let Some(value) = authorization {
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| Denied::Unauthenticated("use `Authorization: Bearer TOKEN`".into()))?
-                .trim();
-            return match self.tokens.get(token) {
-                Some(scope) if *scope >= needed => Ok(()),
+            let token = bearer(value).ok_or_else(|| {
+                Denied::Unauthenticated("use `Authorization: Bearer TOKEN`".into())
+            })?;
+            return match self.scope_of(token) {
+                Some(scope) if scope >= needed => Ok(()),
                 Some(_) => Err(Denied::Forbidden(
                     "this token may only read; writing needs a write token".into(),
                 )),
@@ -114,7 +167,14 @@ impl Access {
             };
         }
         if self.allow_anonymous {
-            return Ok(());
+            if !self.has_tokens() || needed == Scope::Read {
+                return Ok(());
+            }
+            return Err(Denied::Unauthenticated(
+                "anonymous clients may only read from this server; writing needs a write token \
+                 (`Authorization: Bearer TOKEN`; MLflow clients: set MLFLOW_TRACKING_TOKEN)"
+                    .into(),
+            ));
         }
         if self.has_tokens() {
             return Err(Denied::Unauthenticated(
@@ -132,6 +192,15 @@ impl Access {
             )),
         }
     }
+}
+
+/// The token of an `Authorization` header's value: the scheme is case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -180,5 +249,50 @@ mod tests {
             a.check(peer("127.0.0.1"), Some("Bearer nope"), Scope::Read),
             Err(Denied::Unauthenticated(_))
         ));
+        // The scheme is case-insensitive; surrounding space does not matter.
+        let w = "w".repeat(16);
+        for header in [
+            format!("BEARER {w}"),
+            format!("bearer  {w} "),
+            format!("BeArEr {w}"),
+        ] {
+            assert!(
+                a.check(peer("10.0.0.2"), Some(&header), Scope::Write)
+                    .is_ok(),
+                "{header}"
+            );
+        }
+        assert!(
+            a.check(peer("10.0.0.2"), Some(&format!("Basic {w}")), Scope::Read)
+                .is_err()
+        );
+        assert!(
+            a.check(peer("10.0.0.2"), Some("Bearer "), Scope::Read)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn anonymous_beside_tokens_may_only_read() {
+        let w = "w".repeat(16);
+        let a = Access::default().token(&w, Scope::Write).anonymous(true);
+        assert!(a.check(peer("10.0.0.2"), None, Scope::Read).is_ok());
+        assert!(matches!(
+            a.check(peer("10.0.0.2"), None, Scope::Write),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(
+            a.check(peer("10.0.0.2"), Some(&format!("Bearer {w}")), Scope::Write)
+                .is_ok()
+        );
+        // A token given twice keeps its larger scope.
+        let twice = Access::default()
+            .token(&w, Scope::Write)
+            .token(&w, Scope::Read);
+        assert!(
+            twice
+                .check(peer("10.0.0.2"), Some(&format!("Bearer {w}")), Scope::Write)
+                .is_ok()
+        );
     }
 }

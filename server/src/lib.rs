@@ -13,6 +13,7 @@
 //! ```text
 //! lib.rs         Options, router(), serve(): the composition of everything below
 //! error.rs       ApiError: the server's one error type, and how store/query errors map to it
+//! origin.rs      browser safety: cross-site requests and foreign Host names refused
 //! request.rs     the request layer: Read/Write (authorisation), MlflowJson/MlflowQuery bodies
 //! auth.rs        Access: tokens and scopes, loopback-only without tokens
 //! state.rs       AppState, the router's state, one guarded part per concern
@@ -29,6 +30,7 @@ mod compactor;
 mod error;
 mod events;
 mod mlflow;
+mod origin;
 mod request;
 mod sql;
 mod state;

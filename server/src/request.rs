@@ -41,6 +41,7 @@ pub(crate) struct Gate {
 impl Gate {
     /// Whether the request in `parts` may do what `scope` allows.
     fn check(&self, parts: &Parts, scope: Scope) -> Result<(), ApiError> {
+        crate::origin::check(parts, &self.access)?;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -106,10 +107,56 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MlflowJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_body(&bytes).map(MlflowJson)
+    }
+}
+
+/// The raw body of an MLflow JSON route, for handlers that parse it themselves: a POST, PUT or
+/// PATCH must say `Content-Type: application/json`, as MLflow's server requires (which also
+/// keeps pages of other sites from sending one: no form or `no-cors` fetch can).
+#[derive(Debug)]
+pub(crate) struct JsonBytes(pub(crate) axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        json_content_type(req.method(), req.headers())?;
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| body_error(e.status(), e.body_text()))?;
-        parse_body(&bytes).map(MlflowJson)
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// MLflow's check of a body's content type (and its wording).
+fn json_content_type(
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    use axum::http::Method;
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::invalid(
+            "Bad Request. Content-Type header is missing.",
+        ));
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "Bad Request. Content-Type must be one of ['application/json'].",
+        ))
     }
 }
 

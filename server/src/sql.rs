@@ -188,7 +188,7 @@ fn answer_for(headers: &HeaderMap) -> Result<Answer, ApiError> {
 
 /// `POST /api/sql`: the body is `{"sql": "..."}` or the SQL as plain text.
 pub(crate) async fn sql(
-    Read(sql): Read<Arc<Sql>>,
+    Read((sql, held)): Read<(Arc<Sql>, crate::mlflow::State)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -210,6 +210,8 @@ pub(crate) async fn sql(
     if text.trim().is_empty() {
         return Err(ApiError::invalid("no SQL given"));
     }
+    // What the server acknowledged is durable in its log; make it visible to the query too.
+    crate::mlflow::flush_all(&held).await?;
     let (schema, batches) = run_query(&sql, text).await?;
     let internal = ApiError::internal;
     let mut buf = Vec::new();
@@ -244,7 +246,8 @@ pub(crate) async fn sql(
                     .map_err(internal)?;
             }
             for b in &batches {
-                w.write(b).map_err(internal)?;
+                w.write(&table_json::printable(b).map_err(internal)?)
+                    .map_err(internal)?;
             }
             drop(w);
             "text/csv; charset=utf-8"

@@ -31,6 +31,14 @@ impl FromRef<AppState> for Guarded<Arc<Sql>> {
     }
 }
 
+/// `/api/sql`: the query engine, and the runs the server holds (flushed before a query, so
+/// that SQL reads what MLflow clients were just told is logged).
+impl FromRef<AppState> for Guarded<(Arc<Sql>, mlflow::State)> {
+    fn from_ref(s: &AppState) -> Self {
+        Guarded::new((s.sql.clone(), s.mlflow.clone()))
+    }
+}
+
 impl FromRef<AppState> for Guarded<mlflow::State> {
     fn from_ref(s: &AppState) -> Self {
         Guarded::new(s.mlflow.clone())

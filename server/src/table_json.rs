@@ -53,7 +53,7 @@ fn value(out: &mut String, col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize
         }
         DataType::Int64 => {
             let v = col.as_primitive::<Int64Type>().value(row);
-            if v.abs() <= SAFE_INT {
+            if v.unsigned_abs() <= SAFE_INT as u64 {
                 let _ = write!(out, "{v}");
             } else {
                 let _ = write!(out, "\"{v}\"");
@@ -75,8 +75,73 @@ fn value(out: &mut String, col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize
         DataType::Utf8 => string(out, col.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => string(out, col.as_string::<i64>().value(row)),
         DataType::Utf8View => string(out, col.as_string_view().value(row)),
-        _ => string(out, &fmt.value(row).to_string()),
+        _ => {
+            let mut text = String::new();
+            if write!(text, "{}", fmt.value(row)).is_err() {
+                text = raw(col, row);
+            }
+            string(out, &text)
+        }
     }
+}
+
+/// A value Arrow cannot display (a timestamp past the calendar's range, such as
+/// `i64::MIN` microseconds), as its stored integer.
+fn raw(col: &dyn Array, row: usize) -> String {
+    arrow::compute::cast(&col.slice(row, 1), &DataType::Int64)
+        .ok()
+        .filter(|c| c.is_valid(0))
+        .map(|c| c.as_primitive::<Int64Type>().value(0).to_string())
+        .unwrap_or_else(|| format!("<{} value out of range>", col.data_type()))
+}
+
+/// `batch` with each column that holds values Arrow cannot display (timestamps past the
+/// calendar's range) replaced by text: the values it can display as it displays them, the
+/// others as their stored integers. Writers that fail on such values (CSV) take this instead.
+pub(crate) fn printable(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    // Errors as errors (not written into the text), to find the values to replace.
+    let options = FormatOptions::default().with_display_error(false);
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    let mut changed = false;
+    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let f = ArrayFormatter::try_new(col.as_ref(), &options)?;
+        let mut text = String::new();
+        let unprintable = (0..col.len()).any(|i| {
+            text.clear();
+            col.is_valid(i) && write!(text, "{}", f.value(i)).is_err()
+        });
+        if !unprintable {
+            fields.push(field.clone());
+            columns.push(col.clone());
+            continue;
+        }
+        changed = true;
+        let mut b = arrow::array::StringBuilder::with_capacity(col.len(), col.len() * 24);
+        for i in 0..col.len() {
+            text.clear();
+            if col.is_null(i) {
+                b.append_null();
+            } else if write!(text, "{}", f.value(i)).is_ok() {
+                b.append_value(&text);
+            } else {
+                b.append_value(raw(col.as_ref(), i));
+            }
+        }
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+            field.name(),
+            DataType::Utf8,
+            true,
+        )));
+        columns.push(std::sync::Arc::new(b.finish()));
+    }
+    if !changed {
+        return Ok(batch.clone());
+    }
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
 }
 
 /// Encodes `batches` (at most `max_rows` rows of them).
@@ -99,6 +164,7 @@ pub(crate) fn encode(
     }
     out.push_str("],\"rows\":[");
     let options = FormatOptions::default()
+        .with_display_error(false)
         .with_null("")
         .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.6fZ"))
         .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.6f"));

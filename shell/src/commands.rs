@@ -101,6 +101,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             tokens,
             tokens_file,
             allow_anonymous,
+            allowed_hosts,
             max_body_mb,
             compact_after,
             wal_dir,
@@ -118,6 +119,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             }
             if let Some(f) = tokens_file {
                 access = access.tokens_file(&f).map_err(anyhow::Error::msg)?;
+            }
+            for h in allowed_hosts {
+                access = access.allow_host(h);
             }
             let options = runql_server::Options {
                 access,
@@ -560,12 +564,24 @@ fn serve_http(
             .await
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         let addr = listener.local_addr()?;
-        let loopback_only = !options.access.has_tokens() && !allow_anonymous;
+        let has_tokens = options.access.has_tokens();
+        let loopback_only = !has_tokens && !allow_anonymous;
         // Ready (the write-ahead log of a stopped server recovered) before saying so.
         let server = runql_server::Server::new(engine, options).await?;
         eprintln!("runql serving {url} on http://{addr} (Ctrl-C or SIGTERM stops)");
         if loopback_only && !addr.ip().is_loopback() {
             eprintln!("runql: no --token given: only clients on this machine will be answered");
+        }
+        if allow_anonymous && has_tokens {
+            eprintln!(
+                "runql: warning: --allow-anonymous beside tokens: anyone who can reach \
+                 {addr} may read every run; writing still needs a write token"
+            );
+        } else if allow_anonymous {
+            eprintln!(
+                "runql: warning: --allow-anonymous without tokens: anyone who can reach \
+                 {addr} may read, log and delete runs"
+            );
         }
         runql_server::serve(listener, server, stop)
             .await

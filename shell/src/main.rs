@@ -157,9 +157,15 @@ pub enum Command {
         /// A file of `read TOKEN` / `write TOKEN` lines
         #[arg(long, value_name = "FILE")]
         tokens_file: Option<PathBuf>,
-        /// Serve clients on other machines without a token (they get write access)
+        /// Serve clients on other machines without a token (they get write access; beside
+        /// --token, read access only)
         #[arg(long)]
         allow_anonymous: bool,
+        /// A host name (or host:port) browsers may reach the server by besides localhost and
+        /// IP addresses, e.g. the machine's name or the site of a proxy in front; pages of
+        /// other sites are refused. Repeat for several
+        #[arg(long = "allowed-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
         /// Largest request body, in MiB
         #[arg(long, default_value_t = 32)]
         max_body_mb: usize,

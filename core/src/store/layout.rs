@@ -19,7 +19,11 @@
 //!
 //! `<p>` is the project name with every byte outside `[A-Za-z0-9_.-]` written as `=XX`, so any
 //! name (MLflow experiment names often contain `/` and spaces) maps to one path part that
-//! every object store accepts.
+//! every object store accepts. A name whose encoding is longer than [`MAX_PART`] bytes (a
+//! 34-character Chinese name already is: 306 bytes, past the 255 a file name may have) is
+//! written as the start of its encoding (up to 222 bytes), `==`, and 16 hex digits of its
+//! SHA-256; `==` never appears in an encoding (`=` is always followed by two hex digits), and the
+//! name itself is read from the project's record.
 //!
 //! A run's live objects sit side by side in its one folder (format 2). Stores of format 1 had a
 //! sub-folder per kind (`live/<run>/meta/<uuid7>.json`, `live/<run>/<table>/<writer>-<seq>.arrow`):
@@ -31,22 +35,55 @@ use object_store::path::Path;
 
 use crate::schema::Table;
 
-/// Encodes a project name as one path part.
+/// The longest path part [`encode_name`] makes, in bytes: under the 255 a file name may have,
+/// and above what any name that fitted on a local disk before shortening encoded to (so those
+/// projects keep their folders).
+pub const MAX_PART: usize = 240;
+
+/// How much of a long name's encoding its shortened part keeps.
+const KEPT: usize = MAX_PART - 18;
+
+/// Encodes a project name as one path part of at most [`MAX_PART`] bytes.
 pub fn encode_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
-            out.push(b as char);
-        } else {
-            out.push('=');
-            out.push_str(&format!("{b:02X}"));
+    let mut whole_up_to = 0; // the longest prefix that ends at a whole character, <= KEPT
+    let mut utf8 = [0u8; 4];
+    for c in name.chars() {
+        for &b in c.encode_utf8(&mut utf8).as_bytes() {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
+                out.push(b as char);
+            } else {
+                out.push('=');
+                out.push_str(&format!("{b:02X}"));
+            }
+        }
+        if out.len() <= KEPT {
+            whole_up_to = out.len();
         }
     }
+    if out.len() <= MAX_PART {
+        return out;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    out.truncate(whole_up_to);
+    out.push_str("==");
+    out.push_str(&hex::encode(&digest[..8]));
     out
 }
 
-/// Decodes a path part made by [`encode_name`]; `None` if it is not one.
+/// Whether a path part is a shortened name (see [`encode_name`]), whose name only its record
+/// knows.
+pub fn is_shortened(part: &str) -> bool {
+    part.contains("==")
+}
+
+/// Decodes a path part made by [`encode_name`]; `None` if it is not one, or if it is a
+/// shortened one ([`is_shortened`]).
 pub fn decode_name(part: &str) -> Option<String> {
+    if is_shortened(part) {
+        return None;
+    }
     let bytes = part.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -344,6 +381,27 @@ impl SegmentName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_shortened_into_distinct_parts() {
+        let chinese = "实验".repeat(17); // 34 characters, 102 bytes, 306 encoded
+        let part = encode_name(&chinese);
+        assert!(part.len() <= MAX_PART, "{}", part.len());
+        assert!(is_shortened(&part));
+        assert_eq!(decode_name(&part), None);
+        // The kept start ends at a whole character.
+        let kept = part.split("==").next().unwrap();
+        assert!(decode_name(kept).is_some() || kept.is_empty(), "{kept}");
+        assert!(chinese.starts_with(&decode_name(kept).unwrap_or_default()));
+        // Two long names with the same start get different parts; short names are unchanged.
+        let a = format!("{}a", "x".repeat(300));
+        let b = format!("{}b", "x".repeat(300));
+        assert_ne!(encode_name(&a), encode_name(&b));
+        assert_eq!(encode_name(&"x".repeat(MAX_PART)), "x".repeat(MAX_PART));
+        assert!(is_shortened(&encode_name(&"x".repeat(MAX_PART + 1))));
+        assert!(!is_shortened(&encode_name("a==b")), "= is encoded");
+        assert!(!is_shortened(&encode_name("==")));
+    }
 
     #[test]
     fn names_round_trip() {

@@ -407,11 +407,23 @@ impl Store {
             .list_with_delimiter(Some(&prefix))
             .await
             .map_err(|e| Error::storage(&prefix, e))?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().and_then(layout::decode_name))
-            .collect();
+        let mut names = Vec::with_capacity(listing.common_prefixes.len());
+        for prefix in &listing.common_prefixes {
+            let Some(part) = prefix.filename() else {
+                continue;
+            };
+            if let Some(name) = layout::decode_name(part) {
+                names.push(name);
+            } else if layout::is_shortened(part) {
+                // A long name: its record, written before anything else of the project, has it.
+                let record = prefix.clone().join("project.json");
+                if let Some(bytes) = self.get_opt(&record).await? {
+                    let r: ProjectRecord =
+                        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&record, e))?;
+                    names.push(r.name);
+                }
+            }
+        }
         names.sort();
         Ok(names)
     }

@@ -145,3 +145,25 @@ fn stores_from_before_the_records_read_as_they_did() {
     assert_eq!(m.tags.get("k").map(String::as_str), Some("w"));
     assert_eq!(m.name, "old-model");
 }
+
+#[test]
+fn long_and_unicode_project_names_are_listed_by_their_names() {
+    let (_dir, store) = temp_store();
+    let chinese = "实验".repeat(17); // 306 bytes once encoded: past a file name's 255
+    let long = format!("{}/end", "x".repeat(400));
+    for name in [&chinese, &long, &"short".to_string()] {
+        block_on(store.create_project(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let mut want = vec![chinese.clone(), long.clone(), "short".to_string()];
+    want.sort();
+    assert_eq!(block_on(store.list_projects()).unwrap(), want);
+    assert_eq!(
+        block_on(store.project_record(&chinese))
+            .unwrap()
+            .map(|r| r.name),
+        Some(chinese.clone())
+    );
+    // Past the limit: a clear error naming it.
+    let err = block_on(store.create_project(&"x".repeat(501))).unwrap_err();
+    assert!(err.to_string().contains("the limit is 500"), "{err}");
+}

@@ -8,7 +8,6 @@
 
 use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use runql_core::Store;
 use runql_core::store::ProjectChange;
 use serde::Deserialize;
@@ -18,7 +17,7 @@ use super::runs::ensure_project;
 use super::state::State;
 use super::wire::{self, DEFAULT_PROJECT, Int, Tag, experiment_id_of, kv_json, project_of};
 use crate::error::ApiError;
-use crate::request::{MlflowJson, MlflowQuery, Read, Write, parse_body};
+use crate::request::{JsonBytes, MlflowJson, MlflowQuery, Read, Write, parse_body};
 
 /// What MLflow shows of an experiment.
 #[derive(Debug, Clone)]
@@ -100,6 +99,12 @@ pub(crate) async fn create_experiment(
     let name = req.name.as_str();
     if name.trim().is_empty() {
         return Err(ApiError::missing("name"));
+    }
+    if name.chars().count() > runql_core::model::MAX_PROJECT_LEN {
+        return Err(ApiError::invalid(format!(
+            "'name' exceeds the maximum length of {} characters",
+            runql_core::model::MAX_PROJECT_LEN
+        )));
     }
     let store = s.store();
     if let Some(e) = load(store, name).await? {
@@ -283,7 +288,7 @@ pub(crate) struct SearchRequest {
 pub(crate) async fn search_experiments(
     Read(s): Read<State>,
     Query(query): Query<Vec<(String, String)>>,
-    bytes: Bytes,
+    JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
     let req: SearchRequest = if bytes.is_empty() {
         // GET: the same fields in the query string (order_by may repeat).

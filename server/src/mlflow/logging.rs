@@ -2,7 +2,6 @@
 //! `set-tag` and `log-inputs`. Metric requests are remembered by digest, so that a client
 //! retrying a request whose answer it lost does not log its points twice.
 
-use axum::body::Bytes;
 use axum::response::Response;
 use runql_core::Batch;
 use serde::Deserialize;
@@ -12,7 +11,7 @@ use super::held::with_run;
 use super::state::{Runs, State};
 use super::wire::{self, BatchIn, Int, Num, Tag, quote_non_finite, required, run_id_of};
 use crate::error::ApiError;
-use crate::request::{MlflowJson, Write, parse_body};
+use crate::request::{JsonBytes, MlflowJson, Write, parse_body};
 
 /// MLflow's limits per `log-batch` request.
 const MAX_METRICS: usize = 1000;
@@ -21,7 +20,10 @@ const MAX_TAGS: usize = 100;
 
 /// `runs/log-batch`: up to 1,000 metrics a request, parsed into typed values without an
 /// intermediate JSON tree, and logged under one lock.
-pub(crate) async fn log_batch(Write(s): Write<State>, bytes: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn log_batch(
+    Write(s): Write<State>,
+    JsonBytes(bytes): JsonBytes,
+) -> Result<Response, ApiError> {
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("the body is not UTF-8"))?;
     // The fast path takes what MLflow clients send; serde_json the rest, and words the errors.
@@ -99,7 +101,10 @@ struct LogMetric {
     step: Option<Int>,
 }
 
-pub(crate) async fn log_metric(Write(s): Write<State>, bytes: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn log_metric(
+    Write(s): Write<State>,
+    JsonBytes(bytes): JsonBytes,
+) -> Result<Response, ApiError> {
     let req: LogMetric = parse_body(&bytes)?;
     let digest = Runs::digest("log-metric", &bytes);
     if s.runs.applied(&digest) {

@@ -42,6 +42,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub(crate) use artifacts::bytes_of as artifact_bytes;
+pub(crate) use held::flush_all;
 pub(crate) use state::{Mlflow, State};
 
 /// Releases, now and then, the runs whose clients have been silent past the server's window:

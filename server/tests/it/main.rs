@@ -3,6 +3,7 @@
 
 mod compaction;
 mod events;
+mod hostile;
 mod mlflow_routes;
 mod scale;
 mod security;
