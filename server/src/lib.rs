@@ -195,7 +195,38 @@ fn router(state: state::AppState, max_body: usize) -> Router {
             ))
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(catch_panic))
         .with_state(state)
+}
+
+/// A handler that panics answers 500 with an error id (the same id is in the server's log,
+/// with the panic's message) instead of dropping the connection; the server goes on.
+async fn catch_panic(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures::FutureExt;
+    let route = format!("{} {}", request.method(), request.uri().path());
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(error_id = %id, %route, panic = %what, "a request handler panicked");
+            eprintln!("runql: error {id}: {route} panicked: {what}");
+            axum::response::IntoResponse::into_response(ApiError::internal(format!(
+                "runql failed on this request (error id {id}; the server's log has the \
+                 details): please report it with the request that caused it"
+            )))
+        }
+    }
 }
 
 /// Serves `server` on `listener` until `shutdown` completes; then lets the requests in
@@ -248,4 +279,39 @@ pub async fn serve(
         ),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        let n: i64 = std::hint::black_box(i64::MIN);
+        if n < 0 {
+            panic!("boom at the end of a range");
+        }
+        "unreachable"
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_an_error_id() {
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(catch_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let res = reqwest::get(format!("{base}/boom")).await.unwrap();
+        assert_eq!(res.status().as_u16(), 500);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error_code"], "INTERNAL_ERROR", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("error id "),
+            "{body}"
+        );
+        // The server goes on.
+        let res = reqwest::get(format!("{base}/fine")).await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "fine");
+    }
 }
