@@ -15,6 +15,11 @@ pub const MAX_PROJECT_LEN: usize = 500;
 pub const MAX_PARAM_VALUE_LEN: usize = 64 * 1024;
 /// Longest accepted tag value, in bytes.
 pub const MAX_TAG_VALUE_LEN: usize = 1024 * 1024;
+/// Most distinct params one run may have (a flattened config of thousands fits; a key per
+/// step does not: that is a metric).
+pub const MAX_PARAMS_PER_RUN: usize = 10_000;
+/// Most distinct tags one run may have.
+pub const MAX_TAGS_PER_RUN: usize = 10_000;
 
 /// A run id: a UUIDv7 (time-ordered, made on any machine without coordination), written as 32
 /// lowercase hex digits, the form MLflow uses.

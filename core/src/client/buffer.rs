@@ -33,7 +33,38 @@ pub(super) struct RunState {
     /// What the writer last said about the store, for [`Run::health`](super::Run::health).
     pub(super) health: Mutex<HealthState>,
     pub(super) outage_buffer: u64,
-    pub(super) params: Mutex<HashMap<String, String>>,
+    /// The params and tag keys the run has, to refuse a changed param and to bound how many
+    /// a run may have.
+    pub(super) known: Mutex<Known>,
+}
+
+/// What a run has logged that later calls are checked against.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Known {
+    pub(super) params: HashMap<String, String>,
+    pub(super) tags: std::collections::HashSet<String>,
+}
+
+impl Known {
+    /// Refuses `new_params` new params and `new_tags` new tag keys beyond the run's limits.
+    pub(super) fn room_for(&self, run_id: &RunId, new_params: usize, new_tags: usize) -> Result<()> {
+        use crate::model::{MAX_PARAMS_PER_RUN, MAX_TAGS_PER_RUN};
+        let full = |what: &'static str, have: usize, max: usize| Error::InvalidValue {
+            what,
+            reason: format!(
+                "run {} has {have} distinct {what}s, and a run may have at most {max}: log \
+                 values that change per step or per item as metrics or as a table",
+                run_id.as_hex()
+            ),
+        };
+        if self.params.len() + new_params > MAX_PARAMS_PER_RUN {
+            return Err(full("param", self.params.len(), MAX_PARAMS_PER_RUN));
+        }
+        if self.tags.len() + new_tags > MAX_TAGS_PER_RUN {
+            return Err(full("tag", self.tags.len(), MAX_TAGS_PER_RUN));
+        }
+        Ok(())
+    }
 }
 
 impl RunState {

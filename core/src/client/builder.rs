@@ -2,7 +2,6 @@
 //! parent, tags, capture, intervals, outage bounds) and resuming an existing run; `start` writes
 //! the first record and starts the run's writer thread.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU8;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -106,12 +105,28 @@ impl Project {
                 &crate::store::Scan::project(&self.name).runs([record.run_id.as_str()]),
             )
             .await?;
-        let mut known = HashMap::new();
+        let mut known = super::buffer::Known::default();
         for b in &params {
             let keys = crate::store::string_column(b, "key")?;
             let values = crate::store::string_column(b, "value")?;
             for i in 0..b.num_rows() {
-                known.insert(keys.value(i).to_string(), values.value(i).to_string());
+                known
+                    .params
+                    .insert(keys.value(i).to_string(), values.value(i).to_string());
+            }
+        }
+        // And its tag keys: how many a run may have counts those too.
+        let tags = self
+            .store
+            .scan(
+                crate::schema::Table::Tags,
+                &crate::store::Scan::project(&self.name).runs([record.run_id.as_str()]),
+            )
+            .await?;
+        for b in &tags {
+            let keys = crate::store::string_column(b, "key")?;
+            for i in 0..b.num_rows() {
+                known.tags.insert(keys.value(i).to_string());
             }
         }
         let mut builder = self.run().capture(Capture::none()).run_id(run_id);
@@ -138,7 +153,7 @@ pub struct RunBuilder {
     started_at: Option<i64>,
     command: Option<String>,
     /// The record and params of the run being resumed.
-    resume: Option<(RunRecord, HashMap<String, String>)>,
+    resume: Option<(RunRecord, super::buffer::Known)>,
     /// A multi-thread runtime the writer does its I/O on, instead of a runtime of its own.
     runtime: Option<tokio::runtime::Handle>,
     wal: Option<Wal>,
@@ -319,12 +334,15 @@ impl RunBuilder {
             error: Mutex::new(None),
             health: Mutex::new(HealthState::default()),
             outage_buffer: self.outage_buffer,
-            params: Mutex::new(
-                self.resume
+            known: Mutex::new({
+                let mut known = self
+                    .resume
                     .as_ref()
                     .map(|r| r.1.clone())
-                    .unwrap_or_default(),
-            ),
+                    .unwrap_or_default();
+                known.tags.extend(self.tags.iter().map(|(k, _)| k.clone()));
+                known
+            }),
         });
         {
             let mut b = shared.lock();

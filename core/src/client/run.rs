@@ -210,12 +210,13 @@ impl Run {
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_string(), v.to_string()))
             .collect();
-        let mut known = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch: HashMap<&str, &str> = HashMap::new();
         for (k, v) in &params {
             validate_key("param key", k)?;
             check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
             let old = known
+                .params
                 .get(k.as_str())
                 .map(String::as_str)
                 .or(batch.get(k.as_str()).copied());
@@ -231,13 +232,18 @@ impl Run {
             }
             batch.insert(k, v);
         }
+        let new = batch
+            .keys()
+            .filter(|k| !known.params.contains_key(**k))
+            .count();
+        known.room_for(&self.id(), new, 0)?;
         let mut b = self.shared.lock();
         let mark = b.mark();
         for (k, v) in params {
-            if known.contains_key(&k) {
+            if known.params.contains_key(&k) {
                 continue;
             }
-            known.insert(k.clone(), v.clone());
+            known.params.insert(k.clone(), v.clone());
             b.params.push((k, v));
         }
         b.commit(mark, None);
@@ -250,7 +256,13 @@ impl Run {
         let value = value.into();
         validate_key("tag key", key)?;
         check_len("tag value", &value, MAX_TAG_VALUE_LEN)?;
+        let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.tags.contains(key) {
+            known.room_for(&self.id(), 0, 1)?;
+            known.tags.insert(key.to_string());
+        }
         let mut b = self.shared.lock();
+        drop(known);
         let mark = b.mark();
         b.tags.push((key.to_string(), value));
         b.commit(mark, None);
@@ -372,12 +384,13 @@ impl Run {
             validate_key("tag key", k)?;
             check_len("tag value", v, MAX_TAG_VALUE_LEN)?;
         }
-        let mut known = self.shared.params.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut new_params: Vec<(&str, &str)> = Vec::new();
         for &(k, v) in &batch.params {
             validate_key("param key", k)?;
             check_len("param value", v, MAX_PARAM_VALUE_LEN)?;
             let old = known
+                .params
                 .get(k)
                 .map(String::as_str)
                 .or_else(|| new_params.iter().find(|(nk, _)| *nk == k).map(|(_, v)| *v));
@@ -394,12 +407,22 @@ impl Run {
                 None => new_params.push((k, v)),
             }
         }
+        let mut new_tags: Vec<&str> = batch
+            .tags
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !known.tags.contains(*k))
+            .collect();
+        new_tags.sort_unstable();
+        new_tags.dedup();
+        known.room_for(&self.id(), new_params.len(), new_tags.len())?;
         let mut b = self.shared.lock();
         let mark = b.mark();
         for (k, v) in new_params {
-            known.insert(k.to_string(), v.to_string());
+            known.params.insert(k.to_string(), v.to_string());
             b.params.push((k.to_string(), v.to_string()));
         }
+        known.tags.extend(new_tags.into_iter().map(str::to_string));
         drop(known);
         for &(k, v) in &batch.tags {
             b.tags.push((k.to_string(), v.to_string()));

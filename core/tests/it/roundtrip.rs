@@ -495,3 +495,39 @@ fn a_run_writes_through_a_shared_runtime() {
         assert_eq!(stored.ended, record.ended);
     }
 }
+
+#[test]
+fn a_run_has_at_most_ten_thousand_tags_and_params() {
+    use runql_core::model::{MAX_PARAMS_PER_RUN, MAX_TAGS_PER_RUN};
+    let (_dir, store) = temp_store();
+    let project = store.project("p");
+    let run = quiet_run(&project)
+        .tag("from_builder", "1")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = run.id();
+    for i in 1..MAX_TAGS_PER_RUN {
+        run.set_tag(&format!("t{i}"), "v")
+            .unwrap_or_else(|e| panic!("tag {i}: {e}"));
+    }
+    let err = run.set_tag("one_too_many", "v").unwrap_err().to_string();
+    assert!(err.contains("at most 10000"), "{err}");
+    // Setting a tag it has again is fine.
+    run.set_tag("t1", "w").unwrap_or_else(|e| panic!("{e}"));
+    let params: Vec<(String, String)> = (0..MAX_PARAMS_PER_RUN)
+        .map(|i| (format!("p{i}"), i.to_string()))
+        .collect();
+    run.log_params(params).unwrap_or_else(|e| panic!("{e}"));
+    let err = run.log_param("p_extra", 1).unwrap_err().to_string();
+    assert!(err.contains("distinct params"), "{err}");
+    run.log_param("p7", 7).unwrap_or_else(|e| panic!("{e}"));
+    run.finish().unwrap_or_else(|e| panic!("{e}"));
+    // A resumed run counts what it had.
+    let again = block_on(project.resume(id))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.set_tag("one_too_many", "v").is_err());
+    again.set_tag("t2", "again").unwrap_or_else(|e| panic!("{e}"));
+    again.finish().unwrap_or_else(|e| panic!("{e}"));
+}
