@@ -47,7 +47,12 @@ pub(super) struct Known {
 
 impl Known {
     /// Refuses `new_params` new params and `new_tags` new tag keys beyond the run's limits.
-    pub(super) fn room_for(&self, run_id: &RunId, new_params: usize, new_tags: usize) -> Result<()> {
+    pub(super) fn room_for(
+        &self,
+        run_id: &RunId,
+        new_params: usize,
+        new_tags: usize,
+    ) -> Result<()> {
         use crate::model::{MAX_PARAMS_PER_RUN, MAX_TAGS_PER_RUN};
         let full = |what: &'static str, have: usize, max: usize| Error::InvalidValue {
             what,

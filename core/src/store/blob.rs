@@ -113,9 +113,11 @@ impl Store {
             });
         }
         let path = self.layout().blob(&digest.to_ascii_lowercase());
-        self.get_opt(&path).await?.ok_or_else(|| Error::Corrupt {
-            path: path.to_string(),
-            reason: "artifact blob is missing".into(),
-        })
+        self.get_contained(&path)
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                path: path.to_string(),
+                reason: "artifact blob is missing".into(),
+            })
     }
 }

@@ -60,6 +60,30 @@ pub(super) fn local_file(root: &FsPath, layout: &Layout, path: &Path) -> PathBuf
     file
 }
 
+/// Refuses a path below `root` that goes through a symbolic link (any of its parts); a path
+/// that does not exist is left to the read to report.
+pub(super) fn refuse_links(root: &FsPath, relative: &str) -> std::io::Result<()> {
+    let mut at = root.to_path_buf();
+    for part in relative.split('/').filter(|p| !p.is_empty()) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symbolic link: runql serves only files inside the store",
+                        at.display()
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A local I/O error as `object_store` reports errors, naming the object.
 pub(super) fn io_to_store(path: &Path, e: std::io::Error) -> object_store::Error {
     object_store::Error::Generic {

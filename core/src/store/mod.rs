@@ -538,6 +538,21 @@ impl Store {
         }
     }
 
+    /// Reads an object whose bytes are handed to users (artifact blobs, model files): on a
+    /// local disk, a path that goes through a symbolic link is refused, so no link placed in
+    /// the store serves a file from outside it.
+    pub(crate) async fn get_contained(&self, path: &Path) -> Result<Option<Bytes>> {
+        if let Some(root) = &self.inner.local_root {
+            let root = root.clone();
+            let relative = self.layout().relative(path);
+            let shown = path.clone();
+            local_io(move || local::refuse_links(&root, &relative))
+                .await
+                .map_err(|e| Error::storage(&shown, io_to_store(&shown, e)))?;
+        }
+        self.get_opt(path).await
+    }
+
     /// Metadata of an object; `None` if it does not exist.
     pub(crate) async fn head_opt(&self, path: &Path) -> Result<Option<ObjectMeta>> {
         match self.inner.objects.head(path).await {

@@ -373,7 +373,7 @@ impl Store {
     ) -> Result<Option<Bytes>> {
         check_id(model_id)?;
         let rel = normalize_artifact_path(rel)?;
-        self.get_opt(&self.layout().model_file(project, model_id, &rel))
+        self.get_contained(&self.layout().model_file(project, model_id, &rel))
             .await
     }
 

@@ -167,3 +167,40 @@ fn long_and_unicode_project_names_are_listed_by_their_names() {
     let err = block_on(store.create_project(&"x".repeat(501))).unwrap_err();
     assert!(err.to_string().contains("the limit is 500"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn artifact_reads_refuse_symbolic_links_out_of_the_store() {
+    let (_dir, store) = temp_store();
+    let Some(root) = store.local_root().map(|r| r.to_path_buf()) else {
+        return; // links are a local disk's
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"not for the store's readers").unwrap();
+    let digest = block_on(store.put_blob(bytes::Bytes::from_static(b"an artifact")))
+        .unwrap()
+        .0;
+    assert_eq!(
+        block_on(store.get_blob(&digest)).unwrap().as_ref(),
+        b"an artifact"
+    );
+    let file = root
+        .join("blobs/sha256")
+        .join(&digest[..2])
+        .join(&digest[2..]);
+    assert!(file.exists(), "{}", file.display());
+    // The blob's file replaced by a link to a file outside.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&secret, &file).unwrap();
+    let err = block_on(store.get_blob(&digest)).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    // Its folder replaced by a link to a folder outside.
+    let folder = file.parent().unwrap().to_path_buf();
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::create_dir_all(outside.path().join("d")).unwrap();
+    std::fs::write(outside.path().join("d").join(&digest[2..]), b"x").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("d"), &folder).unwrap();
+    let err = block_on(store.get_blob(&digest)).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+}

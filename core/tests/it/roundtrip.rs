@@ -528,6 +528,8 @@ fn a_run_has_at_most_ten_thousand_tags_and_params() {
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(again.set_tag("one_too_many", "v").is_err());
-    again.set_tag("t2", "again").unwrap_or_else(|e| panic!("{e}"));
+    again
+        .set_tag("t2", "again")
+        .unwrap_or_else(|e| panic!("{e}"));
     again.finish().unwrap_or_else(|e| panic!("{e}"));
 }
