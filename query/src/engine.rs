@@ -84,7 +84,12 @@ impl EngineBuilder {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, SCHEMA);
-        let ctx = SessionContext::new_with_config(config);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::coop::YieldingAmplifiers))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let objects = ObjectStoreUrl::parse("runql://store/")?;
         ctx.register_object_store(objects.as_ref(), self.store.object_store());
         let catalog = MemoryCatalogProvider::new();

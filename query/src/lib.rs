@@ -11,6 +11,7 @@
 //! docs/sql.md lists every table, column and function, with worked examples.
 
 mod catalog;
+mod coop;
 #[cfg(feature = "ballista")]
 mod distributed;
 mod engine;

@@ -41,7 +41,7 @@ pub enum ApiError {
     /// `RESOURCE_LIMIT_EXCEEDED`).
     #[error("{0}")]
     TooLarge(String),
-    /// A query ran past the server's time limit (408, `DEADLINE_EXCEEDED`).
+    /// A query ran past the server's time limit (504, `DEADLINE_EXCEEDED`).
     #[error("{0}")]
     Timeout(String),
     /// The store cannot be reached right now; the client should retry (503,
@@ -100,7 +100,8 @@ impl ApiError {
                 "INVALID_PARAMETER_VALUE",
             ),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_LIMIT_EXCEEDED"),
-            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "DEADLINE_EXCEEDED"),
+            // Not 408: browsers retry a 408 by themselves, and would run a hostile query twice.
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
             ApiError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE")
             }

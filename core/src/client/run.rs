@@ -480,8 +480,9 @@ impl Run {
         }
     }
 
-    /// Lets go of the run without ending it: writes and syncs everything logged, refreshes its
-    /// record, and stops the writer; the run stays `running` for readers until its silence
+    /// Lets go of the run without ending it: writes and syncs everything logged (its record
+    /// too if it changed, its heartbeat left as the last logging call left it), and stops the
+    /// writer; the run stays `running` for readers until its silence
     /// says otherwise (see [`RunBuilder::owned_elsewhere`](super::RunBuilder::owned_elsewhere)).
     /// For a server whose client owns the run's status: the client may log again later,
     /// through this server or another.

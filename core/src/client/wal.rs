@@ -289,7 +289,26 @@ impl Wal {
                     seq,
                     store.nested_live(),
                 );
-                if store.put_if_absent(&path, body).await? {
+                if store.put_if_absent(&path, body.clone()).await? {
+                    out.segments += 1;
+                    continue;
+                }
+                // Present. A segment is written before it is synced (its records are durable
+                // here meanwhile), so a power loss can leave it empty or torn under its own
+                // name: one holding fewer rows than its records is written again, whole.
+                let rows = |bytes: bytes::Bytes| -> Result<usize> {
+                    Ok(crate::store::segment::decode_raw(bytes, &path)?
+                        .iter()
+                        .map(|b| b.num_rows())
+                        .sum())
+                };
+                let stored = match store.get_opt(&path).await? {
+                    Some(bytes) => rows(bytes)?,
+                    None => 0,
+                };
+                if stored < rows(body.clone())? {
+                    tracing::warn!(%path, stored, "rewriting a segment a power loss left incomplete");
+                    store.put(&path, body).await?;
                     out.segments += 1;
                 }
             }

@@ -274,12 +274,12 @@ impl Writer {
         }
     }
 
-    /// Lets go of the run without ending it: writes and syncs what is left and a fresh record
-    /// (still `running`), waiting up to `finish_timeout` for an unreachable store.
+    /// Lets go of the run without ending it: writes and syncs what is left (and the record, if
+    /// it changed), waiting up to `finish_timeout` for an unreachable store. The heartbeat is
+    /// not refreshed: letting go is not a sign of life from the run's owner, whose silence is
+    /// what readers judge it by.
     async fn release(&mut self, chunk: Chunk) -> Result<()> {
         self.enqueue(chunk)?;
-        self.record.heartbeat = Some(now_us());
-        self.record_dirty = true;
         let deadline = Instant::now() + self.finish_timeout;
         loop {
             if let Some(o) = &mut self.outage {

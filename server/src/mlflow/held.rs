@@ -53,7 +53,12 @@ pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
     let record = read_record(s, run_id).await?;
     let builder = s.configure(s.store().project(&record.project).resume(id).await?);
     let run = tokio::task::spawn_blocking(move || builder.start()).await??;
-    if record.status != RunStatus::Running {
+    // A run whose client was silent past its window reads `crashed` without having ended:
+    // its client speaking again makes it `running` again.
+    let silent = record.status == RunStatus::Crashed
+        && record.ended.is_none()
+        && record.silent_after.is_some();
+    if record.status != RunStatus::Running && !silent {
         return Ok(Held::Reopened(run, record.status));
     }
     let run = Arc::new(run);

@@ -331,3 +331,67 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_silent_client_reads_crashed_then_running_when_it_logs_again() {
+    let s = TestServer::start(Options {
+        silent_after: std::time::Duration::from_secs(1),
+        compact_after: None,
+        ..Options::default()
+    })
+    .await;
+    let (_, exp) = s
+        .post(
+            "/api/2.0/mlflow/experiments/create",
+            json!({"name": "silent"}),
+        )
+        .await;
+    let (_, run) = s
+        .post(
+            "/api/2.0/mlflow/runs/create",
+            json!({"experiment_id": exp["experiment_id"], "run_name": "r"}),
+        )
+        .await;
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let log = |step: i64| json!({"run_id": run_id, "key": "loss", "value": 1.0, "timestamp": 1, "step": step});
+    let status = || async {
+        let (_, got) = s
+            .get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"))
+            .await;
+        got["run"]["info"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        s.post("/api/2.0/mlflow/runs/log-metric", log(0)).await.0,
+        200
+    );
+    assert_eq!(status().await, "RUNNING");
+    // Silent past the window (the server lets go of the run meanwhile): crashed.
+    let mut waited = 0;
+    while status().await != "FAILED" {
+        waited += 1;
+        assert!(waited < 100, "the silent run never read crashed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Its client speaks again: running again, and what it logs is kept.
+    let (code, body) = s.post("/api/2.0/mlflow/runs/log-metric", log(1)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status().await, "RUNNING");
+    let (_, hist) = s
+        .get(&format!(
+            "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss"
+        ))
+        .await;
+    assert_eq!(hist["metrics"].as_array().map(Vec::len), Some(2), "{hist}");
+    // And it ends as its client ends it.
+    let (code, _) = s
+        .post(
+            "/api/2.0/mlflow/runs/update",
+            json!({"run_id": run_id, "status": "FINISHED"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(status().await, "FINISHED");
+}

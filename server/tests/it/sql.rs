@@ -164,3 +164,100 @@ async fn tokens_and_body_limits_are_enforced() {
         .unwrap();
     assert_eq!(res.status(), 413);
 }
+
+/// `POST /api/sql` of `sql` as text: (status, message or body).
+async fn ask(r: &TestServer, sql: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .post(url(r, "/api/sql"))
+        .body(sql.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    (status, message)
+}
+
+#[tokio::test]
+async fn each_request_has_its_own_session() {
+    let r = start(Options::default()).await;
+    // A reader cannot change the session of later readers ...
+    let (code, msg) = ask(&r, "SET datafusion.catalog.default_schema = 'pwned'").await;
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("SET"), "{msg}");
+    let (code, msg) = ask(&r, "PREPARE q AS SELECT $1").await;
+    assert_eq!(code, 400, "{msg}");
+    // ... nor leave statements or tables behind.
+    let (code, msg) = ask(&r, "EXECUTE q(1)").await;
+    assert_ne!(code, 200, "{msg}");
+    let (code, msg) = ask(&r, "CREATE TABLE t AS SELECT 1").await;
+    assert_eq!(code, 400, "{msg}");
+    let (code, msg) = ask(
+        &r,
+        "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/etc/passwd'",
+    )
+    .await;
+    assert_eq!(code, 400, "{msg}");
+    let (code, msg) = ask(&r, "COPY (SELECT 1) TO '/tmp/runql-copy.csv'").await;
+    assert_eq!(code, 400, "{msg}");
+    assert!(!std::path::Path::new("/tmp/runql-copy.csv").exists());
+    let (code, msg) = ask(&r, "SELECT * FROM '/etc/passwd'").await;
+    assert_ne!(code, 200, "a file outside the store was read: {msg}");
+    let (code, msg) = ask(&r, "SELECT count(*) AS n FROM runs").await;
+    assert_eq!(code, 200, "the default schema changed: {msg}");
+}
+
+#[tokio::test]
+async fn queries_are_bounded_in_time_memory_and_answer() {
+    let r = start(Options {
+        sql: runql_server::SqlLimits {
+            timeout: std::time::Duration::from_secs(2),
+            memory: 64 << 20,
+            max_result: 8 << 20,
+        },
+        ..Options::default()
+    })
+    .await;
+    let (code, msg) = ask(
+        &r,
+        "SELECT count(*), max(a.value * b.value) FROM generate_series(1, 200000) a, \
+         generate_series(1, 200000) b",
+    )
+    .await;
+    assert_eq!(code, 504, "{msg}");
+    assert!(msg.contains("--sql-timeout"), "{msg}");
+    let (code, msg) = ask(&r, "SELECT count(*) AS n FROM runs").await;
+    assert_eq!(code, 200, "{msg}");
+
+    // Memory and answer size, with time enough for a debug build.
+    let r = start(Options {
+        sql: runql_server::SqlLimits {
+            timeout: std::time::Duration::from_secs(120),
+            memory: 64 << 20,
+            max_result: 8 << 20,
+        },
+        ..Options::default()
+    })
+    .await;
+    let (code, msg) = ask(&r, "SELECT value FROM generate_series(1, 400000000)").await;
+    assert_eq!(code, 413, "{msg}");
+    assert!(msg.contains("--sql-max-result-mb"), "{msg}");
+    let (code, msg) = ask(
+        &r,
+        "SELECT count(*) FROM generate_series(1, 5000000) a \
+         JOIN generate_series(1, 5000000) b ON a.value = b.value",
+    )
+    .await;
+    assert!(code >= 400, "{code} {msg}");
+    assert!(
+        msg.to_lowercase().contains("memory") || msg.contains("resources"),
+        "{msg}"
+    );
+    // The server goes on answering.
+    let (code, msg) = ask(&r, "SELECT count(*) AS n FROM runs").await;
+    assert_eq!(code, 200, "{msg}");
+}

@@ -6,6 +6,7 @@ mod ballista;
 mod cli;
 mod dashboard;
 mod durability;
+mod hostile;
 mod mlflow;
 mod shell;
 mod wrap;
