@@ -118,7 +118,12 @@ pub fn default_wal_dir(store: &runql_core::Store) -> PathBuf {
 pub struct Server {
     state: state::AppState,
     router: Router,
+    wal_dir: PathBuf,
 }
+
+/// Where a server that stopped cleanly leaves the digests of the requests it applied last, for
+/// the next one (a client may retry, against it, a request whose answer the stop cut off).
+const RECENT_REQUESTS: &str = "recent-requests";
 
 impl Server {
     /// Opens the server's write-ahead log, first recovering what a server that died left in
@@ -130,7 +135,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| default_wal_dir(&store));
         let (wal, dead) = Wal::open(&wal_dir)?;
-        let recovered = Wal::recover(&store, &dead).await?;
+        let recovered = wal.adopt(&store, &dead).await?;
         if recovered.files > 0 {
             tracing::info!(
                 logs = dead.len(),
@@ -146,6 +151,12 @@ impl Server {
             wal,
             options.silent_after,
         ));
+        // What the last server to stop cleanly had applied, then what the dead ones had.
+        if let Ok(bytes) = std::fs::read(wal_dir.join(RECENT_REQUESTS)) {
+            for d in bytes.chunks_exact(32) {
+                mlflow.runs.remember(d.try_into().unwrap_or([0; 32]));
+            }
+        }
         for ack in recovered.acks {
             mlflow.runs.remember(ack);
         }
@@ -161,7 +172,11 @@ impl Server {
             sql: Arc::new(sql),
         };
         let router = router(state.clone(), options.max_body);
-        Ok(Server { state, router })
+        Ok(Server {
+            state,
+            router,
+            wal_dir,
+        })
     }
 
     /// The router (clone it to serve it several times).
@@ -173,7 +188,20 @@ impl Server {
     /// is written, synced and released — still `running`, as its client left it — and the
     /// write-ahead log is closed (and removed once nothing in it is needed).
     pub async fn close(self) -> Result<(), ApiError> {
-        self.state.mlflow.close().await
+        self.state.mlflow.close().await?;
+        // The digests outlive the log: a retry of a request this stop cut off is recognised by
+        // the next server. Written whole (a temporary file renamed), kept until the next clean
+        // stop replaces it, so a server killed in between still finds them.
+        let digests: Vec<u8> = self.state.mlflow.runs.recent().concat();
+        let tmp = self.wal_dir.join(format!("{RECENT_REQUESTS}.tmp"));
+        let written = std::fs::create_dir_all(&self.wal_dir)
+            .and_then(|()| std::fs::write(&tmp, &digests))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, self.wal_dir.join(RECENT_REQUESTS)));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot keep the digests of recent requests");
+        }
+        Ok(())
     }
 }
 

@@ -247,6 +247,49 @@ impl Wal {
     /// `store`, then deletes those logs. Idempotent: a crash during recovery leaves the logs,
     /// and the next recovery skips what this one wrote.
     pub async fn recover(store: &Store, logs: &[PathBuf]) -> Result<Recovered> {
+        Wal::recover_into(store, logs, None).await
+    }
+
+    /// [`Wal::recover`] for a process that goes on acknowledging: the request ids of the dead
+    /// logs are written into this log, durably, before those logs are deleted. A client may
+    /// retry a request whose answer a crash cut off only after the next process crashed too;
+    /// the one after that must still recognise it.
+    pub async fn adopt(&self, store: &Store, logs: &[PathBuf]) -> Result<Recovered> {
+        Wal::recover_into(store, logs, Some(self)).await
+    }
+
+    /// Appends request ids alone (no rows), and waits until they are durable.
+    async fn carry_acks(&self, acks: &[[u8; 32]]) -> Result<()> {
+        let mut last = None;
+        for ack in acks {
+            let d = Delta {
+                project: String::new(),
+                run_id: String::new(),
+                writer: String::new(),
+                seq: 0,
+                ack: Some(*ack),
+                keys: Vec::new(),
+                metrics: Vec::new(),
+                params: Vec::new(),
+                tags: Vec::new(),
+                system: Vec::new(),
+                artifacts: Vec::new(),
+                logs: Vec::new(),
+                inputs: Vec::new(),
+            };
+            last = Some(self.append(&d.encode()));
+        }
+        match last {
+            Some(lsn) => self.wait_async(lsn).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn recover_into(
+        store: &Store,
+        logs: &[PathBuf],
+        carry: Option<&Wal>,
+    ) -> Result<Recovered> {
         let mut out = Recovered::default();
         // Records by the segment they belong to, in log order.
         let mut chunks: BTreeMap<(String, String, String, u64), Vec<Delta>> = BTreeMap::new();
@@ -263,6 +306,9 @@ impl Wal {
                     out.records += 1;
                     if let Some(ack) = d.ack {
                         out.acks.push(ack);
+                    }
+                    if d.project.is_empty() {
+                        continue; // request ids carried over from an older log
                     }
                     let key = (d.project.clone(), d.run_id.clone(), d.writer.clone(), d.seq);
                     chunks.entry(key).or_default().push(d);
@@ -312,6 +358,9 @@ impl Wal {
                     out.segments += 1;
                 }
             }
+        }
+        if let Some(wal) = carry {
+            wal.carry_acks(&out.acks).await?;
         }
         for log in logs {
             let (dir, id) = split_log(log);

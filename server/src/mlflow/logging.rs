@@ -85,8 +85,15 @@ pub(crate) async fn log_batch(
     }
     // One record in the write-ahead log, with the request's digest: after a crash, a retry of
     // a request that was applied is recognised.
-    with_run(&s, &run_id, |run| Ok(run.log_batch(&batch, Some(digest))?)).await?;
-    s.runs.remember(digest);
+    // Remembered as soon as it is applied, not once durable: if waiting fails (a stop, the
+    // log's disk), the rows are still on their way to the store, and a retry must not add them
+    // again.
+    with_run(&s, &run_id, |run| {
+        run.log_batch(&batch, Some(digest))?;
+        s.runs.remember(digest);
+        Ok(())
+    })
+    .await?;
     Ok(wire::ok())
 }
 
@@ -122,10 +129,11 @@ pub(crate) async fn log_metric(
         ..Batch::default()
     };
     with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
-        Ok(run.log_batch(&batch, Some(digest))?)
+        run.log_batch(&batch, Some(digest))?;
+        s.runs.remember(digest);
+        Ok(())
     })
     .await?;
-    s.runs.remember(digest);
     Ok(wire::ok())
 }
 

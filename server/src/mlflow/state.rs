@@ -197,6 +197,14 @@ impl Runs {
         self.recent.lock().is_ok_and(|r| r.seen.contains(d))
     }
 
+    /// The remembered digests, oldest first.
+    pub(crate) fn recent(&self) -> Vec<[u8; 32]> {
+        self.recent
+            .lock()
+            .map(|r| r.order.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Remembers a request that was applied (a failed one may be retried and applied later).
     pub(crate) fn remember(&self, d: [u8; 32]) {
         let Ok(mut r) = self.recent.lock() else {
