@@ -243,19 +243,7 @@ async fn long_and_unicode_experiment_names() {
 #[tokio::test]
 async fn steps_and_timestamps_at_the_ends_of_their_range() {
     let s = TestServer::start(Options::default()).await;
-    let (_, exp) = s
-        .post(
-            "/api/2.0/mlflow/experiments/create",
-            json!({"name": "ends"}),
-        )
-        .await;
-    let (_, run) = s
-        .post(
-            "/api/2.0/mlflow/runs/create",
-            json!({"experiment_id": exp["experiment_id"], "run_name": "r"}),
-        )
-        .await;
-    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let run_id = new_run(&s, "ends").await;
     let metrics: Vec<Value> = [
         (i64::MIN, i64::MIN),
         (i64::MAX, i64::MAX),
@@ -320,6 +308,23 @@ async fn steps_and_timestamps_at_the_ends_of_their_range() {
     assert_eq!(body["metrics"][0]["step"], i64::MAX, "{body}");
 }
 
+/// A run named `r` in a new experiment `experiment`: its id.
+async fn new_run(s: &TestServer, experiment: &str) -> String {
+    let (_, exp) = s
+        .post(
+            "/api/2.0/mlflow/experiments/create",
+            json!({"name": experiment}),
+        )
+        .await;
+    let (_, run) = s
+        .post(
+            "/api/2.0/mlflow/runs/create",
+            json!({"experiment_id": exp["experiment_id"], "run_name": "r"}),
+        )
+        .await;
+    run["run"]["info"]["run_id"].as_str().unwrap().to_string()
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -340,19 +345,7 @@ async fn a_silent_client_reads_crashed_then_running_when_it_logs_again() {
         ..Options::default()
     })
     .await;
-    let (_, exp) = s
-        .post(
-            "/api/2.0/mlflow/experiments/create",
-            json!({"name": "silent"}),
-        )
-        .await;
-    let (_, run) = s
-        .post(
-            "/api/2.0/mlflow/runs/create",
-            json!({"experiment_id": exp["experiment_id"], "run_name": "r"}),
-        )
-        .await;
-    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let run_id = new_run(&s, "silent").await;
     let log = |step: i64| json!({"run_id": run_id, "key": "loss", "value": 1.0, "timestamp": 1, "step": step});
     let status = || async {
         let (_, got) = s

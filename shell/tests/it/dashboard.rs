@@ -10,7 +10,9 @@ use std::process::Command;
 use crate::cli::{demo_store, runql};
 use crate::mlflow::serve;
 
-fn browser() -> Option<(String, String)> {
+/// Python with Playwright, and Chromium: `None` (the test skipped) without them, unless
+/// RUNQL_REQUIRE_BROWSER is set. The hostile suite uses it too.
+pub(crate) fn browser() -> Option<(String, String)> {
     let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
     let chromium = std::env::var("RUNQL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let has_playwright = Command::new(&python)

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cli::{demo_store, runql};
+use crate::dashboard::browser;
 use crate::mlflow::serve;
 
 fn script(name: &str) -> String {
@@ -23,27 +24,6 @@ fn script(name: &str) -> String {
         std::env::var("CARGO_MANIFEST_DIR")
             .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     )
-}
-
-/// Python with Playwright, and Chromium (as the dashboard's test finds them).
-fn browser() -> Option<(String, String)> {
-    let python = std::env::var("RUNQL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let chromium = std::env::var("RUNQL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let has_playwright = Command::new(&python)
-        .args(["-c", "import playwright.sync_api"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let has_chromium = Path::new(&chromium).exists();
-    if has_playwright && has_chromium {
-        return Some((python, chromium));
-    }
-    let why =
-        format!("Playwright for {python}: {has_playwright}; {chromium} exists: {has_chromium}");
-    if std::env::var_os("RUNQL_REQUIRE_BROWSER").is_some() {
-        panic!("no browser to attack the server with ({why}); scripts/test installs them");
-    }
-    eprintln!("skipped: no browser ({why})");
-    None
 }
 
 /// Python (its standard library is all limits.py needs).
