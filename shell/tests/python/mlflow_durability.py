@@ -10,6 +10,7 @@ import os
 import sys
 
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 out = sys.stdout
@@ -19,8 +20,23 @@ sys.stdout = sys.stderr
 name = sys.argv[1]
 batches = int(os.environ.get("BATCHES", "200"))
 client = MlflowClient()
-exp = client.get_experiment_by_name(f"durability-{name}")
-exp_id = exp.experiment_id if exp else client.create_experiment(f"durability-{name}")
+
+def experiment(name):
+    """The experiment's id, creating it if need be. A create the server applied but whose answer
+    a kill lost is retried by the client and answered RESOURCE_ALREADY_EXISTS (as MLflow's own
+    server does); `mlflow.set_experiment` reads it back then, and so do we."""
+    exp = client.get_experiment_by_name(name)
+    if exp:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+exp_id = experiment(f"durability-{name}")
 run = client.create_run(exp_id, run_name=name)
 rid = run.info.run_id
 print(f"run {rid}", file=out, flush=True)
