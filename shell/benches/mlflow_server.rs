@@ -10,6 +10,8 @@
 //! cargo bench -p runql --bench mlflow_server        # RUNS=20 for a quick look
 //! ```
 //!
+//! `ONLY=runql` (or `ONLY=mlflow`) runs one server: for a look at one side, not for the table.
+//!
 //! Figures go to docs/benchmarks.md. Without both Pythons the bench says so and does nothing.
 
 use std::io::{BufRead, BufReader, Write};
@@ -220,7 +222,11 @@ fn main() {
     };
     let tick = clock_ticks();
     let mut rows = Vec::new();
+    let only = std::env::var("ONLY").unwrap_or_default();
     for name in ["runql serve", "mlflow server"] {
+        if !name.starts_with(only.as_str()) {
+            continue;
+        }
         let dir = tempfile::tempdir().expect("a temporary directory");
         let server = if name == "runql serve" {
             runql_server(dir.path(), &client_python)

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -40,6 +40,12 @@ const MAGIC: &[u8] = b"RUNQLWAL1\n";
 const ROTATE_BYTES: u64 = 64 << 20;
 /// …or this age.
 const ROTATE_AGE: Duration = Duration::from_secs(30);
+
+/// A file grows in zeroed steps of this size, synced once each, so that the sync of each
+/// group commit writes data only: a file whose size changes makes every `fdatasync` commit
+/// the file system's journal too (most of the server's CPU per acknowledged point, measured).
+/// A record is never empty, so recovery stops at the first zero length.
+const GROW_BYTES: u64 = 1 << 20;
 
 /// A position in the log: the number of records appended before and including one.
 pub type Lsn = u64;
@@ -384,6 +390,8 @@ struct LogFile {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// The file's size: `bytes` of records, then zeros.
+    allocated: u64,
     opened: Instant,
     n: u64,
     /// The last record written to it.
@@ -393,20 +401,45 @@ struct LogFile {
 impl LogFile {
     fn create(dir: &Path, id: &str, n: u64) -> std::io::Result<LogFile> {
         let path = dir.join(format!("{id}-{n:06}.wal"));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
-        file.write_all(MAGIC)?;
-        file.sync_all()?;
-        Ok(LogFile {
+        let mut log = LogFile {
             path,
             file,
-            bytes: MAGIC.len() as u64,
+            bytes: 0,
+            allocated: 0,
             opened: Instant::now(),
             n,
             last: 0,
-        })
+        };
+        log.append(MAGIC)?;
+        Ok(log)
+    }
+
+    /// Writes `buf` after the records and makes it durable, growing the file first when it
+    /// would not fit.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let end = self.bytes + buf.len() as u64;
+        if end > self.allocated {
+            let size = end.div_ceil(GROW_BYTES) * GROW_BYTES;
+            self.file.seek(SeekFrom::Start(self.allocated))?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut at = self.allocated;
+            while at < size {
+                let n = (size - at).min(zeros.len() as u64) as usize;
+                self.file.write_all(&zeros[..n])?;
+                at += n as u64;
+            }
+            self.file.sync_all()?;
+            self.allocated = size;
+        }
+        self.file.seek(SeekFrom::Start(self.bytes))?;
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        self.bytes = end;
+        Ok(())
     }
 
     fn sync_dir(&self) -> std::io::Result<()> {
@@ -436,14 +469,10 @@ fn log_thread(inner: Weak<Inner>, mut file: LogFile) {
             (std::mem::take(&mut p.buf), p.last, p.stop)
         };
         if !buf.is_empty() {
-            let written = file
-                .file
-                .write_all(&buf)
-                .and_then(|()| file.file.sync_data());
+            let written = file.append(&buf);
             let mut d = me.durable.lock().unwrap_or_else(|e| e.into_inner());
             match written {
                 Ok(()) => {
-                    file.bytes += buf.len() as u64;
                     file.last = last;
                     d.lsn = last;
                     me.durable_tx.send_replace(last);
@@ -489,11 +518,15 @@ fn log_thread(inner: Weak<Inner>, mut file: LogFile) {
     }
 }
 
-/// The records of a log file's bytes, up to a torn or damaged tail.
+/// The records of a log file's bytes, up to a torn or damaged tail or the zeros the file was
+/// grown by.
 fn frames(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = bytes.strip_prefix(MAGIC).unwrap_or(&[]);
     std::iter::from_fn(move || {
         let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        if len == 0 {
+            return None;
+        }
         let crc = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
         let record = rest.get(8..8 + len)?;
         if crc32fast::hash(record) != crc {
@@ -884,5 +917,28 @@ mod tests {
         bad[MAGIC.len() + 8] ^= 1;
         assert_eq!(frames(&bad).count(), 0);
         assert!(Delta::decode(&bytes[..bytes.len() - 1]).is_err());
+        // The zeros a file was grown by end it: one whole record, then zeros.
+        let mut grown = file[..MAGIC.len() + 8 + bytes.len()].to_vec();
+        grown.resize(GROW_BYTES as usize, 0);
+        assert_eq!(frames(&grown).count(), 1);
+    }
+
+    #[test]
+    fn a_log_file_grows_in_zeroed_steps_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogFile::create(dir.path(), "t", 1).unwrap();
+        let record = vec![7u8; 300 << 10];
+        let mut frame = (record.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32fast::hash(&record).to_le_bytes());
+        frame.extend_from_slice(&record);
+        for _ in 0..5 {
+            log.append(&frame).unwrap();
+        }
+        let bytes = std::fs::read(&log.path).unwrap();
+        // 10 + 5 × (8 + 300 KiB) bytes of records fit in two steps.
+        assert_eq!(bytes.len() as u64, 2 * GROW_BYTES);
+        assert_eq!(log.bytes, (MAGIC.len() + 5 * frame.len()) as u64);
+        assert_eq!(frames(&bytes).count(), 5);
+        assert!(frames(&bytes).all(|r| r == record.as_slice()));
     }
 }
