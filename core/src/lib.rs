@@ -19,7 +19,9 @@ pub mod store;
 pub mod sysmetrics;
 
 pub use capture::Capture;
-pub use client::{Artifact, Batch, Input, MetricKey, Project, Run, RunBuilder, RunHealth, Wal};
+pub use client::{
+    Artifact, Batch, Input, MetricKey, Project, Run, RunBuilder, RunHealth, Source, Wal,
+};
 pub use error::{Error, Result};
 pub use model::{RunId, RunRecord, RunStatus};
 pub use schema::Table;

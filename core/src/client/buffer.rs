@@ -386,6 +386,11 @@ pub(super) enum BlobSource {
 pub(super) enum Msg {
     Chunk(Box<Chunk>),
     Flush(mpsc::Sender<Result<()>>),
+    /// A new name for the run: its record is written again, with what is pending.
+    Rename {
+        name: String,
+        ack: mpsc::Sender<Result<()>>,
+    },
     Blob {
         source: BlobSource,
         ack: mpsc::Sender<Result<(String, u64)>>,

@@ -73,6 +73,7 @@ impl Project {
             runtime: None,
             wal: None,
             owned_elsewhere: None,
+            source: Source::default(),
         }
     }
 
@@ -160,9 +161,28 @@ pub struct RunBuilder {
     /// How long the run's client may be silent before readers call it crashed, when this
     /// process only writes for it.
     owned_elsewhere: Option<Duration>,
+    /// Who and what code, as another process reported them (a server's client).
+    source: Source,
+}
+
+/// Who started a run and from what code, when another process reports it (the MLflow
+/// client's `mlflow.user` and `mlflow.source.git.*` tags): the `username`, `git_commit`,
+/// `git_branch` and `git_dirty` columns of `runs`. What is `None` is left as captured.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub username: Option<String>,
+    pub git_commit: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_dirty: Option<bool>,
 }
 
 impl RunBuilder {
+    /// Who started the run and from what code, as the process that owns it reported them.
+    pub fn source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
     /// The command line to record instead of this process's own (for a wrapper that runs
     /// another program as the run, like `runql run -- python train.py`).
     pub fn command(mut self, command: impl Into<String>) -> Self {
@@ -291,6 +311,10 @@ impl RunBuilder {
                 let mut r = previous.clone();
                 r.status = RunStatus::Running;
                 r.ended = None;
+                // Deletion is a marker of its own (Store::set_run_deleted), which readers fold
+                // into the record they give: written back into the record, it would outlive a
+                // restore.
+                r.deleted = false;
                 r.heartbeat = Some(now);
                 r
             }
@@ -317,6 +341,18 @@ impl RunBuilder {
         if self.capture.host {
             record.username = capture::username();
             record.hostname = capture::hostname();
+        }
+        if let Some(u) = &self.source.username {
+            record.username = Some(u.clone());
+        }
+        if let Some(c) = &self.source.git_commit {
+            record.git_commit = Some(c.clone());
+        }
+        if let Some(b) = &self.source.git_branch {
+            record.git_branch = Some(b.clone());
+        }
+        if let Some(d) = self.source.git_dirty {
+            record.git_dirty = Some(d);
         }
         if let Some(silent) = self.owned_elsewhere {
             record.silent_after = Some(silent.as_secs().max(1));

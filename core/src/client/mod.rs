@@ -45,7 +45,7 @@ mod wal;
 mod writer;
 
 pub use buffer::{CHUNK_POINTS, MAX_PENDING_CHUNKS};
-pub use builder::{DEFAULT_FINISH_TIMEOUT, DEFAULT_OUTAGE_BUFFER, Project, RunBuilder};
+pub use builder::{DEFAULT_FINISH_TIMEOUT, DEFAULT_OUTAGE_BUFFER, Project, RunBuilder, Source};
 pub use run::{MetricKey, NOTE_TAG, Run};
 pub use values::{Artifact, Batch, Input, RunHealth};
 pub use wal::{Lsn, Recovered, Wal};

@@ -468,6 +468,19 @@ impl Run {
         done.recv().map_err(|_| self.shared.writer_error())?
     }
 
+    /// Renames the run: its record is written again with the new name (with everything
+    /// logged so far) before this returns. Like [`Run::flush`] while the store is unreachable.
+    pub fn rename(&self, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        check_len("run name", &name, MAX_TAG_VALUE_LEN)?;
+        if self.shared.state.load(Ordering::Relaxed) == FAILED {
+            return Err(self.shared.writer_error());
+        }
+        let (ack, done) = mpsc::channel();
+        self.shared.send(Msg::Rename { name, ack })?;
+        done.recv().map_err(|_| self.shared.writer_error())?
+    }
+
     /// Whether the store is reachable for this run's writer, and how much logged data waits in
     /// memory for it.
     pub fn health(&self) -> RunHealth {
@@ -527,6 +540,13 @@ impl Run {
     /// of the run would now get, without reading it back).
     pub fn finish_with_record(mut self, status: RunStatus) -> Result<RunRecord> {
         self.end_at(status, None)?
+            .ok_or_else(|| Error::Internal("the run had ended already".into()))
+    }
+
+    /// Like [`Run::finish_with_record`], ending at `at` (µs since the epoch) when given, now
+    /// otherwise.
+    pub fn end_with_record(mut self, status: RunStatus, at: Option<i64>) -> Result<RunRecord> {
+        self.end_at(status, at)?
             .ok_or_else(|| Error::Internal("the run had ended already".into()))
     }
 

@@ -175,6 +175,17 @@ impl Writer {
                     self.report(&r);
                     let _ = ack.send(r);
                 }
+                Ok(Msg::Rename { name, ack }) => {
+                    self.record.name = Some(name);
+                    self.record_dirty = true;
+                    let chunk = self.shared.lock().take_chunk();
+                    if let Some(o) = &mut self.outage {
+                        o.next_try = Instant::now();
+                    }
+                    let r = rt.block_on(self.write_chunk(chunk, true));
+                    self.report(&r);
+                    let _ = ack.send(r);
+                }
                 Ok(Msg::Blob { source, ack }) => {
                     let r = rt.block_on(async {
                         match source {

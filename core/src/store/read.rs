@@ -208,7 +208,16 @@ impl Store {
                 if !records.is_empty() {
                     out.push(records_to_batch(&records)?);
                 }
-                if !snap.deleted.is_empty() {
+                // The markers are the truth: a record that says deleted without one (written
+                // by a resumed run before 2026-12-03) reads restored.
+                let stale = || {
+                    out.iter().any(|b| {
+                        b.column_by_name("deleted")
+                            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+                            .is_some_and(|d| d.true_count() > 0)
+                    })
+                };
+                if !snap.deleted.is_empty() || stale() {
                     out = out
                         .iter()
                         .map(|b| {

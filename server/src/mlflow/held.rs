@@ -17,8 +17,9 @@ use crate::error::ApiError;
 /// A run to log into: one the server holds open, or one reopened for this request only.
 pub(crate) enum Held {
     Open(Arc<Run>),
-    /// A run that had ended: it is finished again, with its old status, after the request.
-    Reopened(Run, RunStatus),
+    /// A run that had ended: it is finished again, with its old status and end time, after
+    /// the request.
+    Reopened(Run, RunStatus, Option<i64>),
 }
 
 impl std::ops::Deref for Held {
@@ -26,7 +27,7 @@ impl std::ops::Deref for Held {
     fn deref(&self) -> &Run {
         match self {
             Held::Open(r) => r,
-            Held::Reopened(r, _) => r,
+            Held::Reopened(r, _, _) => r,
         }
     }
 }
@@ -34,23 +35,41 @@ impl std::ops::Deref for Held {
 impl Held {
     /// Ends a reopened run again (whatever the request's outcome).
     pub(crate) async fn close(self) -> Result<(), ApiError> {
-        if let Held::Reopened(run, status) = self {
-            tokio::task::spawn_blocking(move || run.finish_with(status)).await??;
+        if let Held::Reopened(run, status, ended) = self {
+            tokio::task::spawn_blocking(move || match ended {
+                Some(at) => run.finish_at(status, at),
+                None => run.finish_with(status),
+            })
+            .await??;
         }
         Ok(())
     }
 }
 
-/// The server's handle on a run (see the module's doc).
+/// MLflow's refusal of a write to a deleted run.
+pub(crate) fn not_active(run_id: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "The run {run_id} must be in the 'active' state. Current state is deleted."
+    ))
+}
+
+/// The server's handle on a run to write to (see the module's doc); a deleted run is refused,
+/// as MLflow refuses it.
 pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
     if let Some(r) = s.runs.open_run(run_id) {
+        if s.runs.is_deleted(run_id) {
+            return Err(not_active(run_id));
+        }
         s.runs.touch(run_id);
         return Ok(Held::Open(r));
     }
     let id: RunId = run_id
         .parse()
-        .map_err(|_| ApiError::not_found(format!("Run '{run_id}' not found")))?;
+        .map_err(|_| ApiError::not_found(format!("Run with id={run_id} not found")))?;
     let record = read_record(s, run_id).await?;
+    if record.deleted {
+        return Err(not_active(run_id));
+    }
     let builder = s.configure(s.store().project(&record.project).resume(id).await?);
     let run = tokio::task::spawn_blocking(move || builder.start()).await??;
     // A run whose client was silent past its window reads `crashed` without having ended:
@@ -59,7 +78,7 @@ pub(crate) async fn hold(s: &Mlflow, run_id: &str) -> Result<Held, ApiError> {
         && record.ended.is_none()
         && record.silent_after.is_some();
     if record.status != RunStatus::Running && !silent {
-        return Ok(Held::Reopened(run, record.status));
+        return Ok(Held::Reopened(run, record.status, record.ended));
     }
     let run = Arc::new(run);
     s.runs.touch(run_id);
@@ -95,11 +114,13 @@ pub(crate) async fn end(
     s: &Mlflow,
     run_id: &str,
     status: RunStatus,
+    at: Option<i64>,
 ) -> Result<Option<RunRecord>, ApiError> {
     let mut ended = None;
     // Make sure the run exists (and reopen it if this server does not hold it).
-    if let Held::Reopened(run, _) = hold(s, run_id).await? {
-        ended = Some(tokio::task::spawn_blocking(move || run.finish_with_record(status)).await??);
+    s.runs.forget(run_id);
+    if let Held::Reopened(run, _, _) = hold(s, run_id).await? {
+        ended = Some(tokio::task::spawn_blocking(move || run.end_with_record(status, at)).await??);
     }
     let owned = s.runs.open.lock().ok().and_then(|mut o| o.remove(run_id));
     if let Some(run) = owned {
@@ -109,7 +130,7 @@ pub(crate) async fn end(
                 let mut run = run;
                 loop {
                     match Arc::try_unwrap(run) {
-                        Ok(r) => return r.finish_with_record(status),
+                        Ok(r) => return r.end_with_record(status, at),
                         Err(shared) => {
                             run = shared;
                             std::thread::sleep(std::time::Duration::from_millis(5));

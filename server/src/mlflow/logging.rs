@@ -17,6 +17,80 @@ use crate::request::{JsonBytes, MlflowJson, Write, parse_body};
 const MAX_METRICS: usize = 1000;
 const MAX_PARAMS: usize = 100;
 const MAX_TAGS: usize = 100;
+const MAX_ENTITIES: usize = 1000;
+
+/// MLflow's server cuts param values past this many characters (`MLFLOW_TRUNCATE_LONG_VALUES`,
+/// on by default) and tag values past [`MAX_TAG_CHARS`], and answers 200.
+const MAX_PARAM_CHARS: usize = 6000;
+const MAX_TAG_CHARS: usize = 8000;
+
+/// `value` cut to `max` characters, as MLflow's server cuts it (with a warning in its log).
+fn truncated<'a>(what: &str, key: &str, value: &'a str, max: usize) -> std::borrow::Cow<'a, str> {
+    if value.len() <= max {
+        return value.into();
+    }
+    match value.char_indices().nth(max) {
+        None => value.into(),
+        Some((end, _)) => {
+            tracing::warn!(
+                key,
+                chars = value.chars().count(),
+                "{what} value truncated to {max} characters to meet MLflow's length limit"
+            );
+            value[..end].to_string().into()
+        }
+    }
+}
+
+/// Run tags cut to MLflow's limit.
+pub(crate) fn truncate_tags(tags: &mut [(String, String)]) {
+    for (k, v) in tags {
+        if let std::borrow::Cow::Owned(t) = truncated("tag", k, v, MAX_TAG_CHARS) {
+            *v = t;
+        }
+    }
+}
+
+/// MLflow's wording for a batch over one of its limits.
+fn too_many(limit: usize, what: &str, got: usize) -> ApiError {
+    ApiError::invalid(format!(
+        "A batch logging request can contain at most {limit} {what}. Got {got} {what}. Please \
+         split up {what} across multiple requests and try again."
+    ))
+}
+
+/// Logs metric points, leaving out those the run was sent already (same key, step, timestamp
+/// and value: MLflow keeps one), and `batch`'s params and tags; the points logged are then
+/// remembered. Under the run's point lock, so that two requests with the same points store
+/// them once.
+fn log_new_points(
+    s: &State,
+    run_id: &str,
+    run: &runql_core::Run,
+    mut batch: Batch<'_>,
+    digest: [u8; 32],
+) -> Result<(), ApiError> {
+    let points = s.runs.points_of(run_id);
+    let mut seen = points.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fresh = std::collections::HashSet::with_capacity(batch.metrics.len());
+    let keyed: Vec<_> = batch
+        .metrics
+        .iter()
+        .map(|&(k, step, v, ts)| s.runs.point(k, step, ts, v))
+        .collect();
+    let mut i = 0;
+    batch.metrics.retain(|_| {
+        let p = keyed[i];
+        i += 1;
+        !seen.contains(&p) && fresh.insert(p)
+    });
+    run.log_batch(&batch, Some(digest))?;
+    for p in fresh {
+        seen.insert(p);
+    }
+    s.runs.remember(digest);
+    Ok(())
+}
 
 /// `runs/log-batch`: up to 1,000 metrics a request, parsed into typed values without an
 /// intermediate JSON tree, and logged under one lock.
@@ -48,14 +122,22 @@ pub(crate) async fn log_batch(
         return Ok(wire::ok());
     }
     let (metrics, params, tags) = (&req.metrics, &req.params, &req.tags);
-    if metrics.len() > MAX_METRICS || params.len() > MAX_PARAMS || tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid(format!(
-            "A batch logging request can contain at most {MAX_METRICS} metrics, {MAX_PARAMS} \
-             params and {MAX_TAGS} tags; got {} metrics, {} params and {} tags",
-            metrics.len(),
-            params.len(),
-            tags.len()
-        )));
+    if metrics.len() > MAX_METRICS {
+        return Err(too_many(MAX_METRICS, "metrics", metrics.len()));
+    }
+    if params.len() > MAX_PARAMS {
+        return Err(too_many(MAX_PARAMS, "params", params.len()));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(too_many(MAX_TAGS, "tags", tags.len()));
+    }
+    let entities = metrics.len() + params.len() + tags.len();
+    if entities > MAX_ENTITIES {
+        return Err(too_many(
+            MAX_ENTITIES,
+            "metrics, params, and tags",
+            entities,
+        ));
     }
     // Checked before anything is logged: a bad point rejects the whole request.
     let now_ms = runql_core::model::now_us() / 1000;
@@ -73,25 +155,46 @@ pub(crate) async fn log_batch(
         metrics: points,
         ..Batch::default()
     };
+    let mut values = Vec::with_capacity(params.len() + tags.len());
     for p in params {
-        batch
-            .params
-            .push((required(&p.key, "key")?, p.value.as_deref().unwrap_or("")));
+        let key = required(&p.key, "key")?;
+        values.push((
+            key,
+            truncated(
+                "param",
+                key,
+                p.value.as_deref().unwrap_or(""),
+                MAX_PARAM_CHARS,
+            ),
+        ));
     }
     for t in tags {
-        batch
-            .tags
-            .push((required(&t.key, "key")?, t.value.as_deref().unwrap_or("")));
+        let key = required(&t.key, "key")?;
+        values.push((
+            key,
+            truncated("tag", key, t.value.as_deref().unwrap_or(""), MAX_TAG_CHARS),
+        ));
     }
+    let (p, t) = values.split_at(params.len());
+    batch.params = p.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    batch.tags = t.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    // `mlflow.runName` renames the run too, as in MLflow.
+    let renamed = batch
+        .tags
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == super::runs::RUN_NAME_TAG)
+        .map(|(_, v)| v.to_string());
     // One record in the write-ahead log, with the request's digest: after a crash, a retry of
     // a request that was applied is recognised.
     // Remembered as soon as it is applied, not once durable: if waiting fails (a stop, the
     // log's disk), the rows are still on their way to the store, and a retry must not add them
     // again.
     with_run(&s, &run_id, |run| {
-        run.log_batch(&batch, Some(digest))?;
-        s.runs.remember(digest);
-        Ok(())
+        if let Some(name) = &renamed {
+            run.rename(name.as_str())?;
+        }
+        log_new_points(&s, &run_id, run, batch, digest)
     })
     .await?;
     Ok(wire::ok())
@@ -128,10 +231,9 @@ pub(crate) async fn log_metric(
         metrics: vec![(req.key.as_str(), step, value, ts.saturating_mul(1000))],
         ..Batch::default()
     };
-    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
-        run.log_batch(&batch, Some(digest))?;
-        s.runs.remember(digest);
-        Ok(())
+    let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    with_run(&s, &run_id, |run| {
+        log_new_points(&s, &run_id, run, batch, digest)
     })
     .await?;
     Ok(wire::ok())
@@ -163,6 +265,7 @@ pub(crate) async fn log_param(
     MlflowJson(req): MlflowJson<KeyValue>,
 ) -> Result<Response, ApiError> {
     let value = req.value();
+    let value = truncated("param", &req.key, &value, MAX_PARAM_CHARS);
     with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
         Ok(run.log_param(&req.key, value)?)
     })
@@ -175,7 +278,12 @@ pub(crate) async fn set_tag(
     MlflowJson(req): MlflowJson<KeyValue>,
 ) -> Result<Response, ApiError> {
     let value = req.value();
+    let value = truncated("tag", &req.key, &value, MAX_TAG_CHARS).into_owned();
     with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+        // `mlflow.runName` renames the run too, as in MLflow.
+        if req.key == super::runs::RUN_NAME_TAG {
+            run.rename(value.as_str())?;
+        }
         Ok(run.set_tag(&req.key, value)?)
     })
     .await?;

@@ -27,6 +27,7 @@ mod experiments;
 mod held;
 mod logging;
 mod models;
+mod names;
 mod page;
 mod runs;
 mod search;

@@ -21,8 +21,34 @@ use crate::request::{MlflowJson, MlflowQuery, Read, Write};
 pub(crate) struct CreateRun {
     experiment_id: Option<String>,
     run_name: Option<String>,
+    user_id: Option<String>,
+    start_time: Option<Int>,
     #[serde(default)]
     tags: Vec<Tag>,
+}
+
+/// The tag MLflow keeps a run's name in too.
+pub(crate) const RUN_NAME_TAG: &str = "mlflow.runName";
+
+/// What the MLflow client's tags say of who ran what code: `runs.username` and the git
+/// columns, as runql's own client captures them.
+fn source_of(user_id: Option<&str>, tags: &[(String, String)]) -> runql_core::Source {
+    let tag = |key: &str| {
+        tags.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    runql_core::Source {
+        // The client sends `user_id` from the `mlflow.user` tag ("unknown" without one).
+        username: user_id
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .or_else(|| tag("mlflow.user")),
+        git_commit: tag("mlflow.source.git.commit"),
+        git_branch: tag("mlflow.source.git.branch"),
+        git_dirty: None,
+    }
 }
 
 /// The project of an experiment that must exist (the Default one is created on first use,
@@ -50,22 +76,45 @@ pub(crate) async fn create_run(
     let experiment_id = req.experiment_id.as_deref().unwrap_or(DEFAULT_ID);
     let project = project_of(experiment_id).to_string();
     ensure_project(s.store(), &project).await?;
-    let tags = wire::pairs(req.tags);
-    let name = req.run_name.or_else(|| {
-        tags.iter()
-            .find(|(k, _)| k == "mlflow.runName")
-            .map(|(_, v)| v.clone())
-    });
+    let mut tags = wire::pairs(req.tags);
+    super::logging::truncate_tags(&mut tags);
+    let tagged = tags
+        .iter()
+        .find(|(k, _)| k == RUN_NAME_TAG)
+        .map(|(_, v)| v.clone());
+    let given = req.run_name.filter(|n| !n.is_empty());
+    if let (Some(given), Some(tagged)) = (&given, &tagged)
+        && given != tagged
+    {
+        return Err(ApiError::invalid(format!(
+            "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with \
+             different values (run_name='{given}', mlflow.runName='{tagged}')."
+        )));
+    }
+    // As MLflow: the name given, else the tag's, else one made up; the tag is added if absent.
+    let name = given
+        .or_else(|| tagged.clone().filter(|t| !t.is_empty()))
+        .unwrap_or_else(super::names::generate);
+    if tagged.is_none() {
+        tags.push((RUN_NAME_TAG.to_string(), name.clone()));
+    }
+    let source = source_of(req.user_id.as_deref(), &tags);
+    let started_at = req
+        .start_time
+        .map(|t| t.0)
+        .filter(|t| *t > 0)
+        .map(|ms| ms.saturating_mul(1000));
     let parent = tags
         .iter()
         .find(|(k, _)| k == "mlflow.parentRunId")
         .and_then(|(_, v)| v.parse::<RunId>().ok());
+    let tags_json = wire::kv_json(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let store = s.store().clone();
     let builder = s.configure(store.project(&project).run().capture(Capture::none()));
     let run = tokio::task::spawn_blocking(move || {
-        let mut b = builder;
-        if let Some(n) = name {
-            b = b.name(n);
+        let mut b = builder.name(name).source(source);
+        if let Some(t) = started_at {
+            b = b.started_at(t);
         }
         if let Some(p) = parent {
             b = b.parent_id(p);
@@ -87,7 +136,7 @@ pub(crate) async fn create_run(
         open.insert(id, Arc::new(run));
     }
     Ok(axum::Json(
-        json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": []}}}),
+        json!({"run": {"info": info, "data": {"metrics": [], "params": [], "tags": tags_json}, "inputs": {}}}),
     )
     .into_response())
 }
@@ -98,6 +147,8 @@ pub(crate) struct UpdateRun {
     run_id: Option<String>,
     run_uuid: Option<String>,
     status: Option<String>,
+    run_name: Option<String>,
+    end_time: Option<Int>,
 }
 
 pub(crate) async fn update_run(
@@ -105,6 +156,13 @@ pub(crate) async fn update_run(
     MlflowJson(req): MlflowJson<UpdateRun>,
 ) -> Result<Response, ApiError> {
     let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    if s.runs.is_deleted(&run_id) || read_record(&s, &run_id).await?.deleted {
+        return Err(held::not_active(&run_id));
+    }
+    // A non-empty name renames the run and its `mlflow.runName` tag, as in MLflow.
+    if let Some(name) = req.run_name.filter(|n| !n.is_empty()) {
+        rename(&s, &run_id, &name).await?;
+    }
     let status = match req.status.as_deref() {
         None | Some("RUNNING") | Some("SCHEDULED") => None,
         Some("FINISHED") => Some(RunStatus::Finished),
@@ -112,8 +170,9 @@ pub(crate) async fn update_run(
         Some("KILLED") => Some(RunStatus::Killed),
         Some(other) => return Err(ApiError::invalid(format!("Invalid run status '{other}'"))),
     };
+    let end_us = req.end_time.map(|t| t.0.saturating_mul(1000));
     if let Some(status) = status
-        && let Some(record) = held::end(&s, &run_id, status).await?
+        && let Some(record) = held::end(&s, &run_id, status, end_us).await?
     {
         s.compactor.schedule(&record.project);
         return Ok(axum::Json(json!({"run_info": run_info(&record)})).into_response());
@@ -129,12 +188,23 @@ pub(crate) struct RunRef {
     run_uuid: Option<String>,
 }
 
+/// Renames a run and sets its `mlflow.runName` tag (MLflow keeps both).
+pub(crate) async fn rename(s: &State, run_id: &str, name: &str) -> Result<(), ApiError> {
+    held::with_run(s, run_id, |run| {
+        run.rename(name)?;
+        run.set_tag(RUN_NAME_TAG, name)?;
+        Ok(())
+    })
+    .await
+}
+
 async fn set_deleted(s: &State, req: RunRef, deleted: bool) -> Result<Response, ApiError> {
     let run_id = run_id_of(req.run_id, req.run_uuid)?;
     let record = read_record(s, &run_id).await?;
     s.store()
         .set_run_deleted(&record.project, &run_id, deleted)
         .await?;
+    s.runs.set_deleted(&run_id, deleted);
     Ok(wire::ok())
 }
 
@@ -167,7 +237,7 @@ pub(crate) async fn get_run(
     )
     .await?
     .pop()
-    .ok_or_else(|| ApiError::not_found(format!("Run '{run_id}' not found")))?;
+    .ok_or_else(|| ApiError::not_found(format!("Run with id={run_id} not found")))?;
     Ok(axum::Json(json!({ "run": run })).into_response())
 }
 

@@ -108,6 +108,44 @@ pub(crate) struct Runs {
     projects: Mutex<HashMap<String, String>>,
     /// When each open run's client last wrote.
     seen: Mutex<HashMap<String, Instant>>,
+    /// The points each open run was sent recently: one sent again identically is kept once.
+    points: Mutex<HashMap<String, Arc<Mutex<Points>>>>,
+    /// Runs deleted through this server (a run it reopens has its deletion in its record).
+    deleted: Mutex<HashSet<String>>,
+    keys: std::hash::RandomState,
+}
+
+/// Points remembered per run: between this many and twice as many of its latest.
+const POINT_WINDOW: usize = 1 << 16;
+
+/// A metric point as MLflow's SQL store keys it: (key's hash, step, timestamp, value), with
+/// every NaN one value and -0 equal to 0.
+pub(crate) type Point = (u64, i64, i64, u64);
+
+/// The points logged into a run recently through this server (its latest
+/// [`POINT_WINDOW`]–2×[`POINT_WINDOW`]), so that a point sent again with the same key, step,
+/// timestamp and value — xgboost's and lightgbm's autologging do — is stored once, as
+/// MLflow's server stores it. A point older than the window, or sent again after a restart of
+/// the server, is stored again.
+#[derive(Default)]
+pub(crate) struct Points {
+    current: HashSet<Point>,
+    previous: HashSet<Point>,
+}
+
+impl Points {
+    pub(crate) fn contains(&self, p: &Point) -> bool {
+        self.current.contains(p) || self.previous.contains(p)
+    }
+
+    pub(crate) fn insert(&mut self, p: Point) {
+        if self.previous.contains(&p) || !self.current.insert(p) {
+            return;
+        }
+        if self.current.len() >= POINT_WINDOW {
+            self.previous = std::mem::take(&mut self.current);
+        }
+    }
 }
 
 impl std::fmt::Debug for Runs {
@@ -156,9 +194,50 @@ impl Runs {
             .into_iter()
             .filter_map(|id| {
                 seen.remove(&id);
+                self.forget(&id);
                 open.remove(&id)
             })
             .collect()
+    }
+
+    /// The points recently logged into a run.
+    pub(crate) fn points_of(&self, run_id: &str) -> Arc<Mutex<Points>> {
+        let mut all = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(run_id.to_string()).or_default().clone()
+    }
+
+    /// A point as [`Points`] remembers it.
+    pub(crate) fn point(&self, key: &str, step: i64, ts: i64, value: f64) -> Point {
+        use std::hash::BuildHasher;
+        let bits = if value.is_nan() {
+            f64::NAN.to_bits()
+        } else if value == 0.0 {
+            0
+        } else {
+            value.to_bits()
+        };
+        (self.keys.hash_one(key), step, ts, bits)
+    }
+
+    /// Forgets what the server remembers of a run it no longer holds.
+    pub(crate) fn forget(&self, run_id: &str) {
+        if let Ok(mut p) = self.points.lock() {
+            p.remove(run_id);
+        }
+    }
+
+    /// Notes that a run was deleted (or restored) through this server.
+    pub(crate) fn set_deleted(&self, run_id: &str, deleted: bool) {
+        let mut d = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        if deleted {
+            d.insert(run_id.to_string());
+        } else {
+            d.remove(run_id);
+        }
+    }
+
+    pub(crate) fn is_deleted(&self, run_id: &str) -> bool {
+        self.deleted.lock().is_ok_and(|d| d.contains(run_id))
     }
 
     /// Every run this server holds open.

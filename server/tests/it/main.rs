@@ -4,6 +4,7 @@
 mod compaction;
 mod events;
 mod hostile;
+mod mlflow_parity;
 mod mlflow_routes;
 mod scale;
 mod security;

@@ -222,4 +222,46 @@ if RUNQL:
     # An experiment's id is its name in runql: renaming is refused, with the reason.
     expect_error("INVALID_PARAMETER_VALUE", client.rename_experiment, third, "compat-renamed")
 
+# Run lifecycle as MLflow's server has it (issue 24): made-up names, renames, the client's
+# user, deleted runs refusing writes, points sent twice kept once, long values cut.
+parity = client.create_experiment("compat-parity")
+unnamed = client.create_run(parity)
+name = unnamed.info.run_name
+assert len(name.split("-")) == 3 and len(name) <= 20, name
+assert client.get_run(unnamed.info.run_id).data.tags["mlflow.runName"] == name
+rid = unnamed.info.run_id
+client.update_run(rid, name="renamed")
+got = client.get_run(rid)
+assert got.info.run_name == "renamed" and got.data.tags["mlflow.runName"] == "renamed", got.info
+client.set_tag(rid, "mlflow.runName", "by-tag")
+assert client.get_run(rid).info.run_name == "by-tag"
+with mlflow.start_run(experiment_id=parity, run_name="fluent") as fluent_run:
+    pass
+got = client.get_run(fluent_run.info.run_id)
+assert got.info.user_id == got.data.tags["mlflow.user"] != "", (got.info.user_id, got.data.tags)
+by_user = client.search_runs([parity], filter_string=f"attributes.user_id = '{got.info.user_id}'")
+assert fluent_run.info.run_id in ids(by_user), by_user
+# Points sent again identically: kept once (xgboost's and lightgbm's autologgers send them).
+for _ in range(2):
+    client.log_metric(rid, "dup", 2.5, timestamp=100, step=1)
+client.log_batch(rid, metrics=[Metric("dup", 2.5, 100, 1), Metric("dup", 3.5, 100, 1)])
+assert sorted(m.value for m in client.get_metric_history(rid, "dup")) == [2.5, 3.5]
+# A param past 6,000 characters is cut to 6,000, as MLflow's server cuts it.
+client.log_param(rid, "long", "x" * 7000)
+assert len(client.get_run(rid).data.params["long"]) == 6000
+# A deleted run refuses writes; restored, it takes them again.
+client.delete_run(rid)
+expect_error("INVALID_PARAMETER_VALUE", client.log_metric, rid, "after", 1.0)
+expect_error("INVALID_PARAMETER_VALUE", client.set_tag, rid, "after", "1")
+assert client.get_run(rid).info.lifecycle_stage == "deleted"
+client.restore_run(rid)
+client.log_metric(rid, "after", 1.0)
+got = client.get_run(rid)
+assert got.info.lifecycle_stage == "active" and got.data.metrics["after"] == 1.0, got.info
+# Logging into a finished run keeps it finished, with its end time.
+client.set_terminated(rid, end_time=1_800_000_000_000)
+client.log_metric(rid, "late", 1.0)
+got = client.get_run(rid)
+assert (got.info.status, got.info.end_time) == ("FINISHED", 1_800_000_000_000), got.info
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
