@@ -6,7 +6,7 @@
 // in lib/.
 
 import { h, banner } from "./lib/dom.js";
-import { parseHash, matchRoute } from "./lib/route.js";
+import { parseHash, matchRoute, href, mlflowLink } from "./lib/route.js";
 import { projectsView } from "./views/projects.js";
 import { runsView } from "./views/runs.js";
 import { runView } from "./views/run.js";
@@ -40,7 +40,13 @@ async function route() {
   unmount = () => { mounted = false; for (const f of cleanups.splice(0)) f(); };
   const onCleanup = (f) => { if (mounted) cleanups.push(f); else f(); };
   banner(null);
-  const { segs, params } = parseHash();
+  let { segs, params } = parseHash();
+  // A link the mlflow client printed opens the same run here, under the dashboard's own URL.
+  const alias = mlflowLink(segs);
+  if (alias) {
+    segs = alias;
+    history.replaceState(null, "", href(segs, params));
+  }
   const main = document.getElementById("main");
   main.replaceChildren();
   document.title = "runql";

@@ -380,6 +380,9 @@ impl Run {
         for (k, _, _, _) in &batch.metrics {
             validate_key("metric key", k)?;
         }
+        for (k, _, _) in &batch.system {
+            validate_key("system metric key", k)?;
+        }
         for (k, v) in &batch.tags {
             validate_key("tag key", k)?;
             check_len("tag value", v, MAX_TAG_VALUE_LEN)?;
@@ -434,6 +437,9 @@ impl Run {
                 None => b.add_key(key)?,
             };
             b.push_metric(id, step, ts, value);
+        }
+        for &(key, ts, value) in &batch.system {
+            b.system.push((key.to_string(), ts, value));
         }
         b.commit(mark, ack);
         self.shared.maybe_hand_off(b);

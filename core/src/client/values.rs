@@ -74,4 +74,6 @@ pub struct Batch<'a> {
     pub metrics: Vec<(&'a str, i64, f64, i64)>,
     pub params: Vec<(&'a str, &'a str)>,
     pub tags: Vec<(&'a str, &'a str)>,
+    /// System metric samples another process took: `(key, ts µs, value)`.
+    pub system: Vec<(&'a str, i64, f64)>,
 }

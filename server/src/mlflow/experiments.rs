@@ -179,6 +179,7 @@ async fn set_deleted(s: &State, experiment_id: &str, deleted: bool) -> Result<Re
         store
             .set_run_deleted(&project, &run.run_id, deleted)
             .await?;
+        s.runs.set_deleted(&run.run_id, deleted);
     }
     let change = ProjectChange {
         deleted: Some(deleted),

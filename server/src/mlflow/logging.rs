@@ -51,6 +51,13 @@ pub(crate) fn truncate_tags(tags: &mut [(String, String)]) {
     }
 }
 
+/// Whether an MLflow metric key is one of MLflow's system metrics (`system/cpu_utilization_percentage`,
+/// `system/gpu_0_utilization_percentage`…, or `system/<node>/…`): they are stored in
+/// `system_metrics`, under the same key, where the dashboard's System tab and SQL find them.
+pub(crate) fn is_system(key: &str) -> bool {
+    key.starts_with("system/")
+}
+
 /// MLflow's wording for a batch over one of its limits.
 fn too_many(limit: usize, what: &str, got: usize) -> ApiError {
     ApiError::invalid(format!(
@@ -142,6 +149,7 @@ pub(crate) async fn log_batch(
     // Checked before anything is logged: a bad point rejects the whole request.
     let now_ms = runql_core::model::now_us() / 1000;
     let mut points = Vec::with_capacity(metrics.len());
+    let mut system = Vec::new();
     for m in metrics {
         let key = required(&m.key, "key")?;
         let value = m.value.as_ref().map(|n| n.0).ok_or_else(|| {
@@ -149,10 +157,16 @@ pub(crate) async fn log_batch(
         })?;
         let ts = m.timestamp.as_ref().map(|t| t.0).unwrap_or(now_ms);
         let step = m.step.as_ref().map(|t| t.0).unwrap_or(0);
-        points.push((key, step, value, ts.saturating_mul(1000)));
+        // MLflow's system metrics (`log_system_metrics=True`) are samples of the machine.
+        if is_system(key) {
+            system.push((key, ts.saturating_mul(1000), value));
+        } else {
+            points.push((key, step, value, ts.saturating_mul(1000)));
+        }
     }
     let mut batch = Batch {
         metrics: points,
+        system,
         ..Batch::default()
     };
     let mut values = Vec::with_capacity(params.len() + tags.len());
@@ -227,9 +241,17 @@ pub(crate) async fn log_metric(
         .timestamp
         .map_or_else(|| runql_core::model::now_us() / 1000, |t| t.0);
     let step = req.step.map_or(0, |s| s.0);
-    let batch = Batch {
-        metrics: vec![(req.key.as_str(), step, value, ts.saturating_mul(1000))],
-        ..Batch::default()
+    let ts_us = ts.saturating_mul(1000);
+    let batch = if is_system(&req.key) {
+        Batch {
+            system: vec![(req.key.as_str(), ts_us, value)],
+            ..Batch::default()
+        }
+    } else {
+        Batch {
+            metrics: vec![(req.key.as_str(), step, value, ts_us)],
+            ..Batch::default()
+        }
     };
     let run_id = run_id_of(req.run_id, req.run_uuid)?;
     with_run(&s, &run_id, |run| {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
 use runql_core::model::RunStatus;
-use runql_core::store::{f64_column, i64_column, timestamp_column};
+use runql_core::store::{f64_column, i64_column, string_column, timestamp_column};
 use runql_core::{Capture, RunId, Scan, Table};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -326,14 +326,38 @@ pub(crate) async fn get_history(
         .runs([run_id.as_str()])
         .keys([q.metric_key.as_str()]);
     let mut points: Vec<(i64, i64, f64)> = Vec::new();
-    for b in s.store().scan(Table::Metrics, &scan).await? {
-        let (step, ts, v) = (
-            i64_column(&b, "step")?,
-            timestamp_column(&b, "ts")?,
-            f64_column(&b, "value")?,
+    if super::logging::is_system(&q.metric_key) {
+        // System samples have no step: MLflow numbers its sends 0, 1, 2…, and so do we.
+        let mut samples = Vec::new();
+        for b in s.store().scan(Table::SystemMetrics, &scan).await? {
+            let (key, ts, v) = (
+                string_column(&b, "key")?,
+                timestamp_column(&b, "ts")?,
+                f64_column(&b, "value")?,
+            );
+            for i in 0..b.num_rows() {
+                if key.value(i) == q.metric_key {
+                    samples.push((ts.value(i), v.value(i)));
+                }
+            }
+        }
+        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        points.extend(
+            samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ts, v))| (i as i64, ts, v)),
         );
-        for i in 0..b.num_rows() {
-            points.push((step.value(i), ts.value(i), v.value(i)));
+    } else {
+        for b in s.store().scan(Table::Metrics, &scan).await? {
+            let (step, ts, v) = (
+                i64_column(&b, "step")?,
+                timestamp_column(&b, "ts")?,
+                f64_column(&b, "value")?,
+            );
+            for i in 0..b.num_rows() {
+                points.push((step.value(i), ts.value(i), v.value(i)));
+            }
         }
     }
     points.sort_by_key(|p| (p.0, p.1));

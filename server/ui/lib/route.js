@@ -39,3 +39,13 @@ export function matchRoute(routes, segs) {
   }
   return null;
 }
+
+// The dashboard's own segments for a link the `mlflow` client prints ("🏃 View run … at:
+// <tracking uri>/#/experiments/<id>/runs/<run id>"): an experiment id is its project's name,
+// "0" MLflow's Default experiment. Null for segments that are not such a link.
+export function mlflowLink(segs) {
+  if (segs[0] !== "experiments" || segs[1] === undefined) return null;
+  const project = segs[1] === "0" ? "Default" : segs[1];
+  if (segs[2] === "runs" && segs[3] !== undefined) return ["p", project, "run", segs[3]];
+  return ["p", project];
+}

@@ -4,11 +4,12 @@
 import { h } from "../lib/dom.js";
 import { lit, ident, objects, reviveFloats } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtBytes, fmtNum, badge } from "../lib/format.js";
-import { parseHash, href, matchRoute } from "../lib/route.js";
+import { parseHash, href, matchRoute, mlflowLink } from "../lib/route.js";
 import { splitEvents } from "../lib/events.js";
 import { tableFrom, tableOf } from "../lib/table.js";
 import { splitCsv } from "../lib/artifacts.js";
 import { plugin, plugins } from "../lib/plugins.js";
+import { defaultKeys } from "../views/runs.js";
 import "../views/optuna.js";
 import "../views/rl.js";
 import "../views/llm.js";
@@ -180,4 +181,21 @@ export function pluginViewsRegisterThemselves() {
   eq(plugins().map((p) => [p.schema, p.label, p.table]), [["optuna", "Optuna study", "trials"], ["rl", "RL episodes", "episodes"], ["llm", "LLM calls", "calls"]]);
   eq(typeof plugin("rl").view, "function");
   eq(plugin("run"), null);
+}
+
+export function mlflowLinksOpenTheRunOrTheProject() {
+  eq(mlflowLink(parseHash("#/experiments/vision/runs/0123abcd").segs), ["p", "vision", "run", "0123abcd"]);
+  eq(mlflowLink(parseHash("#/experiments/0/runs/ff").segs), ["p", "Default", "run", "ff"]);
+  eq(mlflowLink(parseHash("#/experiments/my%20exp").segs), ["p", "my exp"]);
+  eq(mlflowLink(parseHash("#/experiments").segs), null);
+  eq(mlflowLink(parseHash("#/p/vision").segs), null);
+}
+
+export function defaultColumnsAreTheKeysMostRunsHave() {
+  const keys = [
+    { key: "a_parent_only", runs: 1 }, { key: "value", runs: 40 }, { key: "lr", runs: 40 },
+    { key: "mlflow.note", runs: 41 }, { key: "zeta", runs: 2 },
+  ];
+  eq(defaultKeys(keys, 3).map((k) => k.key), ["lr", "value", "zeta"]);
+  eq(defaultKeys([], 3), []);
 }

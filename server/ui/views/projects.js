@@ -11,7 +11,8 @@ export async function projectsView({ main, onCleanup, reload }) {
   main.append(h("h1", {}, "Projects"));
   const rows = await sqlObjects(`SELECT project, count(*) AS runs,
       sum(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running,
-      sum(CASE WHEN status IN ('crashed', 'failed') THEN 1 ELSE 0 END) AS failed,
+      sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed,
+      sum(CASE WHEN status = 'crashed' THEN 1 ELSE 0 END) AS crashed,
       max(created) AS last_run
     FROM runs WHERE NOT deleted GROUP BY project ORDER BY last_run DESC`);
   if (!rows.length) {
@@ -23,7 +24,10 @@ export async function projectsView({ main, onCleanup, reload }) {
     cards.append(h("a", { class: "card", href: href(["p", r.project]), dataset: { project: r.project } },
       h("h3", {}, r.project),
       h("div", {}, `${r.runs} runs`, r.running ? h("span", {}, " · ", badge("running"), ` ${r.running}`) : null,
-        r.failed ? h("span", {}, " · ", badge("crashed"), ` ${r.failed}`) : null),
+        // A run that failed (its script said so: MLflow's FAILED) is not one that crashed
+        // (its writer went silent).
+        r.failed ? h("span", {}, " · ", badge("failed"), ` ${r.failed}`) : null,
+        r.crashed ? h("span", {}, " · ", badge("crashed"), ` ${r.crashed}`) : null),
       h("div", { class: "muted" }, `last run ${fmtTime(r.last_run)}`)));
   }
   main.append(cards);

@@ -57,8 +57,17 @@ export async function runView({ main, project, runId, params, onCleanup }) {
     const note = tagRows.find((t) => t.key === "mlflow.note.content");
     if (note) body.append(h("h2", {}, "Notes"), h("pre", { class: "note" }, note.value));
     body.append(h("h2", {}, "Params"), tableOf(paramsRows, { empty: "No params." }));
-    const userTags = tagRows.filter((t) => !t.key.startsWith("mlflow.") && !t.key.startsWith("runql."));
-    body.append(h("h2", {}, "Tags"), tableOf(tableFrom([{ name: "key" }, { name: "value" }], userTags), { empty: "No tags." }));
+    const isSystem = (t) => t.key.startsWith("mlflow.") || t.key.startsWith("runql.");
+    const userTags = tagRows.filter((t) => !isSystem(t));
+    const systemTags = tagRows.filter(isSystem);
+    const tagTable = (rows) => tableOf(tableFrom([{ name: "key" }, { name: "value" }], rows), { empty: "No tags." });
+    body.append(h("h2", {}, "Tags"), userTags.length || !systemTags.length ? tagTable(userTags) : h("p", { class: "muted" }, "No tags of its own."));
+    // What the tools set (mlflow.source.name, mlflow.runName, mlflow.log-model.history…), folded.
+    if (systemTags.length) {
+      body.append(h("details", { dataset: { role: "system-tags" } },
+        h("summary", {}, `${systemTags.length} tag${systemTags.length === 1 ? "" : "s"} set by tools (mlflow.*, runql.*)`),
+        tagTable(systemTags)));
+    }
     for (const a of arts) {
       const pre = h("pre", {}, "…");
       body.append(h("h2", {}, a.path === "git/diff.patch" ? "Uncommitted changes (git diff)" : `Environment: ${a.path.slice(4)}`), pre);

@@ -24,13 +24,22 @@ const BASE_COLS = {
 // The keys of a project's params, metrics and tags.
 async function projectKeys(project) {
   const rows = await sqlObjects(`
-    SELECT 'params' AS kind, key, count(value_num) = count(*) AS numeric FROM params WHERE project = ${lit(project)} GROUP BY key
-    UNION ALL SELECT 'metrics' AS kind, key, true AS numeric FROM metric_summary WHERE project = ${lit(project)} GROUP BY key
-    UNION ALL SELECT 'tags' AS kind, key, false AS numeric FROM tags WHERE project = ${lit(project)} GROUP BY key
+    SELECT 'params' AS kind, key, count(value_num) = count(*) AS numeric, count(DISTINCT run_id) AS runs FROM params WHERE project = ${lit(project)} GROUP BY key
+    UNION ALL SELECT 'metrics' AS kind, key, true AS numeric, count(DISTINCT run_id) AS runs FROM metric_summary WHERE project = ${lit(project)} GROUP BY key
+    UNION ALL SELECT 'tags' AS kind, key, false AS numeric, count(DISTINCT run_id) AS runs FROM tags WHERE project = ${lit(project)} GROUP BY key
     ORDER BY kind, key`);
   const keys = { params: [], metrics: [], tags: [] };
-  for (const r of rows) keys[r.kind].push({ key: r.key, numeric: r.numeric });
+  for (const r of rows) keys[r.kind].push({ key: r.key, numeric: r.numeric, runs: Number(r.runs) });
   return keys;
+}
+
+// The keys shown before the user chooses: those most runs have (a sweep's trials' metric, not
+// its parent's), then by name; tools' own keys (mlflow.*, runql.*, system/*) last.
+export function defaultKeys(list, n) {
+  const tool = (k) => /^(mlflow\.|runql\.|system\/)/.test(k.key);
+  return [...list]
+    .sort((a, b) => (tool(a) - tool(b)) || (b.runs - a.runs) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .slice(0, n);
 }
 
 // Column id → {label, expr, width, num}.
@@ -85,7 +94,7 @@ export async function runsView({ main, project, params, onCleanup }) {
     group: params.group || "",
     sel: new Set((params.sel || "").split(",").filter(Boolean)),
     cols: params.cols ? params.cols.split(",").filter(Boolean)
-      : ["name", "status", "created", "duration", ...keys.params.slice(0, 4).map((k) => `params.${k.key}`), ...keys.metrics.slice(0, 3).map((k) => `metrics.${k.key}`)],
+      : ["name", "status", "created", "duration", ...defaultKeys(keys.params, 4).map((k) => `params.${k.key}`), ...defaultKeys(keys.metrics, 3).map((k) => `metrics.${k.key}`)],
   };
   state.cols = state.cols.filter((c) => columnOf(c, keys));
   if (!state.cols.includes("name")) state.cols.unshift("name");

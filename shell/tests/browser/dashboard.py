@@ -201,6 +201,15 @@ def run_checks(browser):
     expect(page.locator("[data-role=status]")).to_have_text("finished", timeout=15000)
     shot(page, "live")
 
+    # The link the mlflow client prints after a run ("🏃 View run live at: …") opens that run.
+    page.goto(f"{URL}/#/experiments/{exp}/runs/{run}")
+    expect(page.locator("[data-role=status]")).to_have_text("finished", timeout=15000)
+    assert f"#/p/live-demo/run/{run}" in page.url, page.url
+    # Its only tags are the ones MLflow sets (mlflow.runName): folded, not "No tags.".
+    tools = page.locator("details[data-role=system-tags]")
+    expect(tools).to_contain_text("mlflow.runName", timeout=15000)
+    expect(page.get_by_text("No tags.", exact=True)).to_have_count(0)
+
     # The SQL page: a table and a chart of a numeric column.
     page.goto(URL + "/#/sql")
     page.fill(

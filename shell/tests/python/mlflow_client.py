@@ -264,4 +264,32 @@ client.log_metric(rid, "late", 1.0)
 got = client.get_run(rid)
 assert (got.info.status, got.info.end_time) == ("FINISHED", 1_800_000_000_000), got.info
 
+# MLflow's system metrics (log_system_metrics=True, psutil): sampled every 0.5 s here.
+import time
+import urllib.request
+
+os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
+os.environ["MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING"] = "1"
+with mlflow.start_run(experiment_id=parity, run_name="sysmetrics", log_system_metrics=True) as sys_run:
+    mlflow.log_metric("loss", 1.0)
+    deadline = time.time() + 30
+    while not client.get_metric_history(sys_run.info.run_id, "system/cpu_utilization_percentage"):
+        assert time.time() < deadline, "no system metrics in 30 s"
+        time.sleep(0.25)
+cpu = client.get_metric_history(sys_run.info.run_id, "system/cpu_utilization_percentage")
+assert all(0 <= m.value <= 100 for m in cpu) and cpu[0].step == 0, cpu
+if RUNQL:
+    # In runql they are samples of the machine: the `system_metrics` table (the System tab).
+    body = json.dumps(
+        {"sql": f"SELECT DISTINCT key FROM system_metrics WHERE run_id = '{sys_run.info.run_id}'"}
+    ).encode()
+    req = urllib.request.Request(
+        os.environ["MLFLOW_TRACKING_URI"].rstrip("/") + "/api/sql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    answer = urllib.request.urlopen(req, timeout=30).read().decode()
+    assert "system/cpu_utilization_percentage" in answer, answer
+    assert "system/system_memory_usage_megabytes" in answer, answer
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
