@@ -280,7 +280,20 @@ pub(crate) async fn search_runs(
         "DELETED_ONLY" => Some(true),
         _ => None,
     };
-    let max_results = req.max_results.map_or(1000, |m| m.0).clamp(1, 50_000) as usize;
+    // MLflow's bounds, in its words.
+    let max_results = match req.max_results.map_or(1000, |m| m.0) {
+        n if n <= 0 => {
+            return Err(ApiError::invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer"
+            )));
+        }
+        n if n > 50_000 => {
+            return Err(ApiError::invalid(format!(
+                "Invalid value {n} for parameter 'max_results' supplied. It must be at most 50000"
+            )));
+        }
+        n => n as usize,
+    };
     let offset = page_offset(req.page_token.as_deref())?;
     flush_all(&s).await?;
     // One snapshot per project, for the search and the page both.
@@ -341,7 +354,7 @@ pub(crate) async fn get_history(
                 }
             }
         }
-        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        samples.sort_by_key(|a| a.0);
         points.extend(
             samples
                 .into_iter()

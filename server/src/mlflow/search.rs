@@ -27,6 +27,8 @@ enum Entity {
     Param,
     Tag,
     Attribute,
+    /// A dataset input's `name`, `digest` or `context`.
+    Dataset,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,12 +83,20 @@ fn tokens(filter: &str) -> Result<Vec<String>, ApiError> {
                 s.push(chars[j]);
                 j += 1;
             }
-            if j < chars.len() && chars[j] == '`' && s.ends_with('.') {
+            // A quoted key right after the dot: `metrics."val/acc"`, `metrics.'a b'`,
+            // ``metrics.`val/acc` ``.
+            if j < chars.len() && "`\"'".contains(chars[j]) && s.ends_with('.') {
+                let quote = chars[j];
                 let mut k = j + 1;
                 let mut key = String::new();
-                while k < chars.len() && chars[k] != '`' {
+                while k < chars.len() && chars[k] != quote {
                     key.push(chars[k]);
                     k += 1;
+                }
+                if k >= chars.len() {
+                    return Err(ApiError::invalid(format!(
+                        "unterminated {quote} in filter {filter:?}"
+                    )));
                 }
                 s.push_str(&key);
                 j = k + 1;
@@ -117,6 +127,7 @@ impl Condition {
             Entity::Param => "params",
             Entity::Tag => "tags",
             Entity::Attribute => "attributes",
+            Entity::Dataset => "datasets",
         }
     }
 
@@ -127,6 +138,11 @@ impl Condition {
     /// Whether a value (`None`: absent) satisfies the condition. Numbers compare as numbers
     /// when both sides are numbers; `LIKE` uses SQL's `%` and `_`, `ILIKE` ignores case.
     pub(crate) fn matches(&self, actual: Option<&str>) -> bool {
+        match self.op.as_str() {
+            "IS NULL" => return actual.is_none(),
+            "IS NOT NULL" => return actual.is_some(),
+            _ => {}
+        }
         let Some(actual) = actual else {
             // MLflow: a missing key matches nothing, `!=` included.
             return false;
@@ -209,7 +225,13 @@ fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
             "params" | "param" | "parameter" | "parameters" => Entity::Param,
             "tags" | "tag" => Entity::Tag,
             "attributes" | "attribute" | "attr" | "run" => Entity::Attribute,
-            other => return Err(bad(&format!("unknown entity {other:?}"))),
+            "datasets" | "dataset" => Entity::Dataset,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid entity type '{other}'. Valid values are ['metric', 'parameter', \
+                     'tag', 'attribute', 'dataset']"
+                )));
+            }
         };
         let key = unquote(&key).unwrap_or(key);
         let op = toks
@@ -255,8 +277,37 @@ fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
                 }
                 (op, Value::List(items))
             }
+            "IS" => {
+                let not = toks.get(i).map(|t| t.to_uppercase()) == Some("NOT".into());
+                if not {
+                    i += 1;
+                }
+                if toks.get(i).map(|t| t.to_uppercase()) != Some("NULL".into()) {
+                    return Err(bad("expected IS NULL or IS NOT NULL"));
+                }
+                i += 1;
+                if !matches!(entity, Entity::Param | Entity::Tag) {
+                    let kind = match entity {
+                        Entity::Metric => "metric",
+                        Entity::Dataset => "dataset",
+                        _ => "attribute",
+                    };
+                    return Err(ApiError::invalid(format!(
+                        "IS NULL / IS NOT NULL is only supported for tags and params, not for \
+                         '{kind}' '{key}'"
+                    )));
+                }
+                let op = if not { "IS NOT NULL" } else { "IS NULL" };
+                (op.to_string(), Value::Text(String::new()))
+            }
             other => return Err(bad(&format!("unknown comparison {other:?}"))),
         };
+        if entity == Entity::Dataset && !matches!(key.as_str(), "name" | "digest" | "context") {
+            return Err(ApiError::invalid(format!(
+                "Invalid dataset key '{key}' specified. Valid keys are '{{'name', 'digest', \
+                 'context'}}'"
+            )));
+        }
         if entity == Entity::Metric && !matches!(value, Value::Number(_)) {
             return Err(bad(&format!("metrics.{key} is compared with a number")));
         }
@@ -290,8 +341,8 @@ enum Attr {
 fn check_attribute(key: &str) -> Result<(), ApiError> {
     match key {
         "run_id" | "run_uuid" | "run_name" | "mlflow.runName" | "status" | "user_id"
-        | "start_time" | "created" | "end_time" => Ok(()),
-        "artifact_uri" | "lifecycle_stage" => Err(ApiError::invalid(format!(
+        | "start_time" | "created" | "end_time" | "artifact_uri" => Ok(()),
+        "lifecycle_stage" => Err(ApiError::invalid(format!(
             "searching by attributes.{key} is not supported"
         ))),
         other => Err(ApiError::invalid(format!(
@@ -308,6 +359,11 @@ fn attribute(r: &RunRecord, key: &str) -> Option<Attr> {
         "user_id" => Attr::Text(r.username.clone()?),
         "start_time" | "created" => Attr::Millis(r.started.unwrap_or(r.created) / 1000),
         "end_time" => Attr::Millis(r.ended? / 1000),
+        "artifact_uri" => Attr::Text(format!(
+            "mlflow-artifacts:/{}/{}/artifacts",
+            super::wire::experiment_id_of(&r.project),
+            r.run_id
+        )),
         _ => return None,
     })
 }
@@ -372,6 +428,9 @@ fn parse_order(clause: &str) -> Result<Order, ApiError> {
         "metrics" | "metric" => Entity::Metric,
         "params" | "param" => Entity::Param,
         "tags" | "tag" => Entity::Tag,
+        "datasets" | "dataset" => {
+            return Err(ApiError::invalid("Invalid identifier type 'dataset'"));
+        }
         _ => {
             check_attribute(&key)?;
             Entity::Attribute
@@ -452,7 +511,7 @@ pub(crate) async fn run_ids(
         Entity::Metric => Some(0),
         Entity::Param => Some(1),
         Entity::Tag => Some(2),
-        Entity::Attribute => None,
+        Entity::Attribute | Entity::Dataset => None,
     };
     for (entity, key) in conditions
         .iter()
@@ -463,16 +522,44 @@ pub(crate) async fn run_ids(
             Some(i) => {
                 keys[i].insert(key.clone());
             }
+            None if entity == Entity::Dataset => {}
             None => check_attribute(key)?,
         }
     }
+    let with_datasets = conditions.iter().any(|c| c.entity == Entity::Dataset);
     let text = |b: &RecordBatch, name: &str| -> Result<arrow::array::StringArray, ApiError> {
         Ok(string_column(b, name)?.clone())
     };
     let mut runs: Vec<RunRecord> = Vec::new();
     let (mut metrics, mut params, mut tags) = (Vec::new(), Vec::new(), Vec::new());
+    // Each run's dataset inputs (name, digest, context), when the filter names them.
+    let mut datasets: HashMap<String, Vec<[Option<String>; 3]>> = HashMap::new();
     for snap in snaps {
         let scan = Scan::project(&snap.project);
+        if with_datasets {
+            for b in store.read_snapshot(snap, Table::Inputs, &scan).await? {
+                let (id, name, digest, role) = (
+                    string_column(&b, "run_id")?,
+                    string_column(&b, "name")?,
+                    string_column(&b, "digest")?,
+                    string_column(&b, "role")?,
+                );
+                let opt = |a: &arrow::array::StringArray, i: usize| {
+                    arrow::array::Array::is_valid(a, i).then(|| a.value(i).to_string())
+                };
+                for i in 0..b.num_rows() {
+                    // The models a run produced are inputs with role 'output': not datasets.
+                    if opt(role, i).as_deref() == Some(super::wire::OUTPUT_ROLE) {
+                        continue;
+                    }
+                    datasets.entry(id.value(i).to_string()).or_default().push([
+                        Some(name.value(i).to_string()),
+                        opt(digest, i),
+                        opt(role, i),
+                    ]);
+                }
+            }
+        }
         let (records, m, p, t) = tokio::try_join!(
             async {
                 let b = store.read_snapshot(snap, Table::Runs, &scan).await?;
@@ -548,6 +635,18 @@ pub(crate) async fn run_ids(
             Entity::Param => c.matches(lookup(&values.params, &r, &c.key)),
             Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key)),
             Entity::Attribute => c.matches_attribute(&r),
+            // Some dataset input of the run satisfies it (each condition on its own, as in
+            // MLflow).
+            Entity::Dataset => {
+                let field = match c.key.as_str() {
+                    "name" => 0,
+                    "digest" => 1,
+                    _ => 2,
+                };
+                datasets
+                    .get(&r.run_id)
+                    .is_some_and(|ds| ds.iter().any(|d| c.matches(d[field].as_deref())))
+            }
         });
         if !keep {
             continue;
@@ -562,6 +661,7 @@ pub(crate) async fn run_ids(
                 Entity::Tag => {
                     lookup(&values.tags, &r, &o.key).map(|v| SortValue::Text(v.to_string()))
                 }
+                Entity::Dataset => None,
                 Entity::Attribute => attribute(&r, &o.key).map(|a| match a {
                     Attr::Text(t) => SortValue::Text(t),
                     Attr::Millis(ms) => SortValue::Number(ms as f64),
@@ -584,7 +684,9 @@ pub(crate) async fn run_ids(
                 return ord;
             }
         }
-        let start = |r: &RunRecord| r.started.unwrap_or(r.created);
+        // MLflow's start times are milliseconds: runs started in the same one are tied, and
+        // the tie goes to the smaller id.
+        let start = |r: &RunRecord| r.started.unwrap_or(r.created).div_euclid(1000);
         start(rb)
             .cmp(&start(ra))
             .then_with(|| ra.run_id.cmp(&rb.run_id))
@@ -633,6 +735,44 @@ mod tests {
         assert!(!c("tags.team != 'x'").matches(None));
         assert!(c("name IN ('a', 'b')").matches(Some("b")));
         assert!(!c("name NOT IN ('a', 'b')").matches(Some("b")));
+    }
+
+    #[test]
+    fn quoted_keys_null_tests_and_datasets_parse_like_mlflow() {
+        for f in [
+            "metrics.\"val/acc\" > 0.5",
+            "metrics.'val/acc' > 0.5",
+            "metrics.`val/acc` > 0.5",
+        ] {
+            let c = parse(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(
+                (c[0].entity, c[0].key.as_str()),
+                (Entity::Metric, "val/acc"),
+                "{f}"
+            );
+        }
+        let c = parse("params.lr IS NULL and tags.team is not null").unwrap();
+        assert!(c[0].matches(None) && !c[0].matches(Some("")));
+        assert!(c[1].matches(Some("")) && !c[1].matches(None));
+        let err = parse("metrics.loss IS NULL").unwrap_err().to_string();
+        assert!(
+            err.contains("only supported for tags and params, not for 'metric' 'loss'"),
+            "{err}"
+        );
+        let c = parse("datasets.name IN ('a', 'b') AND datasets.context != 'eval'").unwrap();
+        assert_eq!(c[0].entity, Entity::Dataset);
+        assert!(
+            parse("datasets.source = 'x'")
+                .unwrap_err()
+                .to_string()
+                .contains("Invalid dataset key 'source'")
+        );
+        assert!(
+            parse("foo.x = 'a'")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Invalid entity type 'foo'")
+        );
     }
 
     #[test]

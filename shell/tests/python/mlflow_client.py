@@ -264,6 +264,27 @@ client.log_metric(rid, "late", 1.0)
 got = client.get_run(rid)
 assert (got.info.status, got.info.end_time) == ("FINISHED", 1_800_000_000_000), got.info
 
+# Search filters MLflow answers: IS NULL on params and tags, quoted keys, datasets, artifact_uri.
+with_lr = client.create_run(parity, run_name="with-lr")
+client.log_param(with_lr.info.run_id, "lr", "0.1")
+client.log_metric(with_lr.info.run_id, "val/acc", 0.9)
+client.log_inputs(
+    with_lr.info.run_id,
+    datasets=[DatasetInput(Dataset(name="ds-one", digest="d1", source_type="local", source="{}"), tags=[InputTag("mlflow.data.context", "train")])],
+)
+found = lambda f: sorted(r.info.run_name for r in client.search_runs([parity], filter_string=f))
+assert found("params.lr IS NOT NULL") == ["with-lr"], found("params.lr IS NOT NULL")
+nulls = found("params.lr IS NULL")
+assert "with-lr" not in nulls and "by-tag" in nulls and "fluent" in nulls, nulls
+assert found('metrics."val/acc" > 0.5') == ["with-lr"]
+assert found("metrics.`val/acc` > 0.5") == ["with-lr"]
+assert found("datasets.name = 'ds-one'") == ["with-lr"]
+assert found("datasets.context = 'train' AND datasets.digest = 'd1'") == ["with-lr"]
+assert found("datasets.name IN ('ds-one', 'ds-two')") == ["with-lr"]
+assert found("attributes.artifact_uri LIKE '%" + with_lr.info.run_id + "%'") == ["with-lr"]
+expect_error("INVALID_PARAMETER_VALUE", client.search_runs, [parity], filter_string="metrics.loss IS NULL")
+expect_error("INVALID_PARAMETER_VALUE", client.search_runs, [parity], max_results=50001)
+
 # MLflow's system metrics (log_system_metrics=True, psutil): sampled every 0.5 s here.
 import time
 import urllib.request
