@@ -402,3 +402,94 @@ pub(crate) async fn search_experiments(
         more.then_some(offset + max),
     ))
 }
+
+/// `experiments/search-datasets` (MLflow serves it under `/ajax-api` only; its UI fills the
+/// dataset filter from it).
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchDatasets {
+    #[serde(default)]
+    experiment_ids: Vec<String>,
+}
+
+/// Most experiments one `search-datasets` names (MLflow's bound).
+const MAX_DATASET_EXPERIMENTS: usize = 20;
+/// Most summaries one `search-datasets` answers with (MLflow's bound).
+const MAX_DATASET_SUMMARIES: usize = 1000;
+
+/// Each distinct (experiment, name, digest, context) of the datasets the experiments' runs
+/// used, by experiment (in the order asked) then name, digest and context.
+pub(crate) async fn search_datasets(
+    Read(s): Read<State>,
+    MlflowJson(req): MlflowJson<SearchDatasets>,
+) -> Result<Response, ApiError> {
+    let ids = req.experiment_ids;
+    if ids.is_empty() {
+        return Err(ApiError::invalid(
+            "SearchDatasets request must specify at least one experiment_id.",
+        ));
+    }
+    if ids.len() > MAX_DATASET_EXPERIMENTS {
+        return Err(ApiError::invalid(format!(
+            "SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} \
+             experiment_ids. Received {} experiment_ids.",
+            ids.len()
+        )));
+    }
+    super::held::flush_all(&s).await?;
+    let mut summaries = Vec::new();
+    let mut seen_experiments = std::collections::HashSet::new();
+    for id in &ids {
+        if !seen_experiments.insert(id.as_str()) {
+            continue;
+        }
+        let project = project_of(id);
+        let batches = match s
+            .store()
+            .scan(
+                runql_core::Table::Inputs,
+                &runql_core::Scan::project(project),
+            )
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut distinct = std::collections::BTreeSet::new();
+        for b in &batches {
+            use runql_core::store::string_column;
+            let (name, digest, role) = (
+                string_column(b, "name")?,
+                string_column(b, "digest")?,
+                string_column(b, "role")?,
+            );
+            let opt = |a: &arrow::array::StringArray, i: usize| {
+                arrow::array::Array::is_valid(a, i).then(|| a.value(i).to_string())
+            };
+            for i in 0..b.num_rows() {
+                let role = opt(role, i);
+                // The models a run produced are rows with role 'output': not datasets.
+                if role.as_deref() == Some(wire::OUTPUT_ROLE) {
+                    continue;
+                }
+                distinct.insert((name.value(i).to_string(), opt(digest, i), role));
+            }
+        }
+        for (name, digest, context) in distinct {
+            let mut summary = json!({"experiment_id": experiment_id_of(project), "name": name});
+            if let Some(d) = digest {
+                summary["digest"] = json!(d);
+            }
+            if let Some(c) = context.filter(|c| !c.is_empty()) {
+                summary["context"] = json!(c);
+            }
+            summaries.push(summary);
+        }
+    }
+    summaries.truncate(MAX_DATASET_SUMMARIES);
+    let mut out = json!({});
+    if !summaries.is_empty() {
+        out["dataset_summaries"] = Value::Array(summaries);
+    }
+    Ok(axum::Json(out).into_response())
+}

@@ -11,10 +11,12 @@
 //! wire.rs         MLflow's wire forms (numbers, key/values, statuses, ids, pages): a leaf
 //! state.rs        what the routes share: run handles held, request digests, model index
 //! held.rs         the runs the server writes through (open, reopen, end, flush)
-//! runs.rs         create, update, get, delete/restore, search, metric history
+//! runs.rs         create, update, get, delete/restore, search
+//! history.rs      metric histories: one run paged, many runs in bulk, sampled steps
 //! logging.rs      log-batch, log-metric, log-parameter, set-tag, log-inputs
 //! page.rs         MLflow `Run` objects rendered from store snapshots
-//! artifacts.rs    the artifact proxy (runs' artifacts, logged models' files)
+//! artifacts.rs    the artifact proxy, and the tracking API's artifact listing, download
+//!                 and upload (runs' artifacts, logged models' files)
 //! experiments.rs  experiments
 //! models.rs       MLflow 3 logged models
 //! search.rs       filter strings and order_by
@@ -25,6 +27,7 @@ mod artifacts;
 mod batch_json;
 mod experiments;
 mod held;
+mod history;
 mod logging;
 mod models;
 mod names;
@@ -146,7 +149,13 @@ where
         .at(Method::POST, "/runs/log-inputs", logging::log_inputs)
         .at(Method::POST, "/runs/outputs", models::log_outputs)
         .at(Method::POST, "/runs/log-model", models::log_model)
-        .at(Method::GET, "/metrics/get-history", runs::get_history)
+        .at(Method::GET, "/metrics/get-history", history::get_history)
+        .at(
+            Method::GET,
+            "/metrics/get-history-bulk-interval",
+            history::get_history_bulk_interval,
+        )
+        .at(Method::GET, "/artifacts/list", artifacts::tracking_list)
         .at(Method::POST, "/logged-models", models::create)
         .at(Method::POST, "/logged-models/search", models::search)
         .at(Method::GET, "/logged-models/{model_id}", models::get_model)
@@ -171,6 +180,47 @@ where
             "/logged-models/{model_id}/params",
             models::log_params,
         )
+        .at(
+            Method::GET,
+            "/logged-models/{model_id}/artifacts/directories",
+            artifacts::model_directories,
+        )
+}
+
+/// The endpoints MLflow serves below `/ajax-api/2.0/mlflow` only (its UI's).
+fn ajax_api<S>() -> Endpoints<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Guarded<Arc<Gate>>: FromRef<S>,
+    Guarded<State>: FromRef<S>,
+{
+    Endpoints::default()
+        .at(
+            Method::GET,
+            "/metrics/get-history-bulk",
+            history::get_history_bulk,
+        )
+        .at(
+            Method::POST,
+            "/experiments/search-datasets",
+            experiments::search_datasets,
+        )
+        .at(Method::POST, "/upload-artifact", artifacts::ui_upload)
+        .at(
+            Method::GET,
+            "/logged-models/{model_id}/artifacts/files",
+            artifacts::model_file,
+        )
+}
+
+/// The endpoints MLflow serves at the root of the server.
+fn root<S>() -> Endpoints<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Guarded<Arc<Gate>>: FromRef<S>,
+    Guarded<State>: FromRef<S>,
+{
+    Endpoints::default().at(Method::GET, "/get-artifact", artifacts::get_artifact)
 }
 
 /// The endpoints below `/api/2.0/mlflow-artifacts` (and its `/ajax-api` twin).
@@ -188,6 +238,7 @@ where
 
 /// The prefixes the two tables are served under.
 const API_PREFIXES: [&str; 2] = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"];
+const AJAX_PREFIX: &str = "/ajax-api/2.0/mlflow";
 const ARTIFACT_PREFIXES: [&str; 2] = [
     "/api/2.0/mlflow-artifacts",
     "/ajax-api/2.0/mlflow-artifacts",
@@ -214,6 +265,8 @@ where
         router = router.nest(prefix, artifacts.clone());
     }
     router
+        .nest(AJAX_PREFIX, ajax_api::<S>().router())
+        .merge(root::<S>().router())
 }
 
 /// Every MLflow endpoint served, as `(method, full path)`, in table order (docs/mlflow.md's
@@ -227,8 +280,10 @@ where
 {
     let mut out = Vec::new();
     for (prefixes, table) in [
-        (API_PREFIXES, api::<S>()),
-        (ARTIFACT_PREFIXES, artifact_api::<S>()),
+        (API_PREFIXES.to_vec(), api::<S>()),
+        (ARTIFACT_PREFIXES.to_vec(), artifact_api::<S>()),
+        (vec![AJAX_PREFIX], ajax_api::<S>()),
+        (vec![""], root::<S>()),
     ] {
         for prefix in prefixes {
             for (method, path) in table.list() {
@@ -306,12 +361,19 @@ mod tests {
                 Some((cells.get(1)?.to_string(), cells.get(2)?.to_string()))
             })
             .collect();
-        let served: std::collections::BTreeSet<(String, String)> =
-            endpoints::<crate::state::AppState>()
-                .into_iter()
-                .filter(|(_, p)| p.starts_with("/api/"))
-                .map(|(m, p)| (m.to_string(), p))
-                .collect();
+        let all: Vec<(String, String)> = endpoints::<crate::state::AppState>()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p))
+            .collect();
+        // An `/ajax-api/…` route is listed by its `/api/…` twin when it has one.
+        let served: std::collections::BTreeSet<(String, String)> = all
+            .iter()
+            .filter(|(m, p)| match p.strip_prefix("/ajax-api/") {
+                Some(rest) => !all.contains(&(m.clone(), format!("/api/{rest}"))),
+                None => true,
+            })
+            .cloned()
+            .collect();
         let missing: Vec<_> = served.difference(&listed).collect();
         let stale: Vec<_> = listed.difference(&served).collect();
         assert!(

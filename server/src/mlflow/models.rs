@@ -484,3 +484,29 @@ pub(crate) async fn list_files(
     let project = project_in(s, experiment_id, model_id).await?;
     Ok(s.store().model_files(&project, model_id, rel).await?)
 }
+
+/// The experiment of a model and the files below its artifact directory `dir` (name, size
+/// or None for a directory).
+pub(crate) async fn files_below(
+    s: &Mlflow,
+    model_id: &str,
+    dir: &str,
+) -> Result<(String, Vec<(String, Option<u64>)>), ApiError> {
+    let project = read(s, model_id, false).await?.project;
+    let files = s.store().model_files(&project, model_id, dir).await?;
+    Ok((experiment_id_of(&project).to_string(), files))
+}
+
+/// A model's file at `rel` (404 naming it when there is none).
+pub(crate) async fn file_of(s: &Mlflow, model_id: &str, rel: &str) -> Result<Bytes, ApiError> {
+    let project = read(s, model_id, false).await?.project;
+    s.store()
+        .model_file(&project, model_id, rel)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "No such artifact: '{}/models/{model_id}/artifacts/{rel}'",
+                experiment_id_of(&project)
+            ))
+        })
+}

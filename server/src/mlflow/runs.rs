@@ -1,13 +1,12 @@
-//! MLflow runs: create, update (end), get, delete/restore, search and metric history.
+//! MLflow runs: create, update (end), get, delete/restore and search.
 
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
 use runql_core::model::RunStatus;
-use runql_core::store::{f64_column, i64_column, string_column, timestamp_column};
-use runql_core::{Capture, RunId, Scan, Table};
+use runql_core::{Capture, RunId};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::held::{self, flush_all, flush_if_open, project_of_run, read_record};
 use super::page::{page_json, run_info, runs_json};
@@ -316,74 +315,4 @@ pub(crate) async fn search_runs(
         runs,
         more.then_some(offset + max_results),
     ))
-}
-
-/// `metrics/get-history`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct HistoryQuery {
-    run_id: Option<String>,
-    run_uuid: Option<String>,
-    metric_key: String,
-    max_results: Option<Int>,
-    page_token: Option<String>,
-}
-
-pub(crate) async fn get_history(
-    Read(s): Read<State>,
-    MlflowQuery(q): MlflowQuery<HistoryQuery>,
-) -> Result<Response, ApiError> {
-    let run_id = run_id_of(q.run_id, q.run_uuid)?;
-    flush_if_open(&s, &run_id).await?;
-    let record = read_record(&s, &run_id).await?;
-    let scan = Scan::project(&record.project)
-        .runs([run_id.as_str()])
-        .keys([q.metric_key.as_str()]);
-    let mut points: Vec<(i64, i64, f64)> = Vec::new();
-    if super::logging::is_system(&q.metric_key) {
-        // System samples have no step: MLflow numbers its sends 0, 1, 2…, and so do we.
-        let mut samples = Vec::new();
-        for b in s.store().scan(Table::SystemMetrics, &scan).await? {
-            let (key, ts, v) = (
-                string_column(&b, "key")?,
-                timestamp_column(&b, "ts")?,
-                f64_column(&b, "value")?,
-            );
-            for i in 0..b.num_rows() {
-                if key.value(i) == q.metric_key {
-                    samples.push((ts.value(i), v.value(i)));
-                }
-            }
-        }
-        samples.sort_by_key(|a| a.0);
-        points.extend(
-            samples
-                .into_iter()
-                .enumerate()
-                .map(|(i, (ts, v))| (i as i64, ts, v)),
-        );
-    } else {
-        for b in s.store().scan(Table::Metrics, &scan).await? {
-            let (step, ts, v) = (
-                i64_column(&b, "step")?,
-                timestamp_column(&b, "ts")?,
-                f64_column(&b, "value")?,
-            );
-            for i in 0..b.num_rows() {
-                points.push((step.value(i), ts.value(i), v.value(i)));
-            }
-        }
-    }
-    points.sort_by_key(|p| (p.0, p.1));
-    let start = page_offset(q.page_token.as_deref())?;
-    let limit = q.max_results.map_or(25_000, |m| m.0).clamp(1, 25_000) as usize;
-    let page: Vec<Value> = points
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|(step, ts, v)| {
-            json!({"key": q.metric_key, "value": wire::double(*v), "step": step, "timestamp": ts / 1000})
-        })
-        .collect();
-    let more = start + limit < points.len();
-    Ok(wire::page("metrics", page, more.then_some(start + limit)))
 }

@@ -171,6 +171,25 @@ impl<'de> Deserialize<'de> for Int {
     }
 }
 
+/// A repeated query parameter (`?run_id=a&run_id=b`): one value is a string, several a list.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Strings(pub(crate) Vec<String>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strings, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(Strings(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }))
+    }
+}
+
 /// A metric as MLflow sends it (borrowing its key from the body where it can).
 #[derive(Debug, Deserialize)]
 pub(crate) struct MetricIn<'a> {

@@ -394,3 +394,240 @@ async fn artifact_and_model_routes() {
     t.call("GET", "/api/2.0/mlflow/no/such/route", None).await;
     t.snapshot("artifact_and_model_routes");
 }
+
+/// The routes MLflow's own UI reads and writes through: bulk and sampled metric histories,
+/// the tracking API's artifact listing, download and upload, dataset summaries, and a logged
+/// model's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_routes() {
+    let mut t = Transcript::new().await;
+    t.post("experiments/create", json!({"name": "ui"})).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let created = t
+            .post(
+                "runs/create",
+                json!({"experiment_id": "ui", "run_name": name}),
+            )
+            .await;
+        ids.push(
+            created["run"]["info"]["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    // Run a logs steps 0..=9, run b steps 5..=7; a's step 3 twice.
+    let mut metrics: Vec<Value> = (0..10)
+        .map(|s| json!({"key": "loss", "value": 1.0 / (s as f64 + 1.0), "timestamp": 1_700_000_000_000_i64 + s, "step": s}))
+        .collect();
+    metrics
+        .push(json!({"key": "loss", "value": 0.2, "timestamp": 1_700_000_000_050_i64, "step": 3}));
+    t.post("runs/log-batch", json!({"run_id": a, "metrics": metrics}))
+        .await;
+    let metrics: Vec<Value> = (5..8)
+        .map(|s| json!({"key": "loss", "value": s, "timestamp": 1_700_000_000_000_i64 + s, "step": s}))
+        .collect();
+    t.post("runs/log-batch", json!({"run_id": b, "metrics": metrics}))
+        .await;
+
+    let ajax = "/ajax-api/2.0/mlflow";
+    t.call(
+        "GET",
+        &format!(
+            "{ajax}/metrics/get-history-bulk?run_id={b}&run_id={a}&metric_key=loss&max_results=5"
+        ),
+        None,
+    )
+    .await;
+    t.call(
+        "GET",
+        &format!("{ajax}/metrics/get-history-bulk?metric_key=loss"),
+        None,
+    )
+    .await;
+    t.call(
+        "GET",
+        &format!("{ajax}/metrics/get-history-bulk?run_id={a}"),
+        None,
+    )
+    .await;
+    // Served under /ajax-api only, as in MLflow.
+    t.get(&format!(
+        "metrics/get-history-bulk?run_id={a}&metric_key=loss"
+    ))
+    .await;
+    t.get(&format!(
+        "metrics/get-history-bulk-interval?run_ids={a}&run_ids={b}&metric_key=loss&max_results=3"
+    ))
+    .await;
+    t.get(&format!(
+        "metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&start_step=6&end_step=8&max_results=2500"
+    ))
+    .await;
+    t.get(&format!(
+        "metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&start_step=6"
+    ))
+    .await;
+    t.get(&format!(
+        "metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&start_step=6&end_step=2"
+    ))
+    .await;
+    t.get(&format!(
+        "metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&max_results=2501"
+    ))
+    .await;
+    t.get("metrics/get-history-bulk-interval?metric_key=loss")
+        .await;
+
+    // Artifacts: uploaded as MLflow's UI uploads, listed and read through the tracking API.
+    let c = t.server.client.clone();
+    let base = t.server.base.clone();
+    let upload = |path: &str, body: &'static str| {
+        c.post(format!(
+            "{base}{ajax}/upload-artifact?run_uuid={a}&path={path}"
+        ))
+        .body(body)
+    };
+    assert_eq!(
+        t.server.send(upload("notes/hello.txt", "hello")).await.0,
+        200
+    );
+    assert_eq!(
+        t.server
+            .send(upload("model/MLmodel", "flavors: {}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(t.server.send(upload("plot.png", "\u{89}PNG")).await.0, 200);
+    let (status, answer) = t.server.send(upload("../escape.txt", "x")).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (400, Some("Invalid path"))
+    );
+    let (status, answer) = t.server.send(upload("empty.txt", "")).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (400, Some("Request must specify data."))
+    );
+    let big = c
+        .post(format!(
+            "{base}{ajax}/upload-artifact?run_uuid={a}&path=big.bin"
+        ))
+        .body(vec![0u8; 10 * 1024 * 1024 + 1]);
+    let (status, answer) = t.server.send(big).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (400, Some("Artifact size is too large. Max size is 10MB."))
+    );
+    t.get(&format!("artifacts/list?run_id={a}")).await;
+    t.get(&format!("artifacts/list?run_uuid={a}&path=notes"))
+        .await;
+    t.get(&format!("artifacts/list?run_id={a}&path=notes/hello.txt"))
+        .await;
+    t.get(&format!("artifacts/list?run_id={a}&path=../.."))
+        .await;
+    t.get(&format!("artifacts/list?run_id={b}")).await;
+
+    let res = c
+        .get(format!(
+            "{base}/get-artifact?path=notes/hello.txt&run_uuid={a}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers().clone();
+    assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"hello.txt\"")
+    );
+    assert_eq!(res.text().await.unwrap(), "hello");
+    let res = c
+        .get(format!("{base}/get-artifact?path=plot.png&run_id={a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), "\u{89}PNG".as_bytes());
+    t.call(
+        "GET",
+        &format!("/get-artifact?path=notes/missing.txt&run_id={a}"),
+        None,
+    )
+    .await;
+    t.call("GET", &format!("/get-artifact?path=notes&run_id={a}"), None)
+        .await;
+    t.call(
+        "GET",
+        &format!("/get-artifact?path=%2e%2e/x&run_id={a}"),
+        None,
+    )
+    .await;
+
+    // Dataset summaries for the UI's dataset filter.
+    for (run, ctx) in [(&a, "train"), (&b, "train"), (&b, "eval")] {
+        t.post("runs/log-inputs", json!({"run_id": run, "datasets": [{"tags": [{"key": "mlflow.data.context", "value": ctx}], "dataset": {"name": "mnist", "digest": "d1", "source_type": "local", "source": "{\"uri\": \"/data/mnist\"}"}}]})).await;
+    }
+    t.call(
+        "POST",
+        &format!("{ajax}/experiments/search-datasets"),
+        Some(json!({"experiment_ids": ["ui", "0"]})),
+    )
+    .await;
+    t.call(
+        "POST",
+        &format!("{ajax}/experiments/search-datasets"),
+        Some(json!({})),
+    )
+    .await;
+
+    // A logged model's files.
+    let model = t
+        .post(
+            "logged-models",
+            json!({"experiment_id": "ui", "name": "clf", "source_run_id": a}),
+        )
+        .await;
+    let mid = model["model"]["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (path, body) in [("MLmodel", "flavors: {}"), ("data/model.pkl", "pickle")] {
+        let put = c
+            .put(format!(
+                "{base}/api/2.0/mlflow-artifacts/artifacts/ui/models/{mid}/artifacts/{path}"
+            ))
+            .body(body);
+        assert_eq!(t.server.send(put).await.0, 200);
+    }
+    t.get(&format!("logged-models/{mid}/artifacts/directories"))
+        .await;
+    t.get(&format!(
+        "logged-models/{mid}/artifacts/directories?artifact_directory_path=data"
+    ))
+    .await;
+    let res = c
+        .get(format!(
+            "{base}{ajax}/logged-models/{mid}/artifacts/files?artifact_file_path=data/model.pkl"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+    assert_eq!(res.text().await.unwrap(), "pickle");
+    t.call(
+        "GET",
+        &format!("{ajax}/logged-models/{mid}/artifacts/files?artifact_file_path=nope"),
+        None,
+    )
+    .await;
+    t.snapshot("ui_routes");
+}

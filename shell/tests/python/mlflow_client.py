@@ -313,4 +313,64 @@ if RUNQL:
     assert "system/cpu_utilization_percentage" in answer, answer
     assert "system/system_memory_usage_megabytes" in answer, answer
 
+# The endpoints MLflow's own UI reads: bulk and sampled histories, the tracking API's artifact
+# listing and download, its upload, dataset summaries. Same answers from runql and MLflow.
+base = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
+ui_runs = []
+for name, steps in [("ui-a", range(0, 10)), ("ui-b", range(5, 8))]:
+    with mlflow.start_run(experiment_id=parity, run_name=name) as r:
+        client.log_batch(r.info.run_id, metrics=[Metric("loss", float(s), 1700000000000 + s, s) for s in steps])
+        mlflow.log_text("hello", "notes/hello.txt")
+        ui_runs.append(r.info.run_id)
+ua, ub = ui_runs
+bulk = requests.get(
+    base + "/ajax-api/2.0/mlflow/metrics/get-history-bulk",
+    params={"run_id": [ub, ua], "metric_key": "loss", "max_results": 12},
+)
+assert bulk.status_code == 200, bulk.text
+got = [(m["run_id"], m["step"], m["value"]) for m in bulk.json()["metrics"]]
+want = sorted([(ua, s, float(s)) for s in range(10)] + [(ub, s, float(s)) for s in range(5, 8)])[:12]
+assert got == want, got
+sampled = requests.get(
+    base + "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+    params={"run_ids": [ua, ub], "metric_key": "loss", "max_results": 3},
+)
+assert sampled.status_code == 200, sampled.text
+got = [(m["run_id"] == ua, m["step"]) for m in sampled.json()["metrics"]]
+# Each run sampled on its own: a's ten points in three buckets (their first points 0, 4, 7),
+# the last point (9) in place of the last sample; b's three points all kept.
+assert got == [(True, s) for s in [0, 4, 9]] + [(False, s) for s in [5, 6, 7]], got
+bad = requests.get(
+    base + "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+    params={"run_ids": [ua], "metric_key": "loss", "start_step": 3},
+)
+assert bad.status_code == 400 and "both must be specified" in bad.json()["message"], bad.text
+listing = requests.get(base + "/api/2.0/mlflow/artifacts/list", params={"run_id": ua, "path": "notes"})
+assert listing.status_code == 200, listing.text
+assert [(f["path"], f["is_dir"], f["file_size"]) for f in listing.json()["files"]] == [("notes/hello.txt", False, 5)], listing.text
+assert listing.json()["root_uri"] == client.get_run(ua).info.artifact_uri, listing.text
+unsafe = requests.get(base + "/api/2.0/mlflow/artifacts/list", params={"run_id": ua, "path": "../x"})
+assert unsafe.status_code == 400 and unsafe.json()["message"] == "Invalid path", unsafe.text
+up = requests.post(
+    base + "/ajax-api/2.0/mlflow/upload-artifact",
+    params={"run_uuid": ua, "path": "uploads/table.csv"},
+    data=b"a,b\n1,2\n",
+)
+assert up.status_code == 200, up.text
+down = requests.get(base + "/get-artifact", params={"run_uuid": ua, "path": "uploads/table.csv"})
+assert down.status_code == 200 and down.content == b"a,b\n1,2\n", (down.status_code, down.text)
+assert down.headers["content-type"].startswith("text/plain"), down.headers
+assert down.headers["content-disposition"].startswith("attachment"), down.headers
+empty = requests.post(
+    base + "/ajax-api/2.0/mlflow/upload-artifact", params={"run_uuid": ua, "path": "x.txt"}, data=b""
+)
+assert empty.status_code == 400 and empty.json()["message"] == "Request must specify data.", empty.text
+requests.post(
+    base + "/api/2.0/mlflow/runs/log-inputs",
+    json={"run_id": ua, "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "train"}], "dataset": {"name": "ui-ds", "digest": "d9", "source_type": "local", "source": "{\"uri\": \"/data/ui\"}"}}]},
+).raise_for_status()
+summaries = requests.post(base + "/ajax-api/2.0/mlflow/experiments/search-datasets", json={"experiment_ids": [parity]})
+assert summaries.status_code == 200, summaries.text
+assert {"experiment_id": parity, "name": "ui-ds", "digest": "d9", "context": "train"} in summaries.json()["dataset_summaries"], summaries.text
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
