@@ -27,6 +27,9 @@ pub struct ProjectMeta {
     pub updated: i64,
     pub deleted: bool,
     pub tags: BTreeMap<String, String>,
+    /// Where its creator asked its artifacts to go (MLflow's `artifact_location`), kept as
+    /// given; runql stores the artifacts in the store whatever it says.
+    pub artifact_location: Option<String>,
 }
 
 /// One change of a project's metadata; what it does not name stays as it was.
@@ -41,6 +44,9 @@ pub struct ProjectChange {
     /// Deleted (`true`) or restored (`false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// The artifact location to record (MLflow's `artifact_location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_location: Option<String>,
 }
 
 /// A stored record: the change and when it was made.
@@ -57,6 +63,16 @@ pub const MAX_TAG_VALUE: usize = 20_000;
 
 impl ProjectChange {
     fn check(&self) -> Result<()> {
+        if let Some(l) = &self.artifact_location {
+            if l.chars().count() > MAX_TAG_VALUE || l.chars().any(char::is_control) {
+                return Err(Error::InvalidValue {
+                    what: "artifact location",
+                    reason: format!(
+                        "it must be at most {MAX_TAG_VALUE} characters without control characters"
+                    ),
+                });
+            }
+        }
         for (k, v) in &self.set_tags {
             validate_key("project tag key", k)?;
             if k.chars().count() > MAX_TAG_KEY {
@@ -85,6 +101,9 @@ impl ProjectChange {
         if let Some(d) = self.deleted {
             meta.deleted = d;
         }
+        if let Some(l) = &self.artifact_location {
+            meta.artifact_location = Some(l.clone());
+        }
     }
 }
 
@@ -100,6 +119,7 @@ impl Store {
             updated: record.created,
             deleted: false,
             tags: BTreeMap::new(),
+            artifact_location: None,
         };
         self.legacy_project_meta(project, &mut meta).await?;
         let mut records = self.list_all(&self.layout().project_meta(project)).await?;

@@ -27,6 +27,8 @@ struct Experiment {
     updated_ms: i64,
     deleted: bool,
     tags: Vec<(String, String)>,
+    /// The `artifact_location` it was created with, if any.
+    artifact_location: Option<String>,
 }
 
 impl Experiment {
@@ -35,7 +37,7 @@ impl Experiment {
         json!({
             "experiment_id": id,
             "name": self.name,
-            "artifact_location": format!("mlflow-artifacts:/{id}"),
+            "artifact_location": self.artifact_location.clone().unwrap_or_else(|| format!("mlflow-artifacts:/{id}")),
             "lifecycle_stage": if self.deleted { "deleted" } else { "active" },
             "creation_time": self.created_ms,
             "last_update_time": self.updated_ms,
@@ -52,6 +54,7 @@ async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiErr
         updated_ms: m.updated / 1000,
         deleted: m.deleted,
         tags: m.tags.into_iter().collect(),
+        artifact_location: m.artifact_location,
     }))
 }
 
@@ -88,6 +91,9 @@ async fn set_tags(
 #[derive(Debug, Deserialize)]
 pub(crate) struct Create {
     name: String,
+    /// Kept and returned as given; runs' artifacts still go to the store (through the
+    /// artifact proxy), so the client never writes past the server.
+    artifact_location: Option<String>,
     #[serde(default)]
     tags: Vec<Tag>,
 }
@@ -117,6 +123,13 @@ pub(crate) async fn create_experiment(
     let tags = wire::pairs(req.tags);
     if !tags.is_empty() {
         set_tags(store, name, tags).await?;
+    }
+    if let Some(location) = req.artifact_location.filter(|l| !l.is_empty()) {
+        let change = ProjectChange {
+            artifact_location: Some(location),
+            ..ProjectChange::default()
+        };
+        store.change_project(name, &change).await?;
     }
     Ok(axum::Json(json!({"experiment_id": experiment_id_of(name)})).into_response())
 }
@@ -306,8 +319,26 @@ pub(crate) async fn search_experiments(
     let conditions = super::search::parse_filter(req.filter.as_deref().unwrap_or(""))?;
     let store = s.store();
     let mut found = Vec::new();
-    for p in store.list_projects().await? {
-        let Some(e) = load(store, &p).await? else {
+    let mut projects = store.list_projects().await?;
+    // MLflow's store always has its Default experiment; runql makes the project on first use,
+    // and lists it before that.
+    let fresh_default = !projects.iter().any(|p| p == DEFAULT_PROJECT);
+    if fresh_default {
+        projects.insert(0, DEFAULT_PROJECT.to_string());
+    }
+    for p in projects {
+        let loaded = match load(store, &p).await? {
+            None if p == DEFAULT_PROJECT && fresh_default => Some(Experiment {
+                name: p.clone(),
+                created_ms: 0,
+                updated_ms: 0,
+                deleted: false,
+                tags: Vec::new(),
+                artifact_location: None,
+            }),
+            other => other,
+        };
+        let Some(e) = loaded else {
             continue;
         };
         if !keep(e.deleted) {

@@ -99,6 +99,45 @@ fn log_new_points(
     Ok(())
 }
 
+/// Why a `log-batch` body did not parse, in MLflow's words where MLflow has them (a field of
+/// the wrong type: `Invalid value "foo" for parameter 'metrics' supplied: …`).
+fn batch_error(text: &str, e: serde_json::Error) -> ApiError {
+    /// The shape of a `log-batch` request, owned: only to word what is wrong with one.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Shape {
+        run_id: Option<String>,
+        run_uuid: Option<String>,
+        #[serde(default)]
+        metrics: Vec<MetricShape>,
+        #[serde(default)]
+        params: Vec<KvShape>,
+        #[serde(default)]
+        tags: Vec<KvShape>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct MetricShape {
+        key: Option<String>,
+        value: Option<wire::Num>,
+        timestamp: Option<wire::Int>,
+        step: Option<wire::Int>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct KvShape {
+        key: Option<String>,
+        value: Option<String>,
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => match crate::request::typed::<Shape>(value) {
+            Err(worded) => worded,
+            Ok(_) => ApiError::invalid(format!("the body is not a log-batch request: {e}")),
+        },
+        Err(_) => ApiError::invalid(format!("malformed request: {e}")),
+    }
+}
+
 /// `runs/log-batch`: up to 1,000 metrics a request, parsed into typed values without an
 /// intermediate JSON tree, and logged under one lock.
 pub(crate) async fn log_batch(
@@ -113,9 +152,7 @@ pub(crate) async fn log_batch(
         Some(req) => req,
         None => {
             quoted = quote_non_finite(text);
-            serde_json::from_str(&quoted).map_err(|e| {
-                ApiError::invalid(format!("the body is not a log-batch request: {e}"))
-            })?
+            serde_json::from_str(&quoted).map_err(|e| batch_error(&quoted, e))?
         }
     };
     let run_id = req

@@ -148,6 +148,21 @@ fn hex_ids(s: &str) -> Vec<(usize, usize, &'static str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn experiment_routes() {
     let mut t = Transcript::new().await;
+    // A fresh store lists MLflow's Default experiment.
+    t.post("experiments/search", json!({"max_results": 10}))
+        .await;
+    t.post(
+        "experiments/create",
+        json!({"name": "remote", "artifact_location": "s3://bucket/remote"}),
+    )
+    .await;
+    t.post(
+        "experiments/create",
+        json!({"name": "typed", "artifact_location": 9.0}),
+    )
+    .await;
+    t.get("experiments/get-by-name?experiment_name=remote")
+        .await;
     t.post(
         "experiments/create",
         json!({"name": "vision", "tags": [{"key": "team", "value": "cv"}]}),

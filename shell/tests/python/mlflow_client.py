@@ -112,6 +112,16 @@ raw = requests.post(
 )
 assert raw.status_code == 400, raw.text
 assert raw.json()["error_code"] == "INVALID_PARAMETER_VALUE", raw.text
+# A field of the wrong type is worded as MLflow words it.
+typed = requests.post(
+    os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-batch",
+    json={"run_id": paged.info.run_id, "metrics": "foo"},
+)
+assert typed.status_code == 400, typed.text
+assert "Invalid value \"foo\" for parameter 'metrics' supplied" in typed.json()["message"], typed.text
+# An experiment's artifact_location is kept and returned.
+located = client.create_experiment("with-location", artifact_location="s3://bucket/with-location")
+assert client.get_experiment(located).artifact_location == "s3://bucket/with-location"
 # Python's json writes bare NaN; the server takes it.
 nan = requests.post(
     os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric",
