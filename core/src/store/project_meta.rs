@@ -63,15 +63,15 @@ pub const MAX_TAG_VALUE: usize = 20_000;
 
 impl ProjectChange {
     fn check(&self) -> Result<()> {
-        if let Some(l) = &self.artifact_location {
-            if l.chars().count() > MAX_TAG_VALUE || l.chars().any(char::is_control) {
-                return Err(Error::InvalidValue {
-                    what: "artifact location",
-                    reason: format!(
-                        "it must be at most {MAX_TAG_VALUE} characters without control characters"
-                    ),
-                });
-            }
+        if let Some(l) = &self.artifact_location
+            && (l.chars().count() > MAX_TAG_VALUE || l.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidValue {
+                what: "artifact location",
+                reason: format!(
+                    "it must be at most {MAX_TAG_VALUE} characters without control characters"
+                ),
+            });
         }
         for (k, v) in &self.set_tags {
             validate_key("project tag key", k)?;
