@@ -15,6 +15,9 @@ pub const MAX_PROJECT_LEN: usize = 500;
 pub const MAX_PARAM_VALUE_LEN: usize = 64 * 1024;
 /// Longest accepted tag value, in bytes.
 pub const MAX_TAG_VALUE_LEN: usize = 1024 * 1024;
+/// The value a `tags` row has when it records that the tag was deleted (`Run::delete_tag`):
+/// readers resolve it away, so no table shows it, and no tag can be set to it.
+pub const TAG_TOMBSTONE: &str = "\u{0}runql:deleted";
 /// Most distinct params one run may have (a flattened config of thousands fits; a key per
 /// step does not: that is a metric).
 pub const MAX_PARAMS_PER_RUN: usize = 10_000;

@@ -14,8 +14,8 @@ use super::buffer::{BlobSource, CHUNK_POINTS, FAILED, Msg, RunState};
 use super::values::{Artifact, Batch, Input, RunHealth};
 use crate::error::{Error, Result};
 use crate::model::{
-    MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, guess_media_type,
-    normalize_artifact_path, now_us, validate_key,
+    MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN, RunId, RunRecord, RunStatus, TAG_TOMBSTONE,
+    guess_media_type, normalize_artifact_path, now_us, validate_key,
 };
 use crate::store::Store;
 
@@ -256,6 +256,12 @@ impl Run {
         let value = value.into();
         validate_key("tag key", key)?;
         check_len("tag value", &value, MAX_TAG_VALUE_LEN)?;
+        if value == TAG_TOMBSTONE {
+            return Err(Error::InvalidValue {
+                what: "tag value",
+                reason: format!("{TAG_TOMBSTONE:?} is what runql records for a deleted tag"),
+            });
+        }
         let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
         if !known.tags.contains(key) {
             known.room_for(&self.id(), 0, 1)?;
@@ -265,6 +271,17 @@ impl Run {
         drop(known);
         let mark = b.mark();
         b.tags.push((key.to_string(), value));
+        b.commit(mark, None);
+        Ok(())
+    }
+
+    /// Deletes a tag: it reads as never set (`get`, the `tags` table), until it is set again.
+    pub fn delete_tag(&self, key: &str) -> Result<()> {
+        self.shared.check()?;
+        validate_key("tag key", key)?;
+        let mut b = self.shared.lock();
+        let mark = b.mark();
+        b.tags.push((key.to_string(), TAG_TOMBSTONE.to_string()));
         b.commit(mark, None);
         Ok(())
     }

@@ -24,8 +24,8 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::manifest::{DataFile, MANIFEST_VERSION, ManifestEntry, RunClaim};
-use super::rows::{records_to_batch, resolve, string_column};
+use super::manifest::{DataFile, MANIFEST_VERSION, Manifest, ManifestEntry, RunClaim};
+use super::rows::{records_to_batch, resolve_keeping, string_column};
 use super::snapshot::LiveRun;
 use super::summary::{Acc, summarize, summary_batch};
 use super::{Store, segment};
@@ -83,15 +83,21 @@ impl Store {
             }
             let bytes: u64 = run.segments.values().flatten().map(|(_, m)| m.size).sum();
             if !batch.is_empty() && batch_bytes + bytes > MAX_BATCH_BYTES {
-                self.compact_batch(project, std::mem::take(&mut batch), &mut report)
-                    .await?;
+                self.compact_batch(
+                    project,
+                    &snap.manifest,
+                    std::mem::take(&mut batch),
+                    &mut report,
+                )
+                .await?;
                 batch_bytes = 0;
             }
             batch_bytes += bytes;
             batch.push((run, record));
         }
         if !batch.is_empty() {
-            self.compact_batch(project, batch, &mut report).await?;
+            self.compact_batch(project, &snap.manifest, batch, &mut report)
+                .await?;
         }
         report.removed += garbage.len();
         self.delete_all(garbage).await?;
@@ -101,6 +107,7 @@ impl Store {
     async fn compact_batch(
         &self,
         project: &str,
+        manifest: &Manifest,
         runs: Vec<(&LiveRun, RunRecord)>,
         report: &mut CompactReport,
     ) -> Result<()> {
@@ -157,7 +164,10 @@ impl Store {
         for (table, batches) in tables {
             // Params and tags are resolved before they are written (one row per run and key), so
             // that the files read right by themselves, with DuckDB or Polars too.
-            let batches = resolve(table, batches)?;
+            // A deleted tag's record is kept where the run was compacted before (its older
+            // value sits in an earlier file); elsewhere the deletion is applied and dropped.
+            let batches =
+                resolve_keeping(table, batches, |run| manifest.claims(run).next().is_some())?;
             let sorted = if table == Table::Metrics || table == Table::MetricSummary {
                 concat_batches(&table.schema(), &batches)?
             } else {

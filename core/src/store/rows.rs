@@ -15,13 +15,24 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::Schema;
 
 use crate::error::{Error, Result};
-use crate::model::RunRecord;
+use crate::model::{RunRecord, TAG_TOMBSTONE};
 use crate::schema::Table;
 
 /// Applies the table's "later event wins" rules to rows read in write order: one row per run
-/// and key in `tags` (the last set) and `params` (the first logged), and one row per run in
-/// `runs` (the newest record: compacted files come in manifest order, live records last).
+/// and key in `tags` (the last set; none when that was a deletion, [`TAG_TOMBSTONE`]) and
+/// `params` (the first logged), and one row per run in `runs` (the newest record: compacted
+/// files come in manifest order, live records last).
 pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    resolve_keeping(table, batches, |_| false)
+}
+
+/// [`resolve`], keeping the deletions of the runs `keep_deletions` names: a compaction writes
+/// those of runs whose older rows sit in files compacted before, so that they stay hidden.
+pub(crate) fn resolve_keeping(
+    table: Table,
+    batches: Vec<RecordBatch>,
+    keep_deletions: impl Fn(&str) -> bool,
+) -> Result<Vec<RecordBatch>> {
     let (keep_last, by_key) = match table {
         Table::Runs => (true, false),
         Table::Tags => (true, true),
@@ -47,8 +58,20 @@ pub fn resolve(table: Table, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatc
         }
     }
     let mut keep: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
-    for (bi, row) in winner.into_values() {
-        keep[bi][row] = true;
+    let values = match table {
+        Table::Tags => Some(
+            batches
+                .iter()
+                .map(|b| string_column(b, "value"))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        _ => None,
+    };
+    for ((run, _), (bi, row)) in winner {
+        let deleted = values
+            .as_ref()
+            .is_some_and(|v| v[bi].value(row) == TAG_TOMBSTONE);
+        keep[bi][row] = !deleted || keep_deletions(&run);
     }
     batches
         .iter()

@@ -161,3 +161,54 @@ for t in tables:
         }
     }
 }
+
+/// A deleted tag reads as never set: live, compacted, and when the run is resumed after its
+/// compaction and the deletion sits in a later file than the value it hides.
+#[test]
+fn a_deleted_tag_stays_deleted_through_compactions_and_resumes() {
+    let (_dir, store) = temp_store();
+    let project = store.project("p");
+    let tags = |store: &Store| -> Vec<String> {
+        let mut rows = table_rows(store, Table::Tags, &Scan::project("p"));
+        rows.sort();
+        rows
+    };
+    let has = |rows: &[String], needle: &str| rows.iter().any(|r| r.contains(needle));
+
+    let run = quiet_run(&project).start().unwrap();
+    let id = run.id();
+    run.set_tag("a", "1").unwrap();
+    run.set_tag("b", "2").unwrap();
+    run.delete_tag("a").unwrap();
+    assert!(run.set_tag("c", runql_core::model::TAG_TOMBSTONE).is_err());
+    run.finish().unwrap();
+    let live = tags(&store);
+    assert!(!has(&live, "|a|") && has(&live, "|b|"), "{live:?}");
+    block_on(store.compact("p")).unwrap();
+    assert_eq!(live, tags(&store));
+
+    // Resumed after the compaction: `b` (compacted) deleted, `a` set again.
+    let again = block_on(project.resume(id)).unwrap().start().unwrap();
+    again.delete_tag("b").unwrap();
+    again.set_tag("a", "3").unwrap();
+    again.finish().unwrap();
+    let resumed = tags(&store);
+    assert!(has(&resumed, "|3|") && !has(&resumed, "|b|"), "{resumed:?}");
+    block_on(store.compact("p")).unwrap();
+    assert_eq!(
+        resumed,
+        tags(&store),
+        "the second compaction keeps b deleted"
+    );
+
+    let third = block_on(project.resume(id)).unwrap().start().unwrap();
+    third.delete_tag("a").unwrap();
+    third.finish().unwrap();
+    block_on(store.compact("p")).unwrap();
+    let last = tags(&store);
+    assert!(!has(&last, "|a|") && !has(&last, "|b|"), "{last:?}");
+    assert!(
+        !last.iter().any(|r| r.contains("runql:deleted")),
+        "{last:?}"
+    );
+}

@@ -417,3 +417,30 @@ pub(crate) async fn log_inputs(
     .await?;
     Ok(wire::ok())
 }
+
+/// `runs/delete-tag`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteTag {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    key: String,
+}
+
+/// Deletes a run's tag, as MLflow does: the run must exist and be active, and have the tag.
+pub(crate) async fn delete_tag(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<DeleteTag>,
+) -> Result<Response, ApiError> {
+    let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    if s.runs.is_deleted(&run_id) || super::held::read_record(&s, &run_id).await?.deleted {
+        return Err(super::held::not_active(&run_id));
+    }
+    if super::held::run_tag(&s, &run_id, &req.key).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "No tag with name: {} in run with id {run_id}",
+            req.key
+        )));
+    }
+    with_run(&s, &run_id, |run| Ok(run.delete_tag(&req.key)?)).await?;
+    Ok(wire::ok())
+}

@@ -13,7 +13,7 @@
 //! held.rs         the runs the server writes through (open, reopen, end, flush)
 //! runs.rs         create, update, get, delete/restore, search
 //! history.rs      metric histories: one run paged, many runs in bulk, sampled steps
-//! logging.rs      log-batch, log-metric, log-parameter, set-tag, log-inputs
+//! logging.rs      log-batch, log-metric, log-parameter, set-tag, delete-tag, log-inputs
 //! page.rs         MLflow `Run` objects rendered from store snapshots
 //! artifacts.rs    the artifact proxy, and the tracking API's artifact listing, download
 //!                 and upload (runs' artifacts, logged models' files)
@@ -146,6 +146,7 @@ where
         .at(Method::POST, "/runs/log-metric", logging::log_metric)
         .at(Method::POST, "/runs/log-parameter", logging::log_param)
         .at(Method::POST, "/runs/set-tag", logging::set_tag)
+        .at(Method::POST, "/runs/delete-tag", logging::delete_tag)
         .at(Method::POST, "/runs/log-inputs", logging::log_inputs)
         .at(Method::POST, "/runs/outputs", models::log_outputs)
         .at(Method::POST, "/runs/log-model", models::log_model)

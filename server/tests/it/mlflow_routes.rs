@@ -244,6 +244,15 @@ async fn run_routes() {
         json!({"run_id": id, "key": "stage", "value": "dev"}),
     )
     .await;
+    t.post(
+        "runs/set-tag",
+        json!({"run_id": id, "key": "scratch", "value": "x"}),
+    )
+    .await;
+    t.post("runs/delete-tag", json!({"run_id": id, "key": "scratch"}))
+        .await;
+    t.post("runs/delete-tag", json!({"run_id": id, "key": "scratch"}))
+        .await;
     t.post("runs/log-metric", json!({"run_id": id, "key": "loss", "value": 0.5, "timestamp": 1_700_000_000_100_i64, "step": 1})).await;
     t.post("runs/log-metric", json!({"run_id": id, "key": "loss", "value": "NaN", "timestamp": 1_700_000_000_200_i64, "step": "2"})).await;
     t.post(

@@ -112,6 +112,11 @@ raw = requests.post(
 )
 assert raw.status_code == 400, raw.text
 assert raw.json()["error_code"] == "INVALID_PARAMETER_VALUE", raw.text
+# A deleted tag reads as never set; deleting it again is MLflow's 404.
+client.set_tag(paged.info.run_id, "scratch", "x")
+client.delete_tag(paged.info.run_id, "scratch")
+assert "scratch" not in client.get_run(paged.info.run_id).data.tags
+expect_error("RESOURCE_DOES_NOT_EXIST", client.delete_tag, paged.info.run_id, "scratch")
 # A field of the wrong type is worded as MLflow words it.
 typed = requests.post(
     os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-batch",
