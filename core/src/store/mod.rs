@@ -47,7 +47,7 @@ pub use compact::CompactReport;
 pub use gc::GcReport;
 pub use layout::Layout;
 pub use manifest::{Manifest, ManifestEntry};
-pub use models::{LoggedModel, MODEL_STATUSES, ModelChange, NewModel, is_model_id};
+pub use models::{LoggedModel, MODEL_STATUSES, ModelChange, ModelMetric, NewModel, is_model_id};
 pub use project_meta::{ProjectChange, ProjectMeta};
 pub use read::{RunData, Scan};
 pub use rows::{

@@ -25,7 +25,7 @@ pub const MODEL_STATUSES: [&str; 3] = [
 ];
 
 /// A logged model, folded from its records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoggedModel {
     /// `m-` and 32 hex digits.
     pub model_id: String,
@@ -42,6 +42,62 @@ pub struct LoggedModel {
     pub tags: BTreeMap<String, String>,
     pub params: BTreeMap<String, String>,
     pub deleted: bool,
+    /// Metrics logged for the model (MLflow's `log_metric(…, model_id=…)`), in log order.
+    pub metrics: Vec<ModelMetric>,
+}
+
+/// A metric value logged for a model: by which run, at which step, on which dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetric {
+    pub key: String,
+    /// NaN and ±inf kept (stored as the strings `"NaN"`, `"Infinity"`, `"-Infinity"`).
+    #[serde(with = "finite_or_text")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch, as the client sent it.
+    pub timestamp_ms: i64,
+    pub step: i64,
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+}
+
+/// An `f64` in JSON: a number when finite, `"NaN"` / `"Infinity"` / `"-Infinity"` otherwise.
+mod finite_or_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("Infinity")
+        } else {
+            s.serialize_str("-Infinity")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum V {
+            N(f64),
+            S(String),
+        }
+        match V::deserialize(d)? {
+            V::N(n) => Ok(n),
+            V::S(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a number"
+                ))),
+            },
+        }
+    }
 }
 
 /// What a new model starts with.
@@ -59,7 +115,7 @@ pub struct NewModel {
 }
 
 /// One change of a model; what it does not name stays as it was.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -73,6 +129,9 @@ pub struct ModelChange {
     pub params: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// Metric values to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<ModelMetric>,
 }
 
 /// A stored record: the model's creation, or a change.
@@ -140,7 +199,11 @@ impl ModelChange {
             });
         }
         check_pairs("model tag key", &self.set_tags)?;
-        check_pairs("model param key", &self.params)
+        check_pairs("model param key", &self.params)?;
+        for metric in &self.metrics {
+            validate_key("model metric key", &metric.key)?;
+        }
+        Ok(())
     }
 
     fn apply(&self, m: &mut LoggedModel) {
@@ -162,6 +225,7 @@ impl ModelChange {
         if let Some(d) = self.deleted {
             m.deleted = d;
         }
+        m.metrics.extend(self.metrics.iter().cloned());
     }
 }
 
@@ -313,6 +377,7 @@ impl Store {
                         tags: l.tags.into_iter().collect(),
                         params: l.params.into_iter().collect(),
                         deleted: l.deleted,
+                        metrics: Vec::new(),
                     });
                 }
             }
@@ -336,6 +401,7 @@ impl Store {
                         tags: new.tags.into_iter().collect(),
                         params: new.params.into_iter().collect(),
                         deleted: false,
+                        metrics: Vec::new(),
                     });
                 }
                 // A change whose creation is not visible (yet) has nothing to apply to.

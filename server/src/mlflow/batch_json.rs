@@ -175,6 +175,9 @@ impl<'a> Parser<'a> {
             value: None,
             timestamp: None,
             step: None,
+            model_id: None,
+            dataset_name: None,
+            dataset_digest: None,
         };
         self.fields(["key", "value", "timestamp", "step"], |p, slot| {
             match slot {

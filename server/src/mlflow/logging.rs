@@ -4,6 +4,7 @@
 
 use axum::response::Response;
 use runql_core::Batch;
+use runql_core::store::ModelMetric;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -187,6 +188,7 @@ pub(crate) async fn log_batch(
     let now_ms = runql_core::model::now_us() / 1000;
     let mut points = Vec::with_capacity(metrics.len());
     let mut system = Vec::new();
+    let mut for_models: Vec<(String, ModelMetric)> = Vec::new();
     for m in metrics {
         let key = required(&m.key, "key")?;
         let value = m.value.as_ref().map(|n| n.0).ok_or_else(|| {
@@ -200,7 +202,23 @@ pub(crate) async fn log_batch(
         } else {
             points.push((key, step, value, ts.saturating_mul(1000)));
         }
+        if let Some(model) = m.model_id.as_deref().filter(|m| !m.is_empty()) {
+            for_models.push((
+                model.to_string(),
+                ModelMetric {
+                    key: key.to_string(),
+                    value,
+                    timestamp_ms: ts,
+                    step,
+                    run_id: run_id.clone(),
+                    dataset_name: m.dataset_name.as_deref().map(String::from),
+                    dataset_digest: m.dataset_digest.as_deref().map(String::from),
+                },
+            ));
+        }
     }
+    let model_ids = for_models.iter().map(|(m, _)| m.clone()).collect();
+    super::models::check_models(&s, model_ids).await?;
     let mut batch = Batch {
         metrics: points,
         system,
@@ -248,6 +266,9 @@ pub(crate) async fn log_batch(
         log_new_points(&s, &run_id, run, batch, digest)
     })
     .await?;
+    if !for_models.is_empty() {
+        super::models::log_model_metrics(&s, for_models).await?;
+    }
     Ok(wire::ok())
 }
 
@@ -260,6 +281,10 @@ struct LogMetric {
     value: Option<Num>,
     timestamp: Option<Int>,
     step: Option<Int>,
+    /// MLflow 3: the logged model the value is of (it is logged to the run too).
+    model_id: Option<String>,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
 }
 
 pub(crate) async fn log_metric(
@@ -291,10 +316,26 @@ pub(crate) async fn log_metric(
         }
     };
     let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    let model = req.model_id.filter(|m| !m.is_empty());
+    if let Some(m) = &model {
+        super::models::check_models(&s, vec![m.clone()]).await?;
+    }
     with_run(&s, &run_id, |run| {
         log_new_points(&s, &run_id, run, batch, digest)
     })
     .await?;
+    if let Some(m) = model {
+        let metric = ModelMetric {
+            key: req.key.clone(),
+            value,
+            timestamp_ms: ts,
+            step,
+            run_id: run_id.clone(),
+            dataset_name: req.dataset_name,
+            dataset_digest: req.dataset_digest,
+        };
+        super::models::log_model_metrics(&s, vec![(m, metric)]).await?;
+    }
     Ok(wire::ok())
 }
 

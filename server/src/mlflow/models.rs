@@ -10,7 +10,9 @@
 use axum::extract::Path as UrlPath;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use runql_core::store::{LoggedModel, MODEL_STATUSES, ModelChange, NewModel, is_model_id};
+use runql_core::store::{
+    LoggedModel, MODEL_STATUSES, ModelChange, ModelMetric, NewModel, is_model_id,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -43,8 +45,56 @@ fn model_value(m: &LoggedModel) -> Value {
             "source_run_id": m.source_run_id,
             "tags": kv(&m.tags),
         },
-        "data": {"params": kv(&m.params), "metrics": []},
+        "data": {"params": kv(&m.params), "metrics": m.metrics.iter().map(|x| metric_json(&m.model_id, x)).collect::<Vec<_>>()},
     })
+}
+
+/// MLflow's `Metric` of a model's metric value.
+fn metric_json(model_id: &str, m: &ModelMetric) -> Value {
+    let mut out = json!({
+        "key": m.key,
+        "value": wire::double(m.value),
+        "timestamp": m.timestamp_ms,
+        "step": m.step,
+        "model_id": model_id,
+        "run_id": m.run_id,
+    });
+    if let Some(d) = &m.dataset_name {
+        out["dataset_name"] = json!(d);
+    }
+    if let Some(d) = &m.dataset_digest {
+        out["dataset_digest"] = json!(d);
+    }
+    out
+}
+
+/// Checks that each model `metrics` name exists (and is not deleted), before anything is
+/// logged.
+pub(crate) async fn check_models(s: &Mlflow, model_ids: Vec<String>) -> Result<(), ApiError> {
+    let ids: std::collections::BTreeSet<String> = model_ids.into_iter().collect();
+    for id in &ids {
+        read(s, id, false).await?;
+    }
+    Ok(())
+}
+
+/// Adds metric values to models (`log_metric(…, model_id=…)`), one record per model.
+pub(crate) async fn log_model_metrics(
+    s: &Mlflow,
+    metrics: Vec<(String, ModelMetric)>,
+) -> Result<(), ApiError> {
+    let mut by_model: std::collections::BTreeMap<String, Vec<ModelMetric>> = Default::default();
+    for (id, m) in metrics {
+        by_model.entry(id).or_default().push(m);
+    }
+    for (id, metrics) in by_model {
+        let change = ModelChange {
+            metrics,
+            ..ModelChange::default()
+        };
+        update(s, &id, change).await?;
+    }
+    Ok(())
 }
 
 fn no_model(model_id: &str) -> ApiError {
@@ -267,6 +317,9 @@ pub(crate) struct Search {
     filter: Option<String>,
     #[serde(default)]
     order_by: Vec<Order>,
+    /// Restricts `metrics.` filters to values measured on these datasets.
+    #[serde(default)]
+    datasets: Vec<DatasetFilter>,
     max_results: Option<Int>,
     page_token: Option<String>,
 }
@@ -276,6 +329,24 @@ struct Order {
     #[serde(default)]
     field_name: String,
     ascending: Option<bool>,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatasetFilter {
+    dataset_name: String,
+    dataset_digest: Option<String>,
+}
+
+impl DatasetFilter {
+    fn admits(&self, m: &ModelMetric) -> bool {
+        m.dataset_name.as_deref() == Some(self.dataset_name.as_str())
+            && self
+                .dataset_digest
+                .as_ref()
+                .is_none_or(|d| m.dataset_digest.as_ref() == Some(d))
+    }
 }
 
 /// `logged-models/search`: the models of some experiments, filtered on their attributes, tags
@@ -311,9 +382,21 @@ pub(crate) async fn search(
                 },
                 "tags" => m.tags.get(c.key()).cloned(),
                 "params" => m.params.get(c.key()).cloned(),
+                "metrics" => {
+                    // Some value of the metric (on one of `datasets`, when given) satisfies it.
+                    ok &= m
+                        .metrics
+                        .iter()
+                        .filter(|x| x.key == c.key())
+                        .filter(|x| {
+                            req.datasets.is_empty() || req.datasets.iter().any(|d| d.admits(x))
+                        })
+                        .any(|x| c.matches(Some(&x.value.to_string())));
+                    continue;
+                }
                 _ => {
                     return Err(ApiError::invalid(
-                        "logged models are filtered on attributes, tags and params; metrics are not kept for them by runql",
+                        "logged models are filtered on attributes, metrics, tags and params",
                     ));
                 }
             };
@@ -326,6 +409,35 @@ pub(crate) async fn search(
     for o in req.order_by.iter().rev() {
         let field = o.field_name.as_str();
         let asc = o.ascending.unwrap_or(true);
+        if let Some(metric) = field.strip_prefix("metrics.") {
+            // By the metric's latest value (on the order's dataset, when it names one); models
+            // without it last, as MLflow orders them.
+            let value = |m: &LoggedModel| -> Option<f64> {
+                m.metrics
+                    .iter()
+                    .filter(|x| x.key == metric)
+                    .filter(|x| {
+                        o.dataset_name
+                            .as_ref()
+                            .is_none_or(|d| x.dataset_name.as_ref() == Some(d))
+                            && o.dataset_digest
+                                .as_ref()
+                                .is_none_or(|d| x.dataset_digest.as_ref() == Some(d))
+                    })
+                    .max_by_key(|x| (x.timestamp_ms, x.step))
+                    .map(|x| x.value)
+            };
+            models.sort_by(|a, b| match (value(a), value(b)) {
+                (Some(x), Some(y)) => {
+                    let ord = x.total_cmp(&y);
+                    if asc { ord } else { ord.reverse() }
+                }
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            });
+            continue;
+        }
         let key = |m: &LoggedModel| -> String {
             match field {
                 "name" => m.name.clone(),
@@ -340,7 +452,7 @@ pub(crate) async fn search(
             "name" | "model_id" | "creation_timestamp" | "creation_time" | "last_updated_timestamp"
         ) {
             return Err(ApiError::invalid(format!(
-                "logged models can be ordered by name, model_id, creation_timestamp or last_updated_timestamp, not {field:?}"
+                "logged models can be ordered by name, model_id, creation_timestamp, last_updated_timestamp or metrics.<key>, not {field:?}"
             )));
         }
         models.sort_by(|a, b| {

@@ -198,6 +198,14 @@ pub(crate) struct MetricIn<'a> {
     pub(crate) value: Option<Num>,
     pub(crate) timestamp: Option<Int>,
     pub(crate) step: Option<Int>,
+    /// MLflow 3: the logged model the value is of (also logged to the run), and the dataset
+    /// it was measured on.
+    #[serde(borrow, default)]
+    pub(crate) model_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) dataset_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) dataset_digest: Option<Cow<'a, str>>,
 }
 
 /// A param or tag as MLflow sends it.

@@ -631,6 +631,13 @@ async fn ui_routes() {
             .body(body);
         assert_eq!(t.server.send(put).await.0, 200);
     }
+    // Metrics of the model: logged to the run and to the model, filtered on by dataset.
+    t.post("runs/log-metric", json!({"run_id": a, "key": "f1", "value": 0.8, "timestamp": 1_700_000_000_500_i64, "step": 2, "model_id": mid, "dataset_name": "mnist", "dataset_digest": "d1"})).await;
+    t.post("runs/log-batch", json!({"run_id": a, "metrics": [{"key": "f1", "value": 0.6, "timestamp": 1_700_000_000_600_i64, "step": 2, "model_id": mid, "dataset_name": "other"}]})).await;
+    t.post("runs/log-metric", json!({"run_id": a, "key": "f1", "value": 0.1, "timestamp": 1, "model_id": "m-00000000000000000000000000000000"})).await;
+    t.get(&format!("logged-models/{mid}")).await;
+    t.post("logged-models/search", json!({"experiment_ids": ["ui"], "filter": "metrics.f1 > 0.7", "datasets": [{"dataset_name": "other"}]})).await;
+    t.post("logged-models/search", json!({"experiment_ids": ["ui"], "filter": "metrics.f1 > 0.7", "datasets": [{"dataset_name": "mnist", "dataset_digest": "d1"}]})).await;
     t.get(&format!("logged-models/{mid}/artifacts/directories"))
         .await;
     t.get(&format!(

@@ -388,4 +388,25 @@ summaries = requests.post(base + "/ajax-api/2.0/mlflow/experiments/search-datase
 assert summaries.status_code == 200, summaries.text
 assert {"experiment_id": parity, "name": "ui-ds", "digest": "d9", "context": "train"} in summaries.json()["dataset_summaries"], summaries.text
 
+# MLflow 3: metrics logged for a logged model read back on the model (and on the run), and
+# logged-model searches filter and order on them.
+with mlflow.start_run(experiment_id=parity, run_name="model-metrics") as mr:
+    good = mlflow.create_external_model(name="good")
+    bad = mlflow.create_external_model(name="bad")
+    mlflow.log_metric("acc", 0.9, step=1, model_id=good.model_id)
+    mlflow.log_metric("acc", 0.4, step=1, model_id=bad.model_id)
+got = client.get_logged_model(good.model_id).metrics
+assert [(m.key, m.value, m.step, m.run_id) for m in got] == [("acc", 0.9, 1, mr.info.run_id)], got
+assert client.get_run(mr.info.run_id).data.metrics["acc"] in (0.9, 0.4)
+names = lambda models: [m.name for m in models]
+found = mlflow.search_logged_models(experiment_ids=[parity], filter_string="metrics.acc > 0.5", output_format="list")
+assert names(found) == ["good"], names(found)
+ranked = mlflow.search_logged_models(
+    experiment_ids=[parity],
+    filter_string="name IN ('good', 'bad')",
+    order_by=[{"field_name": "metrics.acc", "ascending": False}],
+    output_format="list",
+)
+assert names(ranked) == ["good", "bad"], names(ranked)
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
