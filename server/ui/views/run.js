@@ -2,7 +2,7 @@
 // with previews, logs, inputs; live while the run is.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sql, sqlObjects, lit } from "../lib/sql.js";
+import { sql, sqlObjects, lit, authHeaders } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtBytes, badge } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
@@ -68,6 +68,20 @@ export async function runView({ main, project, runId, params, onCleanup }) {
         h("summary", {}, `${systemTags.length} tag${systemTags.length === 1 ? "" : "s"} set by tools (mlflow.*, runql.*)`),
         tagTable(systemTags)));
     }
+    const models = await modelsOf(project, runId);
+    if (models.length) {
+      const metricsText = (m) => (m.data?.metrics || []).map((x) => `${x.key}${x.dataset_name ? ` (${x.dataset_name})` : ""} = ${x.value}`).join(", ");
+      const table = tableOf(tableFrom([
+        { name: "name", get: (m) => m.info.name },
+        { name: "model id", get: (m) => m.info.model_id },
+        { name: "type", get: (m) => m.info.model_type || "" },
+        { name: "status", get: (m) => (m.info.status || "").replace("LOGGED_MODEL_", "").toLowerCase() },
+        { name: "metrics", get: metricsText },
+        { name: "params", get: (m) => (m.data?.params || []).map((p) => `${p.key}=${p.value}`).join(", ") },
+      ], models), { empty: "No models." });
+      table.dataset.role = "models";
+      body.append(h("h2", {}, "Models"), table);
+    }
     for (const a of arts) {
       const pre = h("pre", {}, "…");
       body.append(h("h2", {}, a.path === "git/diff.patch" ? "Uncommitted changes (git diff)" : `Environment: ${a.path.slice(4)}`), pre);
@@ -112,5 +126,32 @@ export async function runView({ main, project, runId, params, onCleanup }) {
     draw();
   } else if (tab === "inputs") {
     body.append(tableOf(await sql(`SELECT name, uri, digest, role, ts FROM inputs WHERE project = ${P} AND run_id = ${R} ORDER BY ts`), { empty: "No inputs logged." }));
+  }
+}
+
+// The logged models (MLflow 3) a run made or logged as its outputs, through the MLflow API of
+// the same server: none when it answers otherwise (a store without models, an older server).
+async function modelsOf(project, runId) {
+  const expId = project === "Default" ? "0" : project;
+  const call = async (path, body) => {
+    const res = await fetch(path, body === undefined ? { headers: authHeaders() }
+      : { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify(body) });
+    return res.ok ? res.json() : null;
+  };
+  try {
+    const found = await call("/api/2.0/mlflow/logged-models/search", { experiment_ids: [expId], filter: `source_run_id = '${runId}'`, max_results: 1000 });
+    const models = (found && found.models) || [];
+    const seen = new Set(models.map((m) => m.info.model_id));
+    const outputs = await sqlObjects(`SELECT uri FROM inputs WHERE project = ${lit(project)} AND run_id = ${lit(runId)} AND role = 'output' AND uri LIKE 'models:/%'`);
+    for (const { uri } of outputs) {
+      const id = uri.slice("models:/".length);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const one = await call(`/api/2.0/mlflow/logged-models/${encodeURIComponent(id)}`);
+      if (one && one.model) models.push(one.model);
+    }
+    return models;
+  } catch {
+    return [];
   }
 }

@@ -1,5 +1,6 @@
 // A project's runs (#/p/<project>): a virtual table paged, sorted, filtered and grouped by SQL
-// on the server, a column chooser, selection for Compare, links to the plugin views.
+// on the server, a column chooser, selection for Compare, links to the plugin views. Child runs
+// (MLflow's nested runs, a sweep's trials) are folded under their parent until it is opened.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
 import { sqlObjects, lit, ident } from "../lib/sql.js";
@@ -55,7 +56,9 @@ function columnOf(id, keys) {
 
 // The FROM … WHERE of the runs table: runs joined with one column per param, metric (last
 // value) and tag key, so that a filter can say `params.lr > 0.01 AND metrics."val/acc" > 0.9`.
-function runsFrom(project, keys, filter) {
+// With `nest`, a run whose parent is in the project shows only under an open parent (`open`),
+// and each run carries its number of children (`kids.__n`).
+export function runsFrom(project, keys, filter, nest = null) {
   const pivot = (table, list, value) => {
     const cols = list.map((k) => `, max(CASE WHEN key = ${lit(k.key)} THEN ${value(k)} END) AS ${ident(k.key)}`).join("");
     return `(SELECT run_id AS __id${cols} FROM ${table} WHERE project = ${lit(project)} GROUP BY run_id)`;
@@ -63,8 +66,27 @@ function runsFrom(project, keys, filter) {
   return `FROM runs r
     LEFT JOIN ${pivot("params", keys.params, (k) => (k.numeric ? "value_num" : "value"))} params ON params.__id = r.run_id
     LEFT JOIN ${pivot("metric_summary", keys.metrics, () => "last_value")} metrics ON metrics.__id = r.run_id
-    LEFT JOIN ${pivot("tags", keys.tags, () => "value")} tags ON tags.__id = r.run_id
-    WHERE r.project = ${lit(project)} AND NOT r.deleted${filter.trim() ? ` AND (${filter})` : ""}`;
+    LEFT JOIN ${pivot("tags", keys.tags, () => "value")} tags ON tags.__id = r.run_id${nest ? `
+    LEFT JOIN (SELECT parent_run_id AS __pid, count(*) AS __n FROM runs WHERE project = ${lit(project)} AND NOT deleted AND parent_run_id IS NOT NULL GROUP BY parent_run_id) kids ON kids.__pid = r.run_id` : ""}
+    WHERE r.project = ${lit(project)} AND NOT r.deleted${filter.trim() ? ` AND (${filter})` : ""}${nest ? ` AND (${nestedVisible(project, nest.open)})` : ""}`;
+}
+
+// Which runs a nested table shows: those without a parent in the project, and the children of
+// the open parents.
+function nestedVisible(project, open) {
+  const parents = `SELECT run_id FROM runs WHERE project = ${lit(project)} AND NOT deleted`;
+  const opened = open.size ? ` OR r.parent_run_id IN (${[...open].map(lit).join(", ")})` : "";
+  return `r.parent_run_id IS NULL OR r.parent_run_id NOT IN (${parents})${opened}`;
+}
+
+// The ORDER BY that puts each open parent's children right after it: rows are ordered by their
+// parent's sort values (their own for a top-level run), then parent first, then by their own.
+// `sorted` is the column the base query names `__s`; `desc` its direction.
+export function nestedOrder(desc) {
+  const dir = desc ? "DESC" : "ASC";
+  const top = (col) => `CASE WHEN p.__run_id IS NULL THEN b.${col} ELSE p.${col} END`;
+  return [`${top("__s")} ${dir} NULLS LAST`, `${top("__c")} DESC`, "COALESCE(p.__run_id, b.__run_id)",
+    "CASE WHEN p.__run_id IS NULL THEN 0 ELSE 1 END", `b.__s ${dir} NULLS LAST`, "b.__c DESC", "b.__run_id"].join(", ");
 }
 
 // The registered plugins (lib/plugins.js) whose table holds rows of the project.
@@ -93,6 +115,8 @@ export async function runsView({ main, project, params, onCleanup }) {
     desc: params.desc !== undefined ? params.desc === "1" : true,
     group: params.group || "",
     sel: new Set((params.sel || "").split(",").filter(Boolean)),
+    flat: params.flat === "1",
+    open: new Set((params.open || "").split(",").filter(Boolean)),
     cols: params.cols ? params.cols.split(",").filter(Boolean)
       : ["name", "status", "created", "duration", ...defaultKeys(keys.params, 4).map((k) => `params.${k.key}`), ...defaultKeys(keys.metrics, 3).map((k) => `metrics.${k.key}`)],
   };
@@ -109,27 +133,49 @@ export async function runsView({ main, project, params, onCleanup }) {
     ...keys.tags.map((k) => h("option", { value: `tags.${k.key}` }, `tags.${k.key}`)));
   groupSel.value = state.group;
   const colsBtn = h("button", {}, "Columns");
+  const [{ n: childRuns }] = await sqlObjects(`SELECT count(*) AS n FROM runs WHERE project = ${lit(project)} AND parent_run_id IS NOT NULL AND NOT deleted`);
+  const nestBox = h("input", { type: "checkbox", checked: !state.flat, "aria-label": "nest child runs" });
+  nestBox.addEventListener("change", () => { state.flat = !nestBox.checked; setParams({ flat: state.flat ? "1" : "" }); reload(); });
   const shown = await pluginsOf(project);
   const toolbar = h("div", { class: "toolbar" },
     filterBox, h("button", { onclick: () => apply() }, "Filter"), colsBtn,
-    h("label", {}, "group by", groupSel), compareBtn, count,
+    h("label", {}, "group by", groupSel),
+    childRuns > 0 ? h("label", { title: "show child runs (nested runs, trials) under their parent" }, nestBox, "nest child runs") : null,
+    compareBtn, count,
     ...shown.map((p) => h("a", { href: href(["p", project, p.schema]), class: "navlink" }, p.label)));
   const groups = h("div", { class: "groups" });
   const vt = h("div", { class: "vt", role: "table" });
   main.append(toolbar, err, groups, vt);
 
   const ROW = 28, PAGE = 100;
-  let total = 0, pages = new Map(), generation = 0;
+  // `stale`: the pages shown before a live reload, drawn until their replacements arrive (no
+  // blank table while new rows load).
+  let total = 0, pages = new Map(), stale = null, generation = 0;
   let cols = [];
 
+  // Nesting applies to the plain table: a filter or a grouping lists the runs it finds, flat.
+  const nesting = () => (childRuns > 0 && !state.flat && !state.group && !state.filter.trim() ? { open: state.open } : null);
+  const from = () => runsFrom(project, keys, state.filter, nesting());
+
   const selectSql = () => {
-    const parts = ["r.run_id AS __run_id", "r.status AS __status", "r.name AS __name"];
+    const parts = ["r.run_id AS __run_id", "r.status AS __status", "r.name AS __name", "r.parent_run_id AS __parent"];
+    if (nesting()) parts.push("COALESCE(kids.__n, 0) AS __children");
     for (const c of cols) parts.push(`${c.expr} AS ${ident(c.id)}`);
     if (state.group) parts.push(`${columnOf(state.group, keys).expr} AS __group`);
     return parts.join(", ");
   };
+  const sortCol = () => columnOf(state.sort, keys) || BASE_COLS.created;
+  // One page of rows: with open parents, their children placed right after each of them.
+  const pageSql = (limit, offset) => {
+    if (nesting() && state.open.size) {
+      return `WITH base AS (SELECT ${selectSql()}, ${sortCol().expr} AS __s, r.created AS __c ${from()})
+        SELECT b.* FROM base b LEFT JOIN base p ON p.__run_id = b.__parent
+        ORDER BY ${nestedOrder(state.desc)} LIMIT ${limit} OFFSET ${offset}`;
+    }
+    return `SELECT ${selectSql()} ${from()} ORDER BY ${orderSql()} LIMIT ${limit} OFFSET ${offset}`;
+  };
   const orderSql = () => {
-    const s = columnOf(state.sort, keys) || BASE_COLS.created;
+    const s = sortCol();
     const o = [];
     if (state.group) o.push(`${columnOf(state.group, keys).expr} NULLS LAST`);
     o.push(`${s.expr} ${state.desc ? "DESC" : "ASC"} NULLS LAST`, "r.created DESC", "r.run_id");
@@ -172,7 +218,8 @@ export async function runsView({ main, project, params, onCleanup }) {
 
   function rowEl(i, r) {
     const id = r.__run_id;
-    const el = h("div", { class: `row${state.sel.has(id) ? " sel" : ""}`, role: "row", dataset: { runId: id, index: String(i) }, style: `top:${ROW + i * ROW}px; grid-template-columns:${template()}` });
+    const child = !!(nesting() && r.__parent && state.open.has(r.__parent));
+    const el = h("div", { class: `row${state.sel.has(id) ? " sel" : ""}${child ? " child" : ""}`, role: "row", dataset: { runId: id, index: String(i) }, style: `top:${ROW + i * ROW}px; grid-template-columns:${template()}` });
     const box = h("input", { type: "checkbox", checked: state.sel.has(id), "aria-label": `select ${r.__name || id}` });
     box.addEventListener("change", () => {
       if (box.checked) state.sel.add(id); else state.sel.delete(id);
@@ -189,8 +236,18 @@ export async function runsView({ main, project, params, onCleanup }) {
       const v = r[c.id];
       let content;
       if (c.id === "name") {
+        const kids = Number(r.__children || 0);
+        const open = state.open.has(id);
+        const toggle = kids > 0 && !child
+          ? h("button", { class: "tree", "aria-expanded": open ? "true" : "false", "aria-label": `${open ? "hide" : "show"} ${kids} child runs of ${v || id}`, dataset: { role: "children" },
+            onclick: () => {
+              if (open) state.open.delete(id); else state.open.add(id);
+              setParams({ open: [...state.open].join(",") });
+              reload({ keepScroll: true });
+            } }, `${open ? "▾" : "▸"} ${kids}`)
+          : null;
         content = [gstart ? h("span", { class: "glabel" }, `${state.group} = ${groupVal ?? "∅"}`) : null,
-          h("a", { href: href(["p", project, "run", id]) }, v || id.slice(0, 12))];
+          toggle, h("a", { href: href(["p", project, "run", id]) }, v || id.slice(0, 12))];
       } else if (c.id === "status") content = badge(v);
       else if (c.id === "parent_run_id" && v) content = h("a", { href: href(["p", project, "run", v]) }, cellText(c, v));
       else content = cellText(c, v);
@@ -202,7 +259,9 @@ export async function runsView({ main, project, params, onCleanup }) {
   const pageRow = (i) => {
     if (i < 0) return null;
     const p = pages.get(Math.floor(i / PAGE));
-    return p && p !== "loading" ? p[i % PAGE] : null;
+    if (p && p !== "loading") return p[i % PAGE];
+    const q = stale && stale.get(Math.floor(i / PAGE));
+    return q && q !== "loading" ? q[i % PAGE] ?? null : null;
   };
 
   async function loadPage(p) {
@@ -210,7 +269,7 @@ export async function runsView({ main, project, params, onCleanup }) {
     pages.set(p, "loading");
     const gen = generation;
     try {
-      const rows = await sqlObjects(`SELECT ${selectSql()} ${runsFrom(project, keys, state.filter)} ORDER BY ${orderSql()} LIMIT ${PAGE} OFFSET ${p * PAGE}`);
+      const rows = await sqlObjects(pageSql(PAGE, p * PAGE));
       if (gen !== generation) return;
       pages.set(p, rows);
       render();
@@ -241,18 +300,23 @@ export async function runsView({ main, project, params, onCleanup }) {
 
   async function reload({ keepScroll = false } = {}) {
     generation++;
+    stale = keepScroll ? pages : null;
     pages = new Map();
     err.textContent = "";
     layout();
     if (!keepScroll) vt.scrollTop = 0;
     try {
-      const from = runsFrom(project, keys, state.filter);
-      const [{ n }] = await sqlObjects(`SELECT count(*) AS n ${from}`);
+      const [{ n }] = await sqlObjects(`SELECT count(*) AS n ${from()}`);
       total = n;
-      count.textContent = `${n} run${n === 1 ? "" : "s"}`;
+      let folded = 0;
+      if (nesting()) {
+        const [{ n: all }] = await sqlObjects(`SELECT count(*) AS n FROM runs WHERE project = ${lit(project)} AND NOT deleted`);
+        folded = Number(all) - Number(n);
+      }
+      count.textContent = `${n} run${n === 1 ? "" : "s"}${folded > 0 ? ` · ${folded} child run${folded === 1 ? "" : "s"} folded` : ""}`;
       groups.replaceChildren();
       if (state.group) {
-        const counts = await sqlObjects(`SELECT ${columnOf(state.group, keys).expr} AS g, count(*) AS n ${from} GROUP BY 1 ORDER BY 1 NULLS LAST`);
+        const counts = await sqlObjects(`SELECT ${columnOf(state.group, keys).expr} AS g, count(*) AS n ${from()} GROUP BY 1 ORDER BY 1 NULLS LAST`);
         for (const { g, n } of counts) groups.append(h("span", {}, `${state.group} = ${g ?? "∅"}: ${n}`));
       }
     } catch (e) {

@@ -87,6 +87,14 @@ def run_checks(browser):
     # Runs table: every run, then a SQL filter.
     page.click(".card[data-project='mnist-cnn']")
     total = sql("SELECT count(*) FROM runs WHERE project = 'mnist-cnn' AND NOT deleted")[0][0]
+    # The demo's sweep: its trials fold under the parent run until asked for.
+    top = sql(
+        "SELECT count(*) FROM runs WHERE project = 'mnist-cnn' AND NOT deleted AND parent_run_id IS NULL"
+    )[0][0]
+    expect(page.locator("[data-role=count]")).to_have_text(
+        f"{top} run{'' if top == 1 else 's'} · {total - top} child runs folded"
+    )
+    page.uncheck("input[aria-label='nest child runs']")
     expect(page.locator("[data-role=count]")).to_have_text(f"{total} runs")
     expect(page.locator(".vt .row")).to_have_count(total)
     wanted = sql(
@@ -136,7 +144,7 @@ def run_checks(browser):
     shot(page, "run")
 
     # Compare two runs: every chart overlays two series.
-    page.goto(URL + "/#/p/mnist-cnn")
+    page.goto(URL + "/#/p/mnist-cnn?flat=1")
     rows = page.locator(".vt .row")
     expect(rows).to_have_count(total)
     a, b = rows.nth(1).get_attribute("data-run-id"), rows.nth(2).get_attribute("data-run-id")
@@ -209,6 +217,56 @@ def run_checks(browser):
     tools = page.locator("details[data-role=system-tags]")
     expect(tools).to_contain_text("mlflow.runName", timeout=15000)
     expect(page.get_by_text("No tags.", exact=True)).to_have_count(0)
+    # The models it logged (MLflow 3 logged models), with their metrics.
+    model = post(
+        "/api/2.0/mlflow/logged-models",
+        {"experiment_id": exp, "name": "live-model", "model_type": "sklearn", "source_run_id": run},
+    )["model"]["info"]["model_id"]
+    post(
+        "/api/2.0/mlflow/runs/log-metric",
+        {"run_id": run, "key": "auc", "value": 0.93, "timestamp": now, "step": 0, "model_id": model},
+    )
+    page.reload()
+    models = page.locator("[data-role=models]")
+    expect(models).to_contain_text("live-model", timeout=15000)
+    expect(models).to_contain_text(model)
+    expect(models).to_contain_text("auc = 0.93")
+
+    # Nested runs (MLflow's parentRunId, a sweep's trials) fold under their parent.
+    nexp = post("/api/2.0/mlflow/experiments/create", {"name": "nested"})["experiment_id"]
+    parent = post(
+        "/api/2.0/mlflow/runs/create",
+        {"experiment_id": nexp, "run_name": "sweep", "start_time": now},
+    )["run"]["info"]["run_id"]
+    for i in range(3):
+        post(
+            "/api/2.0/mlflow/runs/create",
+            {
+                "experiment_id": nexp,
+                "run_name": f"trial-{i}",
+                "start_time": now + 1 + i,
+                "tags": [{"key": "mlflow.parentRunId", "value": parent}],
+            },
+        )
+    post("/api/2.0/mlflow/runs/create", {"experiment_id": nexp, "run_name": "solo", "start_time": now + 10})
+    page.goto(URL + "/#/p/nested")
+    rows = page.locator(".vt .row")
+    expect(rows).to_have_count(2)
+    toggle = page.locator(f".vt .row[data-run-id='{parent}'] button[data-role=children]")
+    expect(toggle).to_have_text("▸ 3")
+    toggle.click()
+    expect(rows).to_have_count(5)
+    expect(page.locator(".vt .row.child")).to_have_count(3)
+    # The children sit right below their parent, newest first.
+    order = [rows.nth(i).locator(".cell a").first.inner_text() for i in range(5)]
+    assert order == ["solo", "sweep", "trial-2", "trial-1", "trial-0"], order
+    assert "open=" in page.url, page.url
+    shot(page, "nested")
+    page.uncheck("input[aria-label='nest child runs']")
+    expect(page.locator(".vt .row.child")).to_have_count(0)
+    expect(rows).to_have_count(5)
+    page.check("input[aria-label='nest child runs']")
+    expect(page.locator(".vt .row.child")).to_have_count(3)
 
     # The SQL page: a table and a chart of a numeric column.
     page.goto(URL + "/#/sql")
