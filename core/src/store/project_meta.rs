@@ -30,6 +30,9 @@ pub struct ProjectMeta {
     /// Where its creator asked its artifacts to go (MLflow's `artifact_location`), kept as
     /// given; runql stores the artifacts in the store whatever it says.
     pub artifact_location: Option<String>,
+    /// The name it was renamed to (MLflow's `experiments/update`); its id, the project's
+    /// `name` above, under which its runs are stored and queried, stays.
+    pub display_name: Option<String>,
 }
 
 /// One change of a project's metadata; what it does not name stays as it was.
@@ -47,6 +50,9 @@ pub struct ProjectChange {
     /// The artifact location to record (MLflow's `artifact_location`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_location: Option<String>,
+    /// A new name to show the project under (its id stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A stored record: the change and when it was made.
@@ -63,6 +69,19 @@ pub const MAX_TAG_VALUE: usize = 20_000;
 
 impl ProjectChange {
     fn check(&self) -> Result<()> {
+        if let Some(n) = &self.display_name
+            && (n.trim().is_empty()
+                || n.chars().count() > crate::model::MAX_PROJECT_LEN
+                || n.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidValue {
+                what: "project name",
+                reason: format!(
+                    "{n:?} must be 1 to {} characters without control characters",
+                    crate::model::MAX_PROJECT_LEN
+                ),
+            });
+        }
         if let Some(l) = &self.artifact_location
             && (l.chars().count() > MAX_TAG_VALUE || l.chars().any(char::is_control))
         {
@@ -104,6 +123,10 @@ impl ProjectChange {
         if let Some(l) = &self.artifact_location {
             meta.artifact_location = Some(l.clone());
         }
+        if let Some(n) = &self.display_name {
+            // Renamed back to its id: no rename.
+            meta.display_name = (*n != meta.name).then(|| n.clone());
+        }
     }
 }
 
@@ -120,6 +143,7 @@ impl Store {
             deleted: false,
             tags: BTreeMap::new(),
             artifact_location: None,
+            display_name: None,
         };
         self.legacy_project_meta(project, &mut meta).await?;
         let mut records = self.list_all(&self.layout().project_meta(project)).await?;

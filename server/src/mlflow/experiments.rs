@@ -22,6 +22,9 @@ use crate::request::{JsonBytes, MlflowJson, MlflowQuery, Read, Write, parse_body
 /// What MLflow shows of an experiment.
 #[derive(Debug, Clone)]
 struct Experiment {
+    /// The project: the experiment's id (`experiment_id_of`), where its runs are stored.
+    id: String,
+    /// Its name: the project's, or the one it was renamed to.
     name: String,
     created_ms: i64,
     updated_ms: i64,
@@ -33,7 +36,7 @@ struct Experiment {
 
 impl Experiment {
     fn to_json(&self) -> Value {
-        let id = experiment_id_of(&self.name);
+        let id = experiment_id_of(&self.id);
         json!({
             "experiment_id": id,
             "name": self.name,
@@ -49,13 +52,35 @@ impl Experiment {
 /// Reads an experiment; `None` when the project does not exist.
 async fn load(store: &Store, project: &str) -> Result<Option<Experiment>, ApiError> {
     Ok(store.project_meta(project).await?.map(|m| Experiment {
-        name: m.name,
+        name: m.display_name.unwrap_or_else(|| m.name.clone()),
+        id: m.name,
         created_ms: m.created / 1000,
         updated_ms: m.updated / 1000,
         deleted: m.deleted,
         tags: m.tags.into_iter().collect(),
         artifact_location: m.artifact_location,
     }))
+}
+
+/// The experiment named `name` (renamed ones by their new name), deleted ones included.
+async fn by_name(store: &Store, name: &str) -> Result<Option<Experiment>, ApiError> {
+    // Most experiments keep the name they were created with, which is their project's.
+    if let Some(e) = load(store, name).await?
+        && e.name == name
+    {
+        return Ok(Some(e));
+    }
+    for p in store.list_projects().await? {
+        if p == name {
+            continue;
+        }
+        if let Some(e) = load(store, &p).await?
+            && e.name == name
+        {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// An experiment that must exist (the Default one is created on first use, as in MLflow).
@@ -113,13 +138,30 @@ pub(crate) async fn create_experiment(
         )));
     }
     let store = s.store();
-    if let Some(e) = load(store, name).await? {
+    if let Some(e) = by_name(store, name).await? {
         let state = if e.deleted { " in deleted state" } else { "" };
         return Err(ApiError::AlreadyExists(format!(
             "Experiment '{name}' already exists{state}."
         )));
     }
-    store.create_project(name).await?;
+    // The project is the name, unless an experiment renamed away from it still holds that
+    // project: then the first free `<name>-2`, `<name>-3`…, named `name`.
+    let mut project = name.to_string();
+    let mut n = 1;
+    while store.project_record(&project).await?.is_some() {
+        n += 1;
+        project = format!("{name}-{n}");
+    }
+    let project = project.as_str();
+    store.create_project(project).await?;
+    if project != name {
+        let change = ProjectChange {
+            display_name: Some(name.to_string()),
+            ..ProjectChange::default()
+        };
+        store.change_project(project, &change).await?;
+    }
+    let name = project;
     let tags = wire::pairs(req.tags);
     if !tags.is_empty() {
         set_tags(store, name, tags).await?;
@@ -144,7 +186,7 @@ pub(crate) async fn get_experiment_by_name(
     MlflowQuery(q): MlflowQuery<ByName>,
 ) -> Result<Response, ApiError> {
     let store = s.store();
-    let found = match load(store, &q.experiment_name).await? {
+    let found = match by_name(store, &q.experiment_name).await? {
         Some(e) => e,
         None if q.experiment_name == DEFAULT_PROJECT => existing(store, DEFAULT_PROJECT).await?,
         None => {
@@ -223,22 +265,35 @@ pub(crate) struct Update {
     new_name: Option<String>,
 }
 
-/// Renaming: an experiment's id is its name in runql, and every object of the project is
-/// stored under it, so a rename is refused with an explanation rather than half-done.
+/// Renaming, as MLflow renames: the experiment keeps its id (its project, where its runs are
+/// stored and what SQL's `project` column says); its name is the new one.
 pub(crate) async fn update_experiment(
     Write(s): Write<State>,
     MlflowJson(req): MlflowJson<Update>,
 ) -> Result<Response, ApiError> {
     let project = project_of(&req.experiment_id).to_string();
-    existing(s.store(), &project).await?;
-    match req.new_name {
-        Some(new) if new != project => Err(ApiError::invalid(format!(
-            "runql cannot rename experiment '{project}' to '{new}': an experiment's id is its name, \
-             and its runs are stored under it. Log new runs to '{new}' instead \
-             (docs/mlflow.md, Differences)."
-        ))),
-        _ => Ok(wire::ok()),
+    let store = s.store();
+    let e = existing(store, &project).await?;
+    let Some(new) = req.new_name.filter(|n| *n != e.name) else {
+        return Ok(wire::ok());
+    };
+    if new.trim().is_empty() {
+        return Err(ApiError::missing("new_name"));
     }
+    if e.deleted {
+        return Err(ApiError::invalid("Cannot rename a non-active experiment."));
+    }
+    if by_name(store, &new).await?.is_some() {
+        return Err(ApiError::AlreadyExists(format!(
+            "Experiment '{new}' already exists."
+        )));
+    }
+    let change = ProjectChange {
+        display_name: Some(new),
+        ..ProjectChange::default()
+    };
+    store.change_project(&project, &change).await?;
+    Ok(wire::ok())
 }
 
 /// `experiments/set-experiment-tag` and `experiments/delete-experiment-tag`.
@@ -329,6 +384,7 @@ pub(crate) async fn search_experiments(
     for p in projects {
         let loaded = match load(store, &p).await? {
             None if p == DEFAULT_PROJECT && fresh_default => Some(Experiment {
+                id: p.clone(),
                 name: p.clone(),
                 created_ms: 0,
                 updated_ms: 0,
@@ -348,7 +404,7 @@ pub(crate) async fn search_experiments(
         for c in &conditions {
             let actual = match (c.entity_name(), c.key()) {
                 ("attributes", "name") => Some(e.name.clone()),
-                ("attributes", "experiment_id") => Some(experiment_id_of(&e.name).to_string()),
+                ("attributes", "experiment_id") => Some(experiment_id_of(&e.id).to_string()),
                 ("attributes", "creation_time") => Some(e.created_ms.to_string()),
                 ("attributes", "last_update_time") => Some(e.updated_ms.to_string()),
                 ("tags", key) => e
@@ -373,7 +429,7 @@ pub(crate) async fn search_experiments(
     found.sort_by(|a, b| {
         b.created_ms
             .cmp(&a.created_ms)
-            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.id.cmp(&b.id))
     });
     let orders: Vec<String> = match &req.order_by {
         Some(Value::Array(items)) => items
@@ -399,7 +455,8 @@ pub(crate) async fn search_experiments(
         };
         let key = |e: &Experiment| -> String {
             match field {
-                "name" | "experiment_id" => e.name.clone(),
+                "name" => e.name.clone(),
+                "experiment_id" => experiment_id_of(&e.id).to_string(),
                 "creation_time" => format!("{:020}", e.created_ms),
                 _ => format!("{:020}", e.updated_ms),
             }

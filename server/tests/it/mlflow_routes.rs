@@ -204,6 +204,29 @@ async fn experiment_routes() {
         json!({"experiment_id": "vision", "new_name": "vision"}),
     )
     .await;
+    // A rename keeps the id (the project the runs are stored in); the old name is free again.
+    t.post(
+        "experiments/update",
+        json!({"experiment_id": "vision", "new_name": "vision-v2"}),
+    )
+    .await;
+    t.get("experiments/get-by-name?experiment_name=vision-v2")
+        .await;
+    t.get("experiments/get-by-name?experiment_name=vision")
+        .await;
+    t.post("experiments/create", json!({"name": "vision"}))
+        .await;
+    t.get("experiments/get?experiment_id=vision-2").await;
+    t.post(
+        "experiments/update",
+        json!({"experiment_id": "vision-2", "new_name": "vision-v2"}),
+    )
+    .await;
+    t.post(
+        "experiments/search",
+        json!({"filter": "name LIKE 'vision%'", "order_by": ["name"]}),
+    )
+    .await;
     t.post("experiments/delete", json!({"experiment_id": "vision"}))
         .await;
     t.post(

@@ -117,6 +117,15 @@ client.set_tag(paged.info.run_id, "scratch", "x")
 client.delete_tag(paged.info.run_id, "scratch")
 assert "scratch" not in client.get_run(paged.info.run_id).data.tags
 expect_error("RESOURCE_DOES_NOT_EXIST", client.delete_tag, paged.info.run_id, "scratch")
+# Renaming an experiment keeps its id and its runs; the old name is free again.
+renamed = client.create_experiment("to-rename")
+rr = client.create_run(renamed)
+client.rename_experiment(renamed, "renamed")
+assert client.get_experiment_by_name("renamed").experiment_id == renamed
+assert client.get_experiment_by_name("to-rename") is None
+assert [r.info.run_id for r in client.search_runs([renamed])] == [rr.info.run_id]
+assert client.create_experiment("to-rename") != renamed
+expect_error("RESOURCE_ALREADY_EXISTS", client.create_experiment, "renamed")
 # A field of the wrong type is worded as MLflow words it.
 typed = requests.post(
     os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-batch",
@@ -233,9 +242,6 @@ assert client.get_run(in_other.info.run_id).info.lifecycle_stage == "active"
 expect_error("RESOURCE_DOES_NOT_EXIST", client.get_experiment, "987654")
 assert client.get_experiment_by_name("no-such-experiment") is None
 expect_error("INVALID_PARAMETER_VALUE", client.search_experiments, filter_string="name ~ 'x'")
-if RUNQL:
-    # An experiment's id is its name in runql: renaming is refused, with the reason.
-    expect_error("INVALID_PARAMETER_VALUE", client.rename_experiment, third, "compat-renamed")
 
 # Run lifecycle as MLflow's server has it (issue 24): made-up names, renames, the client's
 # user, deleted runs refusing writes, points sent twice kept once, long values cut.
