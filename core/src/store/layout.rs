@@ -222,6 +222,17 @@ impl Layout {
         )
     }
 
+    /// Where a project's MLflow traces live: `traces/<trace id>/<file>` (its `info.json` and
+    /// its span data `traces.json`, see store/traces.rs).
+    pub fn trace_file(&self, project: &str, trace_id: &str, file: &str) -> Path {
+        self.traces(project).join(trace_id).join(file)
+    }
+
+    /// The folder of a project's traces.
+    pub fn traces(&self, project: &str) -> Path {
+        self.project(project).join("traces")
+    }
+
     /// A project's metadata records (tags, deletion; see store/project_meta.rs).
     pub fn project_meta(&self, project: &str) -> Path {
         self.project(project).join("meta")

@@ -31,6 +31,7 @@ mod summary;
 mod tables;
 #[cfg(test)]
 mod testing;
+mod traces;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub use rows::{
 pub use snapshot::{LiveRun, ProjectSnapshot};
 pub use summary::summarize_metrics;
 pub use tables::TableDef;
+pub use traces::{TRACE_FILES, is_trace_id};
 
 pub(crate) use local::do_local_io_inline;
 

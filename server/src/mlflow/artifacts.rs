@@ -1,7 +1,8 @@
 //! The `mlflow-artifacts` proxy: uploads, downloads and listings of a run's artifacts
 //! (content-addressed blobs, rows of the run's `artifacts` table) and of a logged model's files.
-//! Paths are `<experiment>/<run>/artifacts/<path>` or
-//! `<experiment>/models/<model>/artifacts/<path>` (MLflow 3's logged models).
+//! Paths are `<experiment>/<run>/artifacts/<path>`,
+//! `<experiment>/models/<model>/artifacts/<path>` (MLflow 3's logged models) or
+//! `<experiment>/traces/<trace>/artifacts/traces.json` (MLflow 3's traces).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,12 @@ enum Location {
         model_id: String,
         rel: String,
     },
+    /// `<experiment>/traces/<trace>/artifacts/<path>` (MLflow 3's traces: `traces.json`).
+    Trace {
+        experiment_id: String,
+        trace_id: String,
+        rel: String,
+    },
 }
 
 fn location(path: &str) -> Result<Location, ApiError> {
@@ -44,6 +51,19 @@ fn location(path: &str) -> Result<Location, ApiError> {
         }
     };
     match (exp, run, marker) {
+        (Some(exp), Some("traces"), Some(trace_id)) if !trace_id.is_empty() => {
+            let mut inner = rest.unwrap_or("").splitn(2, '/');
+            if inner.next() != Some("artifacts") {
+                return Err(ApiError::invalid(format!(
+                    "artifact path {path:?} is not <experiment>/traces/<trace>/artifacts/<path>"
+                )));
+            }
+            Ok(Location::Trace {
+                experiment_id: exp.to_string(),
+                trace_id: trace_id.to_string(),
+                rel: normalize(inner.next())?,
+            })
+        }
         (Some(exp), Some("models"), Some(model_id)) if !model_id.is_empty() => {
             let mut inner = rest.unwrap_or("").splitn(2, '/');
             if inner.next() != Some("artifacts") {
@@ -82,6 +102,14 @@ pub(crate) async fn upload(
                 return Err(ApiError::invalid("an artifact needs a file name"));
             }
             super::models::put_file(&s, &experiment_id, &model_id, &rel, bytes).await?;
+            return Ok(wire::ok());
+        }
+        Location::Trace {
+            experiment_id,
+            trace_id,
+            rel,
+        } => {
+            super::traces::put_data(&s, &experiment_id, &trace_id, &rel, bytes).await?;
             return Ok(wire::ok());
         }
         Location::Run { run_id, rel } => (run_id, rel),
@@ -159,6 +187,11 @@ pub(crate) async fn download(
             model_id,
             rel,
         } => super::models::get_file(&s, &experiment_id, &model_id, &rel).await?,
+        Location::Trace {
+            experiment_id,
+            trace_id,
+            rel,
+        } => super::traces::get_data(&s, &experiment_id, &trace_id, &rel).await?,
         Location::Run { run_id, rel } => bytes_of(&s, &run_id, &rel).await?,
     };
     Ok(octet_stream(bytes))
@@ -199,6 +232,14 @@ pub(crate) async fn list(
             rel,
         } => {
             let entries = super::models::list_files(&s, &experiment_id, &model_id, &rel).await?;
+            return Ok(files_json(entries));
+        }
+        Location::Trace {
+            experiment_id,
+            trace_id,
+            rel,
+        } => {
+            let entries = super::traces::list_data(&s, &experiment_id, &trace_id, &rel).await?;
             return Ok(files_json(entries));
         }
         Location::Run { run_id, rel } => (run_id, rel),

@@ -19,6 +19,7 @@
 //!                 and upload (runs' artifacts, logged models' files)
 //! experiments.rs  experiments
 //! models.rs       MLflow 3 logged models
+//! traces.rs       MLflow 3 traces: their info and span data, rows of mlflow.traces / spans
 //! search.rs       filter strings and order_by
 //! batch_json.rs   the one-pass parser of log-batch bodies
 //! ```
@@ -35,6 +36,7 @@ mod page;
 mod runs;
 mod search;
 pub(crate) mod state;
+mod traces;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -214,6 +216,19 @@ where
         )
 }
 
+/// The endpoints below `/api/3.0/mlflow` (and `/ajax-api/3.0/mlflow`): MLflow 3's traces.
+fn api_v3<S>() -> Endpoints<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Guarded<Arc<Gate>>: FromRef<S>,
+    Guarded<State>: FromRef<S>,
+{
+    Endpoints::default()
+        .at(Method::POST, "/traces", traces::start_trace)
+        .at(Method::POST, "/traces/search", traces::search_traces)
+        .at(Method::GET, "/traces/{trace_id}", traces::get_trace_info)
+}
+
 /// The endpoints MLflow serves at the root of the server.
 fn root<S>() -> Endpoints<S>
 where
@@ -240,6 +255,7 @@ where
 /// The prefixes the two tables are served under.
 const API_PREFIXES: [&str; 2] = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"];
 const AJAX_PREFIX: &str = "/ajax-api/2.0/mlflow";
+const V3_PREFIXES: [&str; 2] = ["/api/3.0/mlflow", "/ajax-api/3.0/mlflow"];
 const ARTIFACT_PREFIXES: [&str; 2] = [
     "/api/2.0/mlflow-artifacts",
     "/ajax-api/2.0/mlflow-artifacts",
@@ -265,6 +281,10 @@ where
     for prefix in ARTIFACT_PREFIXES {
         router = router.nest(prefix, artifacts.clone());
     }
+    let v3 = api_v3::<S>().router();
+    for prefix in V3_PREFIXES {
+        router = router.nest(prefix, v3.clone());
+    }
     router
         .nest(AJAX_PREFIX, ajax_api::<S>().router())
         .merge(root::<S>().router())
@@ -284,6 +304,7 @@ where
         (API_PREFIXES.to_vec(), api::<S>()),
         (ARTIFACT_PREFIXES.to_vec(), artifact_api::<S>()),
         (vec![AJAX_PREFIX], ajax_api::<S>()),
+        (V3_PREFIXES.to_vec(), api_v3::<S>()),
         (vec![""], root::<S>()),
     ] {
         for prefix in prefixes {

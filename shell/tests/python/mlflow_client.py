@@ -415,4 +415,44 @@ ranked = mlflow.search_logged_models(
 )
 assert names(ranked) == ["good", "bad"], names(ranked)
 
+# MLflow 3 tracing: a traced function in a run, read back through the client (and, in runql,
+# through SQL: mlflow.traces and mlflow.spans).
+@mlflow.trace(span_type="CHAIN")
+def pipeline(question):
+    return answer(question)
+
+
+@mlflow.trace(span_type="LLM")
+def answer(question):
+    return "42"
+
+
+mlflow.set_experiment(experiment_id=parity)
+with mlflow.start_run(experiment_id=parity, run_name="traced") as traced:
+    assert pipeline("why?") == "42"
+trace_id = mlflow.get_last_active_trace_id()
+mlflow.flush_trace_async_logging()
+trace = mlflow.get_trace(trace_id)
+assert trace is not None and trace.info.trace_id == trace_id, trace
+spans = {s.name: s for s in trace.data.spans}
+assert set(spans) == {"pipeline", "answer"}, spans
+assert spans["answer"].inputs == {"question": "why?"} and spans["answer"].outputs == "42", spans["answer"]
+assert spans["answer"].parent_id == spans["pipeline"].span_id
+assert trace.info.request_metadata.get("mlflow.sourceRun") == traced.info.run_id, trace.info
+found = mlflow.search_traces(locations=[parity], return_type="list")
+assert trace_id in [t.info.trace_id for t in found], found
+if RUNQL:
+    body = json.dumps(
+        {"sql": f"SELECT s.name, s.span_type, s.run_id, t.state FROM mlflow.spans s JOIN mlflow.traces t USING (trace_id) "
+                f"WHERE s.trace_id = '{trace_id}' ORDER BY s.start_time"}
+    ).encode()
+    req = urllib.request.Request(
+        base + "/api/sql", data=body, headers={"Content-Type": "application/json", "Accept": "text/csv"}
+    )
+    rows = urllib.request.urlopen(req, timeout=30).read().decode().strip().splitlines()
+    assert rows[1:] == [
+        f"pipeline,CHAIN,{traced.info.run_id},OK",
+        f"answer,LLM,{traced.info.run_id},OK",
+    ], rows
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))

@@ -1,0 +1,677 @@
+//! MLflow 3 tracing (`@mlflow.trace`, `mlflow.start_span`, the autologgers' LLM spans), as the
+//! `mlflow` client sends traces to a server older than 3.4: `StartTraceV3`
+//! (`POST /api/3.0/mlflow/traces`, the trace's info, sent when the trace ends), then its span
+//! data as the file `traces.json` through the artifact proxy, at the location the answer names
+//! (`<experiment>/traces/<trace id>/artifacts`).
+//!
+//! Both files are kept as the client sent them (store/traces.rs), so `mlflow.get_trace` and
+//! `mlflow.search_traces` read them back; and each becomes rows of the extension tables
+//! `mlflow.traces` (one per trace) and `mlflow.spans` (one per span), which SQL joins to
+//! `runs` by `run_id` and to `llm.calls` by `otel_trace_id` and `span_id`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::runs::ensure_project;
+use super::state::{Mlflow, State};
+use super::wire::{self, Int, experiment_id_of, project_of};
+use crate::error::ApiError;
+use crate::request::{MlflowJson, Read, Write};
+
+/// The SQL schema the trace tables are in.
+const NAMESPACE: &str = "mlflow";
+/// The span data file of a trace, as MLflow names it.
+pub(crate) const TRACE_DATA: &str = "traces.json";
+const TRACE_INFO: &str = "info.json";
+
+fn utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `mlflow.traces`: one row per trace.
+fn traces_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("project", DataType::Utf8, false),
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, true),
+        Field::new("request_time", utc(), true),
+        Field::new("execution_ms", DataType::Int64, true),
+        Field::new("state", DataType::Utf8, true),
+        Field::new("request_preview", DataType::Utf8, true),
+        Field::new("response_preview", DataType::Utf8, true),
+        Field::new("tags", DataType::Utf8, true),
+        Field::new("metadata", DataType::Utf8, true),
+    ]))
+}
+
+/// `mlflow.spans`: one row per span.
+fn spans_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("project", DataType::Utf8, false),
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, true),
+        Field::new("otel_trace_id", DataType::Utf8, true),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("parent_span_id", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("span_type", DataType::Utf8, true),
+        Field::new("kind", DataType::Utf8, true),
+        Field::new("start_time", utc(), true),
+        Field::new("end_time", utc(), true),
+        Field::new("duration_ms", DataType::Float64, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("status_message", DataType::Utf8, true),
+        Field::new("model", DataType::Utf8, true),
+        Field::new("input_tokens", DataType::Int64, true),
+        Field::new("output_tokens", DataType::Int64, true),
+        Field::new("total_tokens", DataType::Int64, true),
+        Field::new("inputs", DataType::Utf8, true),
+        Field::new("outputs", DataType::Utf8, true),
+        Field::new("attributes", DataType::Utf8, true),
+    ]))
+}
+
+/// `StartTraceV3`'s body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StartTrace {
+    trace: TraceIn,
+}
+
+#[derive(Debug, Deserialize)]
+struct TraceIn {
+    trace_info: Map<String, Value>,
+}
+
+/// The experiment a trace info names (`trace_location.mlflow_experiment.experiment_id`).
+fn experiment_of(info: &Map<String, Value>) -> Option<&str> {
+    info.get("trace_location")?
+        .get("mlflow_experiment")?
+        .get("experiment_id")?
+        .as_str()
+}
+
+/// Where the client puts a trace's span data: the artifact proxy's trace folder.
+fn location_of(experiment_id: &str, trace_id: &str) -> String {
+    format!("mlflow-artifacts:/{experiment_id}/traces/{trace_id}/artifacts")
+}
+
+/// `POST /api/3.0/mlflow/traces`: keeps the trace's info, adds its row to `mlflow.traces`,
+/// and answers the info with the artifact location its span data goes to.
+pub(crate) async fn start_trace(
+    Write(s): Write<State>,
+    MlflowJson(req): MlflowJson<StartTrace>,
+) -> Result<Response, ApiError> {
+    let mut info = req.trace.trace_info;
+    let trace_id = info
+        .get("trace_id")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::missing("trace.trace_info.trace_id"))?
+        .to_string();
+    if !runql_core::store::is_trace_id(&trace_id) {
+        return Err(ApiError::invalid(format!(
+            "Invalid trace id {trace_id:?}: trace ids are letters, digits, '-' and '_'"
+        )));
+    }
+    let experiment_id = experiment_of(&info)
+        .ok_or_else(|| {
+            ApiError::missing("trace.trace_info.trace_location.mlflow_experiment.experiment_id")
+        })?
+        .to_string();
+    let project = project_of(&experiment_id).to_string();
+    let store = s.store();
+    ensure_project(store, &project).await?;
+    let tags = info
+        .entry("tags")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(tags) = tags {
+        tags.insert(
+            "mlflow.artifactLocation".into(),
+            json!(location_of(experiment_id_of(&project), &trace_id)),
+        );
+    }
+    let body = Value::Object(info.clone());
+    let known = store
+        .trace_file(&project, &trace_id, TRACE_INFO)
+        .await?
+        .is_some();
+    store
+        .put_trace_file(
+            &project,
+            &trace_id,
+            TRACE_INFO,
+            Bytes::from(body.to_string()),
+        )
+        .await?;
+    // A retried request (the client retries on failure) adds no second row.
+    if !known {
+        let batch = trace_row(&project, &trace_id, &info)?;
+        append(&s, &project, "traces", traces_schema(), batch).await?;
+    }
+    Ok(axum::Json(json!({"trace": {"trace_info": body}})).into_response())
+}
+
+async fn append(
+    s: &Mlflow,
+    project: &str,
+    table: &str,
+    schema: SchemaRef,
+    batch: RecordBatch,
+) -> Result<(), ApiError> {
+    let store = s.store();
+    store.define_table(NAMESPACE, table, schema).await?;
+    store
+        .append_rows(project, NAMESPACE, table, &[batch])
+        .await?;
+    Ok(())
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// The `mlflow.traces` row of a trace info.
+fn trace_row(
+    project: &str,
+    trace_id: &str,
+    info: &Map<String, Value>,
+) -> Result<RecordBatch, ApiError> {
+    let metadata = info.get("trace_metadata");
+    let run_id = metadata
+        .and_then(|m| m.get("mlflow.sourceRun"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let request_time = info
+        .get("request_time")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339_us);
+    let execution_ms = info
+        .get("execution_duration")
+        .and_then(Value::as_str)
+        .and_then(parse_duration_ms);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![project])),
+        Arc::new(StringArray::from(vec![trace_id])),
+        Arc::new(StringArray::from(vec![run_id])),
+        Arc::new(TimestampMicrosecondArray::from(vec![request_time]).with_timezone("UTC")),
+        Arc::new(Int64Array::from(vec![execution_ms])),
+        Arc::new(StringArray::from(vec![text(info.get("state"))])),
+        Arc::new(StringArray::from(vec![text(info.get("request_preview"))])),
+        Arc::new(StringArray::from(vec![text(info.get("response_preview"))])),
+        Arc::new(StringArray::from(vec![
+            info.get("tags").map(Value::to_string),
+        ])),
+        Arc::new(StringArray::from(vec![metadata.map(Value::to_string)])),
+    ];
+    RecordBatch::try_new(traces_schema(), columns).map_err(ApiError::internal)
+}
+
+/// Stores a trace's span data (`traces.json`, uploaded through the artifact proxy) and adds
+/// its spans to `mlflow.spans` the first time it arrives.
+pub(crate) async fn put_data(
+    s: &Mlflow,
+    experiment_id: &str,
+    trace_id: &str,
+    rel: &str,
+    bytes: Bytes,
+) -> Result<(), ApiError> {
+    if rel != TRACE_DATA {
+        return Err(ApiError::invalid(format!(
+            "a trace keeps its span data as {TRACE_DATA}, not {rel:?}"
+        )));
+    }
+    let project = project_in(s, experiment_id, trace_id).await?;
+    let data: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid(format!("{TRACE_DATA} of trace {trace_id} is not JSON: {e}"))
+    })?;
+    let info: Value = match s.store().trace_file(&project, trace_id, TRACE_INFO).await? {
+        Some(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let run_id = info
+        .get("trace_metadata")
+        .and_then(|m| m.get("mlflow.sourceRun"))
+        .and_then(Value::as_str);
+    let batch = span_rows(&project, trace_id, run_id, &data)?;
+    let store = s.store();
+    let known = store
+        .trace_file(&project, trace_id, TRACE_DATA)
+        .await?
+        .is_some();
+    store
+        .put_trace_file(&project, trace_id, TRACE_DATA, bytes)
+        .await?;
+    if !known && batch.num_rows() > 0 {
+        append(s, &project, "spans", spans_schema(), batch).await?;
+    }
+    Ok(())
+}
+
+/// A trace's file (`traces.json`), for the artifact proxy.
+pub(crate) async fn get_data(
+    s: &Mlflow,
+    experiment_id: &str,
+    trace_id: &str,
+    rel: &str,
+) -> Result<Bytes, ApiError> {
+    let project = project_in(s, experiment_id, trace_id).await?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "No such artifact: '{experiment_id}/traces/{trace_id}/artifacts/{rel}'"
+        ))
+    };
+    if rel != TRACE_DATA {
+        return Err(missing());
+    }
+    s.store()
+        .trace_file(&project, trace_id, TRACE_DATA)
+        .await?
+        .ok_or_else(missing)
+}
+
+/// The files of a trace's artifact folder, for the artifact proxy's listing.
+pub(crate) async fn list_data(
+    s: &Mlflow,
+    experiment_id: &str,
+    trace_id: &str,
+    dir: &str,
+) -> Result<Vec<(String, Option<u64>)>, ApiError> {
+    let project = project_in(s, experiment_id, trace_id).await?;
+    if !dir.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(s.store()
+        .trace_file(&project, trace_id, TRACE_DATA)
+        .await?
+        .map(|b| vec![(TRACE_DATA.to_string(), Some(b.len() as u64))])
+        .unwrap_or_default())
+}
+
+/// The project of a trace of experiment `experiment_id` (404 when it has no such trace).
+async fn project_in(s: &Mlflow, experiment_id: &str, trace_id: &str) -> Result<String, ApiError> {
+    let project = project_of(experiment_id).to_string();
+    match s.store().trace_file(&project, trace_id, TRACE_INFO).await? {
+        Some(_) => Ok(project),
+        None => Err(no_trace(trace_id)),
+    }
+}
+
+fn no_trace(trace_id: &str) -> ApiError {
+    ApiError::not_found(format!("Trace with ID {trace_id} is not found."))
+}
+
+/// `GET /api/3.0/mlflow/traces/{trace_id}`: the trace's info.
+pub(crate) async fn get_trace_info(
+    Read(s): Read<State>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = s.store();
+    let project = store
+        .find_trace(&trace_id)
+        .await?
+        .ok_or_else(|| no_trace(&trace_id))?;
+    let info = store
+        .trace_file(&project, &trace_id, TRACE_INFO)
+        .await?
+        .ok_or_else(|| no_trace(&trace_id))?;
+    let info: Value = serde_json::from_slice(&info)
+        .map_err(|e| ApiError::internal(format!("the info of trace {trace_id}: {e}")))?;
+    Ok(axum::Json(json!({"trace": {"trace_info": info}})).into_response())
+}
+
+/// `POST /api/3.0/mlflow/traces/search`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchTraces {
+    #[serde(default)]
+    locations: Vec<Value>,
+    #[serde(default)]
+    experiment_ids: Vec<String>,
+    filter: Option<String>,
+    max_results: Option<Int>,
+    page_token: Option<String>,
+}
+
+/// The traces of some experiments, newest first, paged. Filters are SQL's job here: a
+/// filter string is refused with the query that answers it.
+pub(crate) async fn search_traces(
+    Read(s): Read<State>,
+    MlflowJson(req): MlflowJson<SearchTraces>,
+) -> Result<Response, ApiError> {
+    if let Some(f) = req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        return Err(ApiError::invalid(format!(
+            "runql does not evaluate trace filters ({f:?}); ask SQL instead, e.g. \
+             SELECT * FROM mlflow.traces WHERE project = '…' AND state = 'OK' \
+             (docs/mlflow.md, Tracing)"
+        )));
+    }
+    let mut experiments: Vec<String> = req
+        .locations
+        .iter()
+        .filter_map(|l| {
+            l.get("mlflow_experiment")?
+                .get("experiment_id")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    experiments.extend(req.experiment_ids);
+    if experiments.is_empty() {
+        return Err(ApiError::missing("locations"));
+    }
+    let store = s.store();
+    let mut infos: Vec<(String, Value)> = Vec::new();
+    for exp in &experiments {
+        let project = project_of(exp);
+        for trace_id in store.list_traces(project).await? {
+            if let Some(b) = store.trace_file(project, &trace_id, TRACE_INFO).await?
+                && let Ok(v) = serde_json::from_slice::<Value>(&b)
+            {
+                let at = v
+                    .get("request_time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                infos.push((at, v));
+            }
+        }
+    }
+    // Newest first (RFC 3339 times in UTC sort as text), then by id.
+    infos.sort_by(|a, b| {
+        b.0.cmp(&a.0).then_with(|| {
+            let id = |v: &Value| {
+                v.get("trace_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            id(&a.1).cmp(&id(&b.1))
+        })
+    });
+    let max = req.max_results.map_or(100, |m| m.0).clamp(1, 50_000) as usize;
+    let offset = wire::page_offset(req.page_token.as_deref())?;
+    let page: Vec<Value> = infos
+        .into_iter()
+        .skip(offset)
+        .take(max + 1)
+        .map(|(_, v)| v)
+        .collect();
+    let more = page.len() > max;
+    let page = page.into_iter().take(max).collect();
+    Ok(wire::page("traces", page, more.then_some(offset + max)))
+}
+
+/// The `mlflow.spans` rows of a trace's span data (`{"spans": [...]}`, MLflow's span dicts:
+/// OpenTelemetry ids in base64, times in ns, attributes as JSON text).
+fn span_rows(
+    project: &str,
+    trace_id: &str,
+    run_id: Option<&str>,
+    data: &Value,
+) -> Result<RecordBatch, ApiError> {
+    let spans = data
+        .get("spans")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid(format!("{TRACE_DATA} has no \"spans\" list")))?;
+    #[derive(Default)]
+    struct Cols {
+        otel: Vec<Option<String>>,
+        id: Vec<String>,
+        parent: Vec<Option<String>>,
+        name: Vec<Option<String>>,
+        span_type: Vec<Option<String>>,
+        kind: Vec<Option<String>>,
+        start: Vec<Option<i64>>,
+        end: Vec<Option<i64>>,
+        duration: Vec<Option<f64>>,
+        status: Vec<Option<String>>,
+        message: Vec<Option<String>>,
+        model: Vec<Option<String>>,
+        tokens: [Vec<Option<i64>>; 3],
+        inputs: Vec<Option<String>>,
+        outputs: Vec<Option<String>>,
+        attributes: Vec<Option<String>>,
+    }
+    let mut c = Cols::default();
+    for (i, span) in spans.iter().enumerate() {
+        let id = span
+            .get("span_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(format!("span {i} of {TRACE_DATA} has no span_id")))?;
+        c.id.push(otel_id(id));
+        c.otel
+            .push(span.get("trace_id").and_then(Value::as_str).map(otel_id));
+        c.parent.push(
+            span.get("parent_span_id")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map(otel_id),
+        );
+        c.name.push(text(span.get("name")));
+        c.kind
+            .push(text(span.get("kind")).map(|k| k.trim_start_matches("SPAN_KIND_").to_string()));
+        let ns = |k: &str| {
+            span.get(k)
+                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+        };
+        let (start, end) = (ns("start_time_unix_nano"), ns("end_time_unix_nano"));
+        c.start.push(start.map(|n| n / 1000));
+        c.end.push(end.map(|n| n / 1000));
+        c.duration.push(match (start, end) {
+            (Some(a), Some(b)) => Some((b - a) as f64 / 1e6),
+            _ => None,
+        });
+        let status = span.get("status");
+        c.status.push(
+            text(status.and_then(|s| s.get("code")))
+                .map(|k| k.trim_start_matches("STATUS_CODE_").to_string()),
+        );
+        c.message
+            .push(text(status.and_then(|s| s.get("message"))).filter(|m| !m.is_empty()));
+        // Attribute values are JSON text (`"\"LLM\""`): decoded where a column wants the value.
+        let attrs = span.get("attributes").and_then(Value::as_object);
+        let attr = |k: &str| -> Option<Value> {
+            let raw = attrs?.get(k)?;
+            match raw {
+                Value::String(s) => serde_json::from_str(s).ok().or_else(|| Some(raw.clone())),
+                other => Some(other.clone()),
+            }
+        };
+        let as_text = |v: Value| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        c.span_type.push(attr("mlflow.spanType").map(as_text));
+        let inputs = attr("mlflow.spanInputs");
+        c.model.push(
+            [
+                "mlflow.llm.model",
+                "gen_ai.request.model",
+                "gen_ai.response.model",
+            ]
+            .iter()
+            .find_map(|k| attr(k))
+            .or_else(|| inputs.as_ref()?.get("model").cloned())
+            .map(as_text),
+        );
+        let usage = attr("mlflow.chat.tokenUsage");
+        for (slot, key) in ["input_tokens", "output_tokens", "total_tokens"]
+            .iter()
+            .enumerate()
+        {
+            c.tokens[slot].push(
+                usage
+                    .as_ref()
+                    .and_then(|u| u.get(*key))
+                    .and_then(Value::as_i64),
+            );
+        }
+        c.inputs.push(inputs.map(|v| v.to_string()));
+        c.outputs
+            .push(attr("mlflow.spanOutputs").map(|v| v.to_string()));
+        c.attributes
+            .push(attrs.map(|a| Value::Object(a.clone()).to_string()));
+    }
+    let n = c.id.len();
+    let [tin, tout, ttotal] = c.tokens;
+    let ts = |v: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![project; n])),
+        Arc::new(StringArray::from(vec![trace_id; n])),
+        Arc::new(StringArray::from(vec![run_id; n])),
+        Arc::new(StringArray::from(c.otel)),
+        Arc::new(StringArray::from(c.id)),
+        Arc::new(StringArray::from(c.parent)),
+        Arc::new(StringArray::from(c.name)),
+        Arc::new(StringArray::from(c.span_type)),
+        Arc::new(StringArray::from(c.kind)),
+        ts(c.start),
+        ts(c.end),
+        Arc::new(Float64Array::from(c.duration)),
+        Arc::new(StringArray::from(c.status)),
+        Arc::new(StringArray::from(c.message)),
+        Arc::new(StringArray::from(c.model)),
+        Arc::new(Int64Array::from(tin)),
+        Arc::new(Int64Array::from(tout)),
+        Arc::new(Int64Array::from(ttotal)),
+        Arc::new(StringArray::from(c.inputs)),
+        Arc::new(StringArray::from(c.outputs)),
+        Arc::new(StringArray::from(c.attributes)),
+    ];
+    RecordBatch::try_new(spans_schema(), columns).map_err(ApiError::internal)
+}
+
+/// An OpenTelemetry id as hex: MLflow writes them in base64 (`llm.calls` and OTLP tools use
+/// hex); one that is not base64 is kept as it is.
+fn otel_id(id: &str) -> String {
+    match base64_decode(id) {
+        Some(bytes) if bytes.len() == 8 || bytes.len() == 16 => {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+        _ => id.to_string(),
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Microseconds since the epoch of an RFC 3339 time in UTC (`2025-01-02T03:04:05.678Z`, as
+/// protobuf's JSON writes a Timestamp).
+fn parse_rfc3339_us(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let time = time.strip_suffix('Z')?;
+    let mut t = time.split(':');
+    let (h, min): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let sec = t.next()?;
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let whole: i64 = whole.parse().ok()?;
+    let micros: i64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + min) * 60_000_000 + whole * 1_000_000 + micros)
+}
+
+/// Milliseconds of a protobuf JSON Duration (`"1.5s"`).
+fn parse_duration_ms(s: &str) -> Option<i64> {
+    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
+    Some((secs * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protobuf_times_and_otel_ids_parse() {
+        assert_eq!(parse_rfc3339_us("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_us("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500_000)
+        );
+        assert_eq!(parse_rfc3339_us("2023-11-14 22:13:20"), None);
+        assert_eq!(parse_duration_ms("1.2345s"), Some(1235));
+        // 8 bytes 0x0102030405060708 in base64.
+        assert_eq!(otel_id("AQIDBAUGBwg="), "0102030405060708");
+        assert_eq!(otel_id("not base64!"), "not base64!");
+    }
+
+    #[test]
+    fn spans_become_rows() {
+        let data = json!({"spans": [
+            {"trace_id": "AAAAAAAAAAAAAAAAAAAAAQ==", "span_id": "AAAAAAAAAAE=", "parent_span_id": null,
+             "name": "chat", "kind": "SPAN_KIND_INTERNAL", "start_time_unix_nano": 1_000_000_000i64,
+             "end_time_unix_nano": 1_250_000_000i64, "status": {"code": "STATUS_CODE_OK", "message": ""},
+             "attributes": {"mlflow.spanType": "\"LLM\"", "mlflow.spanInputs": "{\"model\": \"gpt-x\", \"messages\": []}",
+                            "mlflow.spanOutputs": "\"hi\"", "mlflow.chat.tokenUsage": "{\"input_tokens\": 3, \"output_tokens\": 2, \"total_tokens\": 5}"}},
+        ]});
+        let b = span_rows("p", "tr-1", Some("r1"), &data).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.num_rows(), 1);
+        let col = |n: &str| {
+            arrow::util::display::array_value_to_string(
+                b.column_by_name(n).unwrap_or_else(|| panic!("{n}")),
+                0,
+            )
+            .unwrap_or_default()
+        };
+        assert_eq!(col("span_id"), "0000000000000001");
+        assert_eq!(col("otel_trace_id"), "00000000000000000000000000000001");
+        assert_eq!(col("span_type"), "LLM");
+        assert_eq!(col("model"), "gpt-x");
+        assert_eq!(col("total_tokens"), "5");
+        assert_eq!(col("duration_ms"), "250.0");
+        assert_eq!(col("status"), "OK");
+        assert_eq!(col("kind"), "INTERNAL");
+        assert_eq!(col("outputs"), "\"hi\"");
+    }
+}
