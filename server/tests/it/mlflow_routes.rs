@@ -685,3 +685,99 @@ async fn ui_routes() {
     .await;
     t.snapshot("ui_routes");
 }
+
+/// MLflow 3 traces as the `mlflow` client sends them to a server before 3.4: the trace's info,
+/// then its spans as `traces.json` through the artifact proxy; read back by id and by search,
+/// and as rows of `mlflow.traces` and `mlflow.spans`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_routes() {
+    let mut t = Transcript::new().await;
+    t.post("experiments/create", json!({"name": "llm"})).await;
+    let run = t
+        .post(
+            "runs/create",
+            json!({"experiment_id": "llm", "run_name": "chat"}),
+        )
+        .await["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v3 = "/api/3.0/mlflow/traces";
+    let info = json!({
+        "trace_id": "tr-0123456789abcdef0123456789abcdef",
+        "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "llm"}},
+        "request_preview": "{\"q\": \"hi\"}",
+        "response_preview": "\"hello\"",
+        "request_time": "2023-11-14T22:13:20.000Z",
+        "execution_duration": "0.250s",
+        "state": "OK",
+        "trace_metadata": {"mlflow.sourceRun": run},
+        "tags": {"mlflow.traceName": "chat"},
+    });
+    t.call("POST", v3, Some(json!({"trace": {"trace_info": info}})))
+        .await;
+    // Retried: still one trace.
+    t.call("POST", v3, Some(json!({"trace": {"trace_info": info}})))
+        .await;
+    t.call(
+        "POST",
+        v3,
+        Some(json!({"trace": {"trace_info": {"trace_id": "../x", "trace_location": {"mlflow_experiment": {"experiment_id": "llm"}}}}})),
+    )
+    .await;
+    let spans = json!({"spans": [
+        {"trace_id": "ASNFZ4mrze8BI0VniavN7w==", "span_id": "AAAAAAAAAAE=", "parent_span_id": null, "name": "chat",
+         "kind": "SPAN_KIND_INTERNAL", "start_time_unix_nano": 1_700_000_000_000_000_000i64, "end_time_unix_nano": 1_700_000_000_250_000_000i64,
+         "status": {"code": "STATUS_CODE_OK", "message": ""}, "attributes": {"mlflow.spanType": "\"CHAIN\"", "mlflow.spanInputs": "{\"q\": \"hi\"}", "mlflow.spanOutputs": "\"hello\""}},
+        {"trace_id": "ASNFZ4mrze8BI0VniavN7w==", "span_id": "AAAAAAAAAAI=", "parent_span_id": "AAAAAAAAAAE=", "name": "llm",
+         "kind": "SPAN_KIND_CLIENT", "start_time_unix_nano": 1_700_000_000_010_000_000i64, "end_time_unix_nano": 1_700_000_000_200_000_000i64,
+         "status": {"code": "STATUS_CODE_OK", "message": ""}, "attributes": {"mlflow.spanType": "\"LLM\"", "mlflow.spanInputs": "{\"model\": \"gpt-x\"}", "mlflow.chat.tokenUsage": "{\"input_tokens\": 7, \"output_tokens\": 3, \"total_tokens\": 10}"}},
+    ]});
+    let c = t.server.client.clone();
+    let data = format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/llm/traces/tr-0123456789abcdef0123456789abcdef/artifacts/traces.json",
+        t.server.base
+    );
+    assert_eq!(t.server.send(c.put(&data).json(&spans)).await.0, 200);
+    assert_eq!(t.server.send(c.put(&data).json(&spans)).await.0, 200);
+    let back: Value = c.get(&data).send().await.unwrap().json().await.unwrap();
+    assert_eq!(back, spans);
+    t.call(
+        "GET",
+        &format!("{v3}/tr-0123456789abcdef0123456789abcdef"),
+        None,
+    )
+    .await;
+    t.call("GET", &format!("{v3}/tr-nope"), None).await;
+    t.call(
+        "POST",
+        &format!("{v3}/search"),
+        Some(json!({"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "llm"}}], "max_results": 10})),
+    )
+    .await;
+    t.call(
+        "POST",
+        &format!("{v3}/search"),
+        Some(json!({"locations": [{"mlflow_experiment": {"experiment_id": "llm"}}], "filter": "attributes.status = 'OK'"})),
+    )
+    .await;
+    let sql = |q: &str| {
+        c.post(format!("{}/api/sql", t.server.base))
+            .header("accept", "text/csv")
+            .body(q.to_string())
+    };
+    let rows = sql("SELECT t.trace_id, t.run_id IS NOT NULL AS in_run, t.execution_ms, t.state, s.name, s.span_type, s.parent_span_id, s.duration_ms, s.model, s.total_tokens FROM mlflow.traces t JOIN mlflow.spans s USING (trace_id) ORDER BY s.start_time")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        "trace_id,in_run,execution_ms,state,name,span_type,parent_span_id,duration_ms,model,total_tokens\n\
+         tr-0123456789abcdef0123456789abcdef,true,250,OK,chat,CHAIN,,250.0,,\n\
+         tr-0123456789abcdef0123456789abcdef,true,250,OK,llm,LLM,0000000000000001,190.0,gpt-x,10\n"
+    );
+    t.snapshot("trace_routes");
+}
