@@ -108,6 +108,11 @@ async fn run_query(
     let limits = sql.limits;
     let session = sql.engine.session(Some(limits.memory))?;
     let work = async move {
+        // A listing of the tables is current: tables declared since the server opened the
+        // store (a plugin's, the trace tables) are in it.
+        if text.to_ascii_lowercase().contains("information_schema") {
+            session.refresh_tables().await?;
+        }
         let df = match session.sql(&text).await {
             // A plugin may have declared its tables after this server opened the store.
             Err(e) if e.is_missing_table() => {

@@ -17,6 +17,7 @@ import { plugin } from "./lib/plugins.js";
 import "./views/optuna.js";
 import "./views/rl.js";
 import "./views/llm.js";
+import "./views/traces.js";
 
 // The first route whose path matches the start of the fragment's path wins; `:name` segments
 // reach the view by that name, beside main, params, onCleanup and reload.

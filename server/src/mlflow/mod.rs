@@ -20,6 +20,7 @@
 //! experiments.rs  experiments
 //! models.rs       MLflow 3 logged models
 //! traces.rs       MLflow 3 traces: their info and span data, rows of mlflow.traces / spans
+//! otlp.rs         OTLP/HTTP span export (`/v1/traces`, protobuf or JSON) into the same tables
 //! search.rs       filter strings and order_by
 //! batch_json.rs   the one-pass parser of log-batch bodies
 //! ```
@@ -32,6 +33,7 @@ mod history;
 mod logging;
 mod models;
 mod names;
+mod otlp;
 mod page;
 mod runs;
 mod search;
@@ -236,7 +238,9 @@ where
     Guarded<Arc<Gate>>: FromRef<S>,
     Guarded<State>: FromRef<S>,
 {
-    Endpoints::default().at(Method::GET, "/get-artifact", artifacts::get_artifact)
+    Endpoints::default()
+        .at(Method::GET, "/get-artifact", artifacts::get_artifact)
+        .at(Method::POST, "/v1/traces", otlp::export)
 }
 
 /// The endpoints below `/api/2.0/mlflow-artifacts` (and its `/ajax-api` twin).
@@ -285,9 +289,11 @@ where
     for prefix in V3_PREFIXES {
         router = router.nest(prefix, v3.clone());
     }
-    router
-        .nest(AJAX_PREFIX, ajax_api::<S>().router())
-        .merge(root::<S>().router())
+    router.nest(AJAX_PREFIX, ajax_api::<S>().router()).merge(
+        root::<S>()
+            .router()
+            .layer(axum::extract::DefaultBodyLimit::max(otlp::MAX_EXPORT)),
+    )
 }
 
 /// Every MLflow endpoint served, as `(method, full path)`, in table order (docs/mlflow.md's

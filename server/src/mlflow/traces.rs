@@ -245,7 +245,7 @@ pub(crate) async fn put_data(
         .get("trace_metadata")
         .and_then(|m| m.get("mlflow.sourceRun"))
         .and_then(Value::as_str);
-    let batch = span_rows(&project, trace_id, run_id, &data)?;
+    let spans = spans_of_data(&data)?;
     let store = s.store();
     let known = store
         .trace_file(&project, trace_id, TRACE_DATA)
@@ -254,8 +254,8 @@ pub(crate) async fn put_data(
     store
         .put_trace_file(&project, trace_id, TRACE_DATA, bytes)
         .await?;
-    if !known && batch.num_rows() > 0 {
-        append(s, &project, "spans", spans_schema(), batch).await?;
+    if !known {
+        append_spans(s, &project, trace_id, run_id, &spans).await?;
     }
     Ok(())
 }
@@ -413,144 +413,243 @@ pub(crate) async fn search_traces(
     Ok(wire::page("traces", page, more.then_some(offset + max)))
 }
 
-/// The `mlflow.spans` rows of a trace's span data (`{"spans": [...]}`, MLflow's span dicts:
-/// OpenTelemetry ids in base64, times in ns, attributes as JSON text).
+/// A span, from MLflow's span data or from an OTLP export: OpenTelemetry ids in hex, times in
+/// ns, status and kind by name (`OK`, `CLIENT`), attribute values as sent (MLflow's are JSON
+/// text, decoded where a column wants the value).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Span {
+    pub(crate) otel_trace_id: Option<String>,
+    pub(crate) span_id: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) start_ns: Option<i64>,
+    pub(crate) end_ns: Option<i64>,
+    pub(crate) status: Option<String>,
+    pub(crate) status_message: Option<String>,
+    pub(crate) attributes: Map<String, Value>,
+}
+
+impl Span {
+    /// An attribute's value, JSON text decoded.
+    fn attr(&self, k: &str) -> Option<Value> {
+        match self.attributes.get(k)? {
+            Value::String(s) => serde_json::from_str(s)
+                .ok()
+                .or_else(|| Some(Value::String(s.clone()))),
+            Value::Null => None,
+            other => Some(other.clone()),
+        }
+    }
+
+    /// The MLflow trace id of the span: MLflow's `mlflow.traceRequestId` attribute, else `tr-`
+    /// and its OpenTelemetry trace id (MLflow's form of ids it makes from OTel traces).
+    pub(crate) fn mlflow_trace_id(&self) -> String {
+        match self.attr("mlflow.traceRequestId") {
+            Some(Value::String(id)) if runql_core::store::is_trace_id(&id) => id,
+            _ => format!(
+                "tr-{}",
+                self.otel_trace_id.as_deref().unwrap_or("0000000000000000")
+            ),
+        }
+    }
+
+    fn duration_ms(&self) -> Option<f64> {
+        Some((self.end_ns? - self.start_ns?) as f64 / 1e6)
+    }
+
+    fn inputs(&self) -> Option<Value> {
+        self.attr("mlflow.spanInputs")
+            .or_else(|| self.attr("gen_ai.prompt"))
+            .or_else(|| self.attr("input.value"))
+    }
+
+    fn outputs(&self) -> Option<Value> {
+        self.attr("mlflow.spanOutputs")
+            .or_else(|| self.attr("gen_ai.completion"))
+            .or_else(|| self.attr("output.value"))
+    }
+}
+
+/// A span of MLflow's span data (`Span.to_dict()`: ids in base64, `STATUS_CODE_OK`).
+fn span_of_mlflow(i: usize, span: &Value) -> Result<Span, ApiError> {
+    let id = span
+        .get("span_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(format!("span {i} of {TRACE_DATA} has no span_id")))?;
+    let ns = |k: &str| {
+        span.get(k)
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+    };
+    let status = span.get("status");
+    Ok(Span {
+        otel_trace_id: span.get("trace_id").and_then(Value::as_str).map(otel_id),
+        span_id: otel_id(id),
+        parent: span
+            .get("parent_span_id")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(otel_id),
+        name: text(span.get("name")),
+        kind: text(span.get("kind")).map(|k| k.trim_start_matches("SPAN_KIND_").to_string()),
+        start_ns: ns("start_time_unix_nano"),
+        end_ns: ns("end_time_unix_nano"),
+        status: text(status.and_then(|s| s.get("code")))
+            .map(|k| k.trim_start_matches("STATUS_CODE_").to_string()),
+        status_message: text(status.and_then(|s| s.get("message"))).filter(|m| !m.is_empty()),
+        attributes: span
+            .get("attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+/// The spans of a trace's span data (`{"spans": [...]}`).
+fn spans_of_data(data: &Value) -> Result<Vec<Span>, ApiError> {
+    data.get("spans")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid(format!("{TRACE_DATA} has no \"spans\" list")))?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| span_of_mlflow(i, s))
+        .collect()
+}
+
+/// Adds spans of trace `trace_id` to `mlflow.spans`.
+pub(crate) async fn append_spans(
+    s: &Mlflow,
+    project: &str,
+    trace_id: &str,
+    run_id: Option<&str>,
+    spans: &[Span],
+) -> Result<(), ApiError> {
+    if spans.is_empty() {
+        return Ok(());
+    }
+    let batch = span_rows(project, trace_id, run_id, spans)?;
+    append(s, project, "spans", spans_schema(), batch).await
+}
+
+/// Adds the `mlflow.traces` row of a trace known by its root span (an OTLP export, which
+/// sends no trace info): its times, status, and its inputs and outputs as the previews.
+pub(crate) async fn append_trace_of_root(
+    s: &Mlflow,
+    project: &str,
+    trace_id: &str,
+    root: &Span,
+) -> Result<(), ApiError> {
+    let preview = |v: Option<Value>| {
+        v.map(|v| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .map(|t| t.chars().take(1000).collect::<String>())
+    };
+    let state = match root.status.as_deref() {
+        Some("ERROR") => "ERROR",
+        _ if root.end_ns.is_some() => "OK",
+        _ => "IN_PROGRESS",
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![project])),
+        Arc::new(StringArray::from(vec![trace_id])),
+        Arc::new(StringArray::from(vec![
+            root.attr("mlflow.sourceRun")
+                .and_then(|v| v.as_str().map(String::from)),
+        ])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![root.start_ns.map(|n| n / 1000)])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Int64Array::from(vec![
+            root.duration_ms().map(|d| d.round() as i64),
+        ])),
+        Arc::new(StringArray::from(vec![Some(state)])),
+        Arc::new(StringArray::from(vec![preview(root.inputs())])),
+        Arc::new(StringArray::from(vec![preview(root.outputs())])),
+        Arc::new(StringArray::from(vec![None::<String>])),
+        Arc::new(StringArray::from(vec![None::<String>])),
+    ];
+    let batch = RecordBatch::try_new(traces_schema(), columns).map_err(ApiError::internal)?;
+    append(s, project, "traces", traces_schema(), batch).await
+}
+
+/// The `mlflow.spans` rows of spans of one trace.
 fn span_rows(
     project: &str,
     trace_id: &str,
     run_id: Option<&str>,
-    data: &Value,
+    spans: &[Span],
 ) -> Result<RecordBatch, ApiError> {
-    let spans = data
-        .get("spans")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::invalid(format!("{TRACE_DATA} has no \"spans\" list")))?;
-    #[derive(Default)]
-    struct Cols {
-        otel: Vec<Option<String>>,
-        id: Vec<String>,
-        parent: Vec<Option<String>>,
-        name: Vec<Option<String>>,
-        span_type: Vec<Option<String>>,
-        kind: Vec<Option<String>>,
-        start: Vec<Option<i64>>,
-        end: Vec<Option<i64>>,
-        duration: Vec<Option<f64>>,
-        status: Vec<Option<String>>,
-        message: Vec<Option<String>>,
-        model: Vec<Option<String>>,
-        tokens: [Vec<Option<i64>>; 3],
-        inputs: Vec<Option<String>>,
-        outputs: Vec<Option<String>>,
-        attributes: Vec<Option<String>>,
-    }
-    let mut c = Cols::default();
-    for (i, span) in spans.iter().enumerate() {
-        let id = span
-            .get("span_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::invalid(format!("span {i} of {TRACE_DATA} has no span_id")))?;
-        c.id.push(otel_id(id));
-        c.otel
-            .push(span.get("trace_id").and_then(Value::as_str).map(otel_id));
-        c.parent.push(
-            span.get("parent_span_id")
-                .and_then(Value::as_str)
-                .filter(|p| !p.is_empty())
-                .map(otel_id),
-        );
-        c.name.push(text(span.get("name")));
-        c.kind
-            .push(text(span.get("kind")).map(|k| k.trim_start_matches("SPAN_KIND_").to_string()));
-        let ns = |k: &str| {
-            span.get(k)
-                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-        };
-        let (start, end) = (ns("start_time_unix_nano"), ns("end_time_unix_nano"));
-        c.start.push(start.map(|n| n / 1000));
-        c.end.push(end.map(|n| n / 1000));
-        c.duration.push(match (start, end) {
-            (Some(a), Some(b)) => Some((b - a) as f64 / 1e6),
-            _ => None,
-        });
-        let status = span.get("status");
-        c.status.push(
-            text(status.and_then(|s| s.get("code")))
-                .map(|k| k.trim_start_matches("STATUS_CODE_").to_string()),
-        );
-        c.message
-            .push(text(status.and_then(|s| s.get("message"))).filter(|m| !m.is_empty()));
-        // Attribute values are JSON text (`"\"LLM\""`): decoded where a column wants the value.
-        let attrs = span.get("attributes").and_then(Value::as_object);
-        let attr = |k: &str| -> Option<Value> {
-            let raw = attrs?.get(k)?;
-            match raw {
-                Value::String(s) => serde_json::from_str(s).ok().or_else(|| Some(raw.clone())),
-                other => Some(other.clone()),
-            }
-        };
-        let as_text = |v: Value| match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        c.span_type.push(attr("mlflow.spanType").map(as_text));
-        let inputs = attr("mlflow.spanInputs");
-        c.model.push(
+    let as_text = |v: Value| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let n = spans.len();
+    let strings = |f: &dyn Fn(&Span) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(spans.iter().map(f).collect::<Vec<_>>()))
+    };
+    let ints = |f: &dyn Fn(&Span) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from(spans.iter().map(f).collect::<Vec<_>>()))
+    };
+    let times = |f: &dyn Fn(&Span) -> Option<i64>| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(spans.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )
+    };
+    let usage = |s: &Span, key: &str| -> Option<i64> {
+        let u = s.attr("mlflow.chat.tokenUsage");
+        u.as_ref()
+            .and_then(|u| u.get(key))
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                let otel = match key {
+                    "input_tokens" => "gen_ai.usage.input_tokens",
+                    "output_tokens" => "gen_ai.usage.output_tokens",
+                    _ => "llm.usage.total_tokens",
+                };
+                s.attr(otel).and_then(|v| v.as_i64())
+            })
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![project; n])),
+        Arc::new(StringArray::from(vec![trace_id; n])),
+        Arc::new(StringArray::from(vec![run_id; n])),
+        strings(&|s| s.otel_trace_id.clone()),
+        strings(&|s| Some(s.span_id.clone())),
+        strings(&|s| s.parent.clone()),
+        strings(&|s| s.name.clone()),
+        strings(&|s| s.attr("mlflow.spanType").map(as_text)),
+        strings(&|s| s.kind.clone()),
+        times(&|s| s.start_ns.map(|n| n / 1000)),
+        times(&|s| s.end_ns.map(|n| n / 1000)),
+        Arc::new(Float64Array::from(
+            spans.iter().map(Span::duration_ms).collect::<Vec<_>>(),
+        )),
+        strings(&|s| s.status.clone()),
+        strings(&|s| s.status_message.clone()),
+        strings(&|s| {
             [
                 "mlflow.llm.model",
                 "gen_ai.request.model",
                 "gen_ai.response.model",
             ]
             .iter()
-            .find_map(|k| attr(k))
-            .or_else(|| inputs.as_ref()?.get("model").cloned())
-            .map(as_text),
-        );
-        let usage = attr("mlflow.chat.tokenUsage");
-        for (slot, key) in ["input_tokens", "output_tokens", "total_tokens"]
-            .iter()
-            .enumerate()
-        {
-            c.tokens[slot].push(
-                usage
-                    .as_ref()
-                    .and_then(|u| u.get(*key))
-                    .and_then(Value::as_i64),
-            );
-        }
-        c.inputs.push(inputs.map(|v| v.to_string()));
-        c.outputs
-            .push(attr("mlflow.spanOutputs").map(|v| v.to_string()));
-        c.attributes
-            .push(attrs.map(|a| Value::Object(a.clone()).to_string()));
-    }
-    let n = c.id.len();
-    let [tin, tout, ttotal] = c.tokens;
-    let ts = |v: Vec<Option<i64>>| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![project; n])),
-        Arc::new(StringArray::from(vec![trace_id; n])),
-        Arc::new(StringArray::from(vec![run_id; n])),
-        Arc::new(StringArray::from(c.otel)),
-        Arc::new(StringArray::from(c.id)),
-        Arc::new(StringArray::from(c.parent)),
-        Arc::new(StringArray::from(c.name)),
-        Arc::new(StringArray::from(c.span_type)),
-        Arc::new(StringArray::from(c.kind)),
-        ts(c.start),
-        ts(c.end),
-        Arc::new(Float64Array::from(c.duration)),
-        Arc::new(StringArray::from(c.status)),
-        Arc::new(StringArray::from(c.message)),
-        Arc::new(StringArray::from(c.model)),
-        Arc::new(Int64Array::from(tin)),
-        Arc::new(Int64Array::from(tout)),
-        Arc::new(Int64Array::from(ttotal)),
-        Arc::new(StringArray::from(c.inputs)),
-        Arc::new(StringArray::from(c.outputs)),
-        Arc::new(StringArray::from(c.attributes)),
+            .find_map(|k| s.attr(k))
+            .or_else(|| s.inputs()?.get("model").cloned())
+            .map(as_text)
+        }),
+        ints(&|s| usage(s, "input_tokens")),
+        ints(&|s| usage(s, "output_tokens")),
+        ints(&|s| {
+            usage(s, "total_tokens")
+                .or_else(|| Some(usage(s, "input_tokens")? + usage(s, "output_tokens")?))
+        }),
+        strings(&|s| s.inputs().map(|v| v.to_string())),
+        strings(&|s| s.outputs().map(|v| v.to_string())),
+        strings(&|s| Some(Value::Object(s.attributes.clone()).to_string())),
     ];
     RecordBatch::try_new(spans_schema(), columns).map_err(ApiError::internal)
 }
@@ -655,7 +754,8 @@ mod tests {
              "attributes": {"mlflow.spanType": "\"LLM\"", "mlflow.spanInputs": "{\"model\": \"gpt-x\", \"messages\": []}",
                             "mlflow.spanOutputs": "\"hi\"", "mlflow.chat.tokenUsage": "{\"input_tokens\": 3, \"output_tokens\": 2, \"total_tokens\": 5}"}},
         ]});
-        let b = span_rows("p", "tr-1", Some("r1"), &data).unwrap_or_else(|e| panic!("{e}"));
+        let spans = spans_of_data(&data).unwrap_or_else(|e| panic!("{e}"));
+        let b = span_rows("p", "tr-1", Some("r1"), &spans).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.num_rows(), 1);
         let col = |n: &str| {
             arrow::util::display::array_value_to_string(

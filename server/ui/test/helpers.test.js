@@ -9,10 +9,11 @@ import { splitEvents } from "../lib/events.js";
 import { tableFrom, tableOf } from "../lib/table.js";
 import { splitCsv } from "../lib/artifacts.js";
 import { plugin, plugins } from "../lib/plugins.js";
-import { defaultKeys } from "../views/runs.js";
+import { defaultKeys, nestedOrder } from "../views/runs.js";
 import "../views/optuna.js";
 import "../views/rl.js";
 import "../views/llm.js";
+import { spanTree } from "../views/traces.js";
 
 function eq(actual, expected, what = "") {
   const a = JSON.stringify(actual), e = JSON.stringify(expected);
@@ -178,7 +179,7 @@ export function splitCsvHandlesQuotes() {
 }
 
 export function pluginViewsRegisterThemselves() {
-  eq(plugins().map((p) => [p.schema, p.label, p.table]), [["optuna", "Optuna study", "trials"], ["rl", "RL episodes", "episodes"], ["llm", "LLM calls", "calls"]]);
+  eq(plugins().map((p) => [p.schema, p.label, p.table]), [["optuna", "Optuna study", "trials"], ["rl", "RL episodes", "episodes"], ["llm", "LLM calls", "calls"], ["mlflow", "Traces", "traces"]]);
   eq(typeof plugin("rl").view, "function");
   eq(plugin("run"), null);
 }
@@ -198,4 +199,21 @@ export function defaultColumnsAreTheKeysMostRunsHave() {
   ];
   eq(defaultKeys(keys, 3).map((k) => k.key), ["lr", "value", "zeta"]);
   eq(defaultKeys([], 3), []);
+}
+
+export function spanTreePutsChildrenUnderTheirParentInTimeOrder() {
+  const spans = [
+    { span_id: "c2", parent_span_id: "r", start_ms: 30 },
+    { span_id: "r", parent_span_id: null, start_ms: 0 },
+    { span_id: "g", parent_span_id: "c1", start_ms: 15 },
+    { span_id: "c1", parent_span_id: "r", start_ms: 10 },
+    { span_id: "orphan", parent_span_id: "elsewhere", start_ms: 5 },
+  ];
+  eq(spanTree(spans).map(({ span, depth }) => `${span.span_id}:${depth}`), ["r:0", "c1:1", "g:2", "c2:1", "orphan:0"]);
+}
+
+export function nestedOrderSortsChildrenByTheirParent() {
+  const o = nestedOrder(true);
+  eq(o.startsWith("CASE WHEN p.__run_id IS NULL THEN b.__s ELSE p.__s END DESC NULLS LAST"), true, o);
+  eq(o.endsWith("b.__run_id"), true, o);
 }

@@ -68,6 +68,15 @@ export async function runView({ main, project, runId, params, onCleanup }) {
         h("summary", {}, `${systemTags.length} tag${systemTags.length === 1 ? "" : "s"} set by tools (mlflow.*, runql.*)`),
         tagTable(systemTags)));
     }
+    // The traces made in the run (MLflow 3 tracing), when the store has any.
+    const [{ t: hasTraces }] = await sqlObjects("SELECT count(*) AS t FROM information_schema.tables WHERE table_schema = 'mlflow' AND table_name = 'traces'");
+    const traced = Number(hasTraces) > 0
+      ? await sqlObjects(`SELECT count(*) AS n FROM mlflow.traces WHERE project = ${P} AND run_id = ${R}`).catch(() => [{ n: 0 }])
+      : [{ n: 0 }];
+    if (Number(traced[0].n) > 0) {
+      const n = Number(traced[0].n);
+      body.append(h("p", {}, h("a", { href: href(["p", project, "mlflow"], { run: runId }), dataset: { role: "traces-link" } }, `${n} trace${n === 1 ? "" : "s"}`), " made in this run"));
+    }
     const models = await modelsOf(project, runId);
     if (models.length) {
       const metricsText = (m) => (m.data?.metrics || []).map((x) => `${x.key}${x.dataset_name ? ` (${x.dataset_name})` : ""} = ${x.value}`).join(", ");

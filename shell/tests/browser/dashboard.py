@@ -232,6 +232,44 @@ def run_checks(browser):
     expect(models).to_contain_text(model)
     expect(models).to_contain_text("auc = 0.93")
 
+    # A trace made in the live run (as the mlflow client sends one): the run links to it, and
+    # the traces view draws its span tree and a span's inputs and outputs.
+    tid = "tr-00000000000000000000000000000abc"
+    post(
+        "/api/3.0/mlflow/traces",
+        {"trace": {"trace_info": {
+            "trace_id": tid,
+            "trace_location": {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": exp}},
+            "request_time": "2023-11-14T22:13:20Z", "execution_duration": "0.3s", "state": "OK",
+            "request_preview": "{\"q\": \"capital of France?\"}", "trace_metadata": {"mlflow.sourceRun": run},
+        }}},
+    )
+    ns = 1_700_000_000_000_000_000
+    spans = {"spans": [
+        {"span_id": "AAAAAAAAAAE=", "parent_span_id": None, "name": "agent", "start_time_unix_nano": ns,
+         "end_time_unix_nano": ns + 300_000_000, "status": {"code": "STATUS_CODE_OK"},
+         "attributes": {"mlflow.spanType": "\"AGENT\"", "mlflow.spanInputs": "{\"q\": \"capital of France?\"}", "mlflow.spanOutputs": "\"Paris\""}},
+        {"span_id": "AAAAAAAAAAI=", "parent_span_id": "AAAAAAAAAAE=", "name": "chat", "start_time_unix_nano": ns + 50_000_000,
+         "end_time_unix_nano": ns + 250_000_000, "status": {"code": "STATUS_CODE_OK"},
+         "attributes": {"mlflow.spanType": "\"CHAT_MODEL\"", "mlflow.spanInputs": "{\"model\": \"gpt-4o-mini\"}", "mlflow.spanOutputs": "\"Paris\"",
+                        "mlflow.chat.tokenUsage": "{\"input_tokens\": 9, \"output_tokens\": 1, \"total_tokens\": 10}"}},
+    ]}
+    put = urllib.request.Request(
+        f"{URL}/api/2.0/mlflow-artifacts/artifacts/{exp}/traces/{tid}/artifacts/traces.json",
+        data=json.dumps(spans).encode(), method="PUT", headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(put, timeout=30).read()
+    page.goto(f"{URL}/#/p/live-demo/run/{run}?tab=overview")
+    page.click("a[data-role=traces-link]")
+    expect(page.locator("[data-role=span]")).to_have_count(2, timeout=15000)
+    child = page.locator("[data-role=span][data-depth='1']")
+    expect(child).to_contain_text("chat")
+    child.click()
+    expect(page.locator("pre[data-role=inputs]")).to_contain_text("gpt-4o-mini")
+    expect(page.locator(".spaninfo")).to_contain_text("10 tokens")
+    assert "span=" in page.url and f"run={run}" in page.url, page.url
+    shot(page, "traces")
+
     # Nested runs (MLflow's parentRunId, a sweep's trials) fold under their parent.
     nexp = post("/api/2.0/mlflow/experiments/create", {"name": "nested"})["experiment_id"]
     parent = post(

@@ -90,7 +90,8 @@ fn the_dashboard_in_a_real_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     for page in [
-        "projects", "runs", "run", "compare", "live", "nested", "sql", "optuna", "rl", "llm",
+        "projects", "runs", "run", "compare", "live", "traces", "nested", "sql", "optuna", "rl",
+        "llm",
     ] {
         assert!(
             shots.join(format!("dashboard-{page}.png")).exists(),

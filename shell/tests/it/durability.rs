@@ -126,6 +126,18 @@ fn acknowledged_writes_survive_kills_and_stops() {
         }));
         clients.push(c);
     }
+    // The kills start once every client has its run: a kill while a client is still starting
+    // (its experiments/create answered by nobody) is the client's failure, not the server's —
+    // the mlflow client does not retry a POST whose answer was lost (seen on a loaded machine).
+    let started = Instant::now();
+    while acked.lock().unwrap().len() < CLIENTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the clients did not start: {:?}",
+            acked.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut rng = rand::rng();
     let rounds = 20 + 5;
     for round in 0..rounds {

@@ -156,6 +156,122 @@ fn sklearn_autolog_logs_into_runql() {
     );
 }
 
+/// `mlflow.openai.autolog()` with the real `openai` client (against a fake OpenAI server on
+/// loopback): its LLM span lands in `mlflow.spans` with the model and the token usage, joined
+/// to the run it was made in.
+#[test]
+fn openai_autolog_traces_into_runql() {
+    let Some(python) = python() else { return };
+    let has_openai = Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_openai {
+        assert!(
+            std::env::var_os("RUNQL_REQUIRE_PYTHON").is_none(),
+            "{python} cannot import openai; scripts/test installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let script = format!(
+        "{}/tests/python/mlflow_openai_trace.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai trace failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+    .unwrap();
+    assert_eq!(
+        csv(
+            dir.path(),
+            &format!(
+                "SELECT s.span_type, s.model, s.input_tokens, s.output_tokens, s.total_tokens, s.status, r.name \
+                 FROM mlflow.spans s JOIN runs r USING (project, run_id) WHERE s.trace_id = '{}'",
+                printed["trace_id"].as_str().unwrap()
+            )
+        ),
+        "span_type,model,input_tokens,output_tokens,total_tokens,status,name\nCHAT_MODEL,gpt-4o-mini,12,3,15,OK,qa\n"
+    );
+}
+
+/// The OpenTelemetry SDK's own OTLP/HTTP exporter (protobuf), and an OTLP JSON request, into
+/// `runql serve`: spans in `mlflow.spans` with their tree, model and tokens, and each trace's
+/// row from its root span.
+#[test]
+fn opentelemetry_sdk_exports_spans_into_runql() {
+    let Some(python) = python() else { return };
+    let has_exporter = Command::new(&python)
+        .args([
+            "-c",
+            "import opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_exporter {
+        assert!(
+            std::env::var_os("RUNQL_REQUIRE_PYTHON").is_none(),
+            "{python} cannot import the OTLP exporter; scripts/test installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let script = format!(
+        "{}/tests/python/otlp_export.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .env("RUNQL_URL", &server.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the OTLP export failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let otel = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT s.name, s.kind, s.parent_span_id IS NULL AS root, s.model, s.total_tokens, s.status \
+             FROM mlflow.spans s WHERE s.project = 'otel-app' ORDER BY s.trace_id = 'tr-5b8efff798038103d269b633813fc60c', s.start_time"
+        ),
+        "name,kind,root,model,total_tokens,status\n\
+         answer,INTERNAL,true,,,UNSET\n\
+         llm,INTERNAL,false,gpt-4o-mini,13,UNSET\n\
+         json-span,SERVER,true,claude-x,,OK\n"
+    );
+    assert_eq!(
+        csv(
+            dir.path(),
+            &format!(
+                "SELECT state, request_preview, response_preview FROM mlflow.traces WHERE trace_id = 'tr-{otel}'"
+            )
+        ),
+        "state,request_preview,response_preview\nOK,capital of France?,Paris\n"
+    );
+}
+
 /// The Python with the full `mlflow` package (its server), when there is one.
 fn mlflow_server_python() -> Option<String> {
     let python = std::env::var("RUNQL_MLFLOW_PYTHON").ok()?;
