@@ -70,6 +70,40 @@ async fn points_or_none(s: &Mlflow, run_id: &str, key: &str) -> Result<Vec<Point
     }
 }
 
+/// The latest sample of each system metric of a run, as MLflow's `Metric`s (the step is the
+/// sample's number, as `get-history` numbers them).
+pub(crate) async fn latest_system(
+    s: &Mlflow,
+    project: &str,
+    run_id: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let scan = Scan::project(project).runs([run_id]);
+    let mut latest: std::collections::BTreeMap<String, (i64, i64, f64)> = Default::default();
+    for b in s.store().scan(Table::SystemMetrics, &scan).await? {
+        let (k, ts, v) = (
+            string_column(&b, "key")?,
+            timestamp_column(&b, "ts")?,
+            f64_column(&b, "value")?,
+        );
+        for i in 0..b.num_rows() {
+            if !super::logging::is_system(k.value(i)) {
+                continue;
+            }
+            let e = latest
+                .entry(k.value(i).to_string())
+                .or_insert((-1, i64::MIN, 0.0));
+            e.0 += 1;
+            if ts.value(i) >= e.1 {
+                (e.1, e.2) = (ts.value(i), v.value(i));
+            }
+        }
+    }
+    Ok(latest
+        .into_iter()
+        .map(|(key, (n, ts, v))| metric_json(&key, (n, ts, v), None))
+        .collect())
+}
+
 /// MLflow's `Metric` (with its run id when `run_id` is given).
 fn metric_json(key: &str, (step, ts, v): Point, run_id: Option<&str>) -> Value {
     let mut m = json!({"key": key, "value": wire::double(v), "timestamp": ts / 1000, "step": step});

@@ -320,6 +320,8 @@ with mlflow.start_run(experiment_id=parity, run_name="sysmetrics", log_system_me
         time.sleep(0.25)
 cpu = client.get_metric_history(sys_run.info.run_id, "system/cpu_utilization_percentage")
 assert all(0 <= m.value <= 100 for m in cpu) and cpu[0].step == 0, cpu
+# The latest sample is among the run's metrics, as in MLflow.
+assert "system/cpu_utilization_percentage" in client.get_run(sys_run.info.run_id).data.metrics
 if RUNQL:
     # In runql they are samples of the machine: the `system_metrics` table (the System tab).
     body = json.dumps(
