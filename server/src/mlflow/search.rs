@@ -476,6 +476,70 @@ struct Values<'a> {
     tags: HashMap<&'a str, HashMap<&'a str, &'a str>>,
 }
 
+/// The latest values of metric keys, as `metric_summary` rows (`run_id`, `key`,
+/// `last_value`): MLflow's system metrics (`system/…`, which runql keeps in `system_metrics`)
+/// by their latest sample, every other key from `metric_summary`.
+async fn read_metric_values(
+    store: &Store,
+    snap: &ProjectSnapshot,
+    keys: &BTreeSet<String>,
+) -> Result<Vec<RecordBatch>, ApiError> {
+    let (system, points): (BTreeSet<String>, BTreeSet<String>) = keys
+        .iter()
+        .cloned()
+        .partition(|k| super::logging::is_system(k));
+    let mut out = read_values(store, snap, Table::MetricSummary, &points).await?;
+    if system.is_empty() {
+        return Ok(out);
+    }
+    let scan = Scan::project(&snap.project).keys(system.iter().cloned());
+    let mut latest: HashMap<(String, String), (i64, f64)> = HashMap::new();
+    for b in store
+        .read_snapshot(snap, Table::SystemMetrics, &scan)
+        .await?
+    {
+        let (id, key, ts, v) = (
+            string_column(&b, "run_id")?,
+            string_column(&b, "key")?,
+            runql_core::store::timestamp_column(&b, "ts")?,
+            f64_column(&b, "value")?,
+        );
+        for i in 0..b.num_rows() {
+            if !system.contains(key.value(i)) {
+                continue;
+            }
+            let e = latest
+                .entry((id.value(i).to_string(), key.value(i).to_string()))
+                .or_insert((i64::MIN, 0.0));
+            if ts.value(i) >= e.0 {
+                *e = (ts.value(i), v.value(i));
+            }
+        }
+    }
+    let (mut ids, mut ks, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for ((id, k), (_, v)) in latest {
+        ids.push(id);
+        ks.push(k);
+        vs.push(v);
+    }
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("run_id", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("key", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("last_value", arrow::datatypes::DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(arrow::array::StringArray::from(ids)),
+            std::sync::Arc::new(arrow::array::StringArray::from(ks)),
+            std::sync::Arc::new(arrow::array::Float64Array::from(vs)),
+        ],
+    )
+    .map_err(ApiError::internal)?;
+    out.push(batch);
+    Ok(out)
+}
+
 async fn read_values(
     store: &Store,
     snap: &ProjectSnapshot,
@@ -565,7 +629,7 @@ pub(crate) async fn run_ids(
                 let b = store.read_snapshot(snap, Table::Runs, &scan).await?;
                 Ok::<_, ApiError>(runql_core::store::resolve(Table::Runs, b)?)
             },
-            read_values(store, snap, Table::MetricSummary, &keys[0]),
+            read_metric_values(store, snap, &keys[0]),
             read_values(store, snap, Table::Params, &keys[1]),
             read_values(store, snap, Table::Tags, &keys[2]),
         )?;

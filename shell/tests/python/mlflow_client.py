@@ -322,6 +322,9 @@ cpu = client.get_metric_history(sys_run.info.run_id, "system/cpu_utilization_per
 assert all(0 <= m.value <= 100 for m in cpu) and cpu[0].step == 0, cpu
 # The latest sample is among the run's metrics, as in MLflow.
 assert "system/cpu_utilization_percentage" in client.get_run(sys_run.info.run_id).data.metrics
+# And search filters see it.
+hot = client.search_runs([parity], "metrics.`system/cpu_utilization_percentage` >= 0")
+assert sys_run.info.run_id in [r.info.run_id for r in hot], hot
 if RUNQL:
     # In runql they are samples of the machine: the `system_metrics` table (the System tab).
     body = json.dumps(
