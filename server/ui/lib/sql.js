@@ -62,3 +62,11 @@ export function objects(t) {
 export async function sqlObjects(query, opts) {
   return objects(await sql(query, opts));
 }
+
+// A call of this server's MLflow API (`/api/2.0/mlflow/…`, the same token): its JSON answer, or
+// null when it answers otherwise (an older server, a store without what was asked for).
+export async function mlflowApi(path, body) {
+  const res = await fetch(`/api/2.0/mlflow/${path}`, body === undefined ? { headers: authHeaders() }
+    : { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify(body) });
+  return res.ok ? res.json() : null;
+}

@@ -1,7 +1,7 @@
 // The projects page (#/): one card per project, redrawn when a run starts, ends or crashes.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sqlObjects } from "../lib/sql.js";
+import { sqlObjects, mlflowApi } from "../lib/sql.js";
 import { fmtTime, badge } from "../lib/format.js";
 import { parseHash, href } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
@@ -19,10 +19,20 @@ export async function projectsView({ main, onCleanup, reload }) {
     main.append(h("p", { class: "muted" }, "No runs yet. Log one (docs/guide.md), or fill a demo store with `runql demo`."));
     return;
   }
+  // An experiment renamed through MLflow keeps its project (its id): shown by its new name.
+  const names = new Map();
+  try {
+    const found = await mlflowApi("experiments/search", { max_results: 50000, view_type: "ALL" });
+    for (const e of (found && found.experiments) || []) {
+      const id = e.experiment_id === "0" ? "Default" : e.experiment_id;
+      if (e.name !== id) names.set(id, e.name);
+    }
+  } catch { /* a server without the MLflow API: project names only */ }
   const cards = h("div", { class: "cards" });
   for (const r of rows) {
+    const name = names.get(r.project);
     cards.append(h("a", { class: "card", href: href(["p", r.project]), dataset: { project: r.project } },
-      h("h3", {}, r.project),
+      h("h3", {}, name || r.project, name ? h("span", { class: "muted", title: "the project (MLflow experiment id) its runs are stored in" }, ` (project ${r.project})`) : null),
       h("div", {}, `${r.runs} runs`, r.running ? h("span", {}, " · ", badge("running"), ` ${r.running}`) : null,
         // A run that failed (its script said so: MLflow's FAILED) is not one that crashed
         // (its writer went silent).

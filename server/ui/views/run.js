@@ -2,7 +2,7 @@
 // with previews, logs, inputs; live while the run is.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sql, sqlObjects, lit, authHeaders } from "../lib/sql.js";
+import { sql, sqlObjects, lit, mlflowApi } from "../lib/sql.js";
 import { fmtTime, fmtDur, fmtBytes, badge } from "../lib/format.js";
 import { href, setParams } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
@@ -142,13 +142,8 @@ export async function runView({ main, project, runId, params, onCleanup }) {
 // the same server: none when it answers otherwise (a store without models, an older server).
 async function modelsOf(project, runId) {
   const expId = project === "Default" ? "0" : project;
-  const call = async (path, body) => {
-    const res = await fetch(path, body === undefined ? { headers: authHeaders() }
-      : { method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify(body) });
-    return res.ok ? res.json() : null;
-  };
   try {
-    const found = await call("/api/2.0/mlflow/logged-models/search", { experiment_ids: [expId], filter: `source_run_id = '${runId}'`, max_results: 1000 });
+    const found = await mlflowApi("logged-models/search", { experiment_ids: [expId], filter: `source_run_id = '${runId}'`, max_results: 1000 });
     const models = (found && found.models) || [];
     const seen = new Set(models.map((m) => m.info.model_id));
     const outputs = await sqlObjects(`SELECT uri FROM inputs WHERE project = ${lit(project)} AND run_id = ${lit(runId)} AND role = 'output' AND uri LIKE 'models:/%'`);
@@ -156,7 +151,7 @@ async function modelsOf(project, runId) {
       const id = uri.slice("models:/".length);
       if (seen.has(id)) continue;
       seen.add(id);
-      const one = await call(`/api/2.0/mlflow/logged-models/${encodeURIComponent(id)}`);
+      const one = await mlflowApi(`logged-models/${encodeURIComponent(id)}`);
       if (one && one.model) models.push(one.model);
     }
     return models;

@@ -306,6 +306,11 @@ def run_checks(browser):
     page.check("input[aria-label='nest child runs']")
     expect(page.locator(".vt .row.child")).to_have_count(3)
 
+    # An experiment renamed through MLflow keeps its project; its card shows the new name.
+    post("/api/2.0/mlflow/experiments/update", {"experiment_id": nexp, "new_name": "sweep-2026"})
+    page.goto(URL + "/#/")
+    expect(page.locator(".card[data-project='nested'] h3")).to_contain_text("sweep-2026 (project nested)")
+
     # The SQL page: a table and a chart of a numeric column.
     page.goto(URL + "/#/sql")
     page.fill(
