@@ -29,6 +29,8 @@ enum Entity {
     Attribute,
     /// A dataset input's `name`, `digest` or `context`.
     Dataset,
+    /// A trace's request metadata (`metadata.<key>`: trace filters only).
+    Metadata,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +118,12 @@ fn unquote(t: &str) -> Option<String> {
 /// Parses an MLflow filter string into its `AND`ed conditions (for searches answered without
 /// SQL: experiments, logged models).
 pub(crate) fn parse_filter(filter: &str) -> Result<Vec<Condition>, ApiError> {
-    parse(filter)
+    parse(filter, false)
+}
+
+/// [`parse_filter`] for trace searches, which also filter on `metadata.<key>`.
+pub(crate) fn parse_trace_filter(filter: &str) -> Result<Vec<Condition>, ApiError> {
+    parse(filter, true)
 }
 
 impl Condition {
@@ -128,6 +135,7 @@ impl Condition {
             Entity::Tag => "tags",
             Entity::Attribute => "attributes",
             Entity::Dataset => "datasets",
+            Entity::Metadata => "metadata",
         }
     }
 
@@ -209,7 +217,7 @@ fn like(text: &str, pattern: &str) -> bool {
     pi == p.len()
 }
 
-fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
+fn parse(filter: &str, metadata: bool) -> Result<Vec<Condition>, ApiError> {
     let toks = tokens(filter)?;
     let mut out = Vec::new();
     let mut i = 0;
@@ -226,6 +234,7 @@ fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
             "tags" | "tag" => Entity::Tag,
             "attributes" | "attribute" | "attr" | "run" => Entity::Attribute,
             "datasets" | "dataset" => Entity::Dataset,
+            "metadata" | "request_metadata" if metadata => Entity::Metadata,
             other => {
                 return Err(ApiError::invalid(format!(
                     "Invalid entity type '{other}'. Valid values are ['metric', 'parameter', \
@@ -290,6 +299,7 @@ fn parse(filter: &str) -> Result<Vec<Condition>, ApiError> {
                     let kind = match entity {
                         Entity::Metric => "metric",
                         Entity::Dataset => "dataset",
+                        Entity::Metadata => "metadata",
                         _ => "attribute",
                     };
                     return Err(ApiError::invalid(format!(
@@ -564,7 +574,7 @@ pub(crate) async fn run_ids(
     snaps: &[ProjectSnapshot],
     req: &Request<'_>,
 ) -> Result<(Vec<String>, bool), ApiError> {
-    let conditions = parse(req.filter)?;
+    let conditions = parse(req.filter, false)?;
     let orders = req
         .order_by
         .iter()
@@ -575,7 +585,7 @@ pub(crate) async fn run_ids(
         Entity::Metric => Some(0),
         Entity::Param => Some(1),
         Entity::Tag => Some(2),
-        Entity::Attribute | Entity::Dataset => None,
+        Entity::Attribute | Entity::Dataset | Entity::Metadata => None,
     };
     for (entity, key) in conditions
         .iter()
@@ -586,7 +596,7 @@ pub(crate) async fn run_ids(
             Some(i) => {
                 keys[i].insert(key.clone());
             }
-            None if entity == Entity::Dataset => {}
+            None if matches!(entity, Entity::Dataset | Entity::Metadata) => {}
             None => check_attribute(key)?,
         }
     }
@@ -699,6 +709,8 @@ pub(crate) async fn run_ids(
             Entity::Param => c.matches(lookup(&values.params, &r, &c.key)),
             Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key)),
             Entity::Attribute => c.matches_attribute(&r),
+            // Not parsed for runs.
+            Entity::Metadata => false,
             // Some dataset input of the run satisfies it (each condition on its own, as in
             // MLflow).
             Entity::Dataset => {
@@ -725,7 +737,7 @@ pub(crate) async fn run_ids(
                 Entity::Tag => {
                     lookup(&values.tags, &r, &o.key).map(|v| SortValue::Text(v.to_string()))
                 }
-                Entity::Dataset => None,
+                Entity::Dataset | Entity::Metadata => None,
                 Entity::Attribute => attribute(&r, &o.key).map(|a| match a {
                     Attr::Text(t) => SortValue::Text(t),
                     Attr::Millis(ms) => SortValue::Number(ms as f64),
@@ -771,7 +783,7 @@ mod tests {
 
     #[test]
     fn filters_parse_like_mlflow() {
-        let c = parse("metrics.val_loss < 0.5 and params.lr = '0.01' AND tags.`my tag` LIKE 'a%' and attributes.status = 'FINISHED'").unwrap_or_default();
+        let c = parse("metrics.val_loss < 0.5 and params.lr = '0.01' AND tags.`my tag` LIKE 'a%' and attributes.status = 'FINISHED'", false).unwrap_or_default();
         assert_eq!(c.len(), 4);
         assert_eq!(
             (c[0].entity, c[0].key.as_str(), c[0].op.as_str()),
@@ -780,14 +792,14 @@ mod tests {
         assert_eq!(c[1].value, Value::Text("0.01".into()));
         assert_eq!(c[2].key, "my tag");
         assert_eq!(c[3].entity, Entity::Attribute);
-        let c = parse("run_name IN ('a', 'b')").unwrap_or_default();
+        let c = parse("run_name IN ('a', 'b')", false).unwrap_or_default();
         assert_eq!(c[0].value, Value::List(vec!["a".into(), "b".into()]));
-        assert!(parse("").unwrap_or_default().is_empty());
+        assert!(parse("", false).unwrap_or_default().is_empty());
     }
 
     #[test]
     fn conditions_match_values_like_mlflow() {
-        let c = |f: &str| parse(f).unwrap().remove(0);
+        let c = |f: &str| parse(f, false).unwrap().remove(0);
         assert!(c("name LIKE 'exp-%'").matches(Some("exp-12")));
         assert!(!c("name LIKE 'exp-%'").matches(Some("Exp-12")));
         assert!(c("name ILIKE 'exp-%'").matches(Some("Exp-12")));
@@ -808,31 +820,37 @@ mod tests {
             "metrics.'val/acc' > 0.5",
             "metrics.`val/acc` > 0.5",
         ] {
-            let c = parse(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let c = parse(f, false).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert_eq!(
                 (c[0].entity, c[0].key.as_str()),
                 (Entity::Metric, "val/acc"),
                 "{f}"
             );
         }
-        let c = parse("params.lr IS NULL and tags.team is not null").unwrap();
+        let c = parse("params.lr IS NULL and tags.team is not null", false).unwrap();
         assert!(c[0].matches(None) && !c[0].matches(Some("")));
         assert!(c[1].matches(Some("")) && !c[1].matches(None));
-        let err = parse("metrics.loss IS NULL").unwrap_err().to_string();
+        let err = parse("metrics.loss IS NULL", false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("only supported for tags and params, not for 'metric' 'loss'"),
             "{err}"
         );
-        let c = parse("datasets.name IN ('a', 'b') AND datasets.context != 'eval'").unwrap();
+        let c = parse(
+            "datasets.name IN ('a', 'b') AND datasets.context != 'eval'",
+            false,
+        )
+        .unwrap();
         assert_eq!(c[0].entity, Entity::Dataset);
         assert!(
-            parse("datasets.source = 'x'")
+            parse("datasets.source = 'x'", false)
                 .unwrap_err()
                 .to_string()
                 .contains("Invalid dataset key 'source'")
         );
         assert!(
-            parse("foo.x = 'a'")
+            parse("foo.x = 'a'", false)
                 .unwrap_err()
                 .to_string()
                 .starts_with("Invalid entity type 'foo'")
@@ -848,7 +866,7 @@ mod tests {
             "metrics.x < 1 or metrics.y > 2",
             "params.x = 'a",
         ] {
-            assert!(parse(f).is_err(), "{f}");
+            assert!(parse(f, false).is_err(), "{f}");
         }
     }
 }

@@ -344,19 +344,14 @@ pub(crate) struct SearchTraces {
     page_token: Option<String>,
 }
 
-/// The traces of some experiments, newest first, paged. Filters are SQL's job here: a
-/// filter string is refused with the query that answers it.
+/// The traces of some experiments that pass the filter (MLflow's trace filter strings:
+/// `attributes.run_id`, `status`, `timestamp_ms`, `execution_time_ms`, `name`, `trace_id`,
+/// `tags.<key>`, `metadata.<key>`, joined by AND), newest first, paged.
 pub(crate) async fn search_traces(
     Read(s): Read<State>,
     MlflowJson(req): MlflowJson<SearchTraces>,
 ) -> Result<Response, ApiError> {
-    if let Some(f) = req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-        return Err(ApiError::invalid(format!(
-            "runql does not evaluate trace filters ({f:?}); ask SQL instead, e.g. \
-             SELECT * FROM mlflow.traces WHERE project = '…' AND state = 'OK' \
-             (docs/mlflow.md, Tracing)"
-        )));
-    }
+    let conditions = super::search::parse_trace_filter(req.filter.as_deref().unwrap_or(""))?;
     let mut experiments: Vec<String> = req
         .locations
         .iter()
@@ -379,6 +374,9 @@ pub(crate) async fn search_traces(
             if let Some(b) = store.trace_file(project, &trace_id, TRACE_INFO).await?
                 && let Ok(v) = serde_json::from_slice::<Value>(&b)
             {
+                if !passes(&conditions, &v)? {
+                    continue;
+                }
                 let at = v
                     .get("request_time")
                     .and_then(Value::as_str)
@@ -573,6 +571,43 @@ pub(crate) async fn append_trace_of_root(
     ];
     let batch = RecordBatch::try_new(traces_schema(), columns).map_err(ApiError::internal)?;
     append(s, project, "traces", traces_schema(), batch).await
+}
+
+/// Whether a trace info satisfies every condition of a trace filter.
+fn passes(conditions: &[super::search::Condition], info: &Value) -> Result<bool, ApiError> {
+    let map_get = |field: &str, key: &str| -> Option<String> { text(info.get(field)?.get(key)) };
+    for c in conditions {
+        let actual = match (c.entity_name(), c.key()) {
+            ("attributes", "run_id") => map_get("trace_metadata", "mlflow.sourceRun"),
+            ("attributes", "status" | "state") => text(info.get("state")),
+            ("attributes", "trace_id" | "request_id") => text(info.get("trace_id")),
+            ("attributes", "name") => map_get("tags", "mlflow.traceName"),
+            ("attributes", "timestamp_ms" | "timestamp") => info
+                .get("request_time")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_us)
+                .map(|us| (us / 1000).to_string()),
+            ("attributes", "execution_time_ms" | "execution_time") => info
+                .get("execution_duration")
+                .and_then(Value::as_str)
+                .and_then(parse_duration_ms)
+                .map(|ms| ms.to_string()),
+            ("tags", key) => map_get("tags", key),
+            ("metadata", key) => map_get("trace_metadata", key),
+            (entity, key) => {
+                return Err(ApiError::invalid(format!(
+                    "Invalid trace filter on {entity}.{key}: traces are filtered on \
+                     attributes (run_id, status, timestamp_ms, execution_time_ms, name, \
+                     trace_id), tags.<key> and metadata.<key>; SQL has the rest \
+                     (SELECT … FROM mlflow.traces / mlflow.spans)"
+                )));
+            }
+        };
+        if !c.matches(actual.as_deref()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The `mlflow.spans` rows of spans of one trace.

@@ -761,6 +761,18 @@ async fn trace_routes() {
         Some(json!({"locations": [{"mlflow_experiment": {"experiment_id": "llm"}}], "filter": "attributes.status = 'OK'"})),
     )
     .await;
+    t.call(
+        "POST",
+        &format!("{v3}/search"),
+        Some(json!({"locations": [{"mlflow_experiment": {"experiment_id": "llm"}}], "filter": "metadata.`mlflow.sourceRun` = 'other' AND attributes.execution_time_ms > 100"})),
+    )
+    .await;
+    t.call(
+        "POST",
+        &format!("{v3}/search"),
+        Some(json!({"locations": [{"mlflow_experiment": {"experiment_id": "llm"}}], "filter": "metrics.x > 1"})),
+    )
+    .await;
     let sql = |q: &str| {
         c.post(format!("{}/api/sql", t.server.base))
             .header("accept", "text/csv")

@@ -446,6 +446,8 @@ assert spans["answer"].parent_id == spans["pipeline"].span_id
 assert trace.info.request_metadata.get("mlflow.sourceRun") == traced.info.run_id, trace.info
 found = mlflow.search_traces(locations=[parity], return_type="list")
 assert trace_id in [t.info.trace_id for t in found], found
+in_run = mlflow.search_traces(locations=[parity], run_id=traced.info.run_id, return_type="list")
+assert [t.info.trace_id for t in in_run] == [trace_id], in_run
 if RUNQL:
     body = json.dumps(
         {"sql": f"SELECT s.name, s.span_type, s.run_id, t.state FROM mlflow.spans s JOIN mlflow.traces t USING (trace_id) "
