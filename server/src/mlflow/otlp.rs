@@ -349,7 +349,7 @@ fn span_of_protobuf(b: &[u8]) -> Result<Span, ApiError> {
             (7, Field::Fixed64(v)) => span.start_ns = Some(v as i64),
             (8, Field::Fixed64(v)) => span.end_ns = Some(v as i64),
             (9, Field::Bytes(kv)) => {
-                let (k, v) = key_value(kv)?;
+                let (k, v) = key_value(kv, 0)?;
                 span.attributes.insert(k, v);
             }
             (15, Field::Bytes(st)) => {
@@ -375,21 +375,31 @@ fn span_of_protobuf(b: &[u8]) -> Result<Span, ApiError> {
     Ok(span)
 }
 
-fn key_value(b: &[u8]) -> Result<(String, Value), ApiError> {
+/// How deep attribute values may nest (arrays and key/value lists in each other): a hostile
+/// body nesting them millions deep is refused, not decoded until the stack runs out.
+const MAX_DEPTH: usize = 32;
+
+fn key_value(b: &[u8], depth: usize) -> Result<(String, Value), ApiError> {
     let mut w = Wire::new(b, "KeyValue");
+    if depth > MAX_DEPTH {
+        return Err(w.bad(&format!("attribute values nested deeper than {MAX_DEPTH}")));
+    }
     let (mut key, mut value) = (String::new(), Value::Null);
     while let Some((n, f)) = w.next()? {
         match (n, f) {
             (1, Field::Bytes(k)) => key = utf8(k),
-            (2, Field::Bytes(v)) => value = any_value(v)?,
+            (2, Field::Bytes(v)) => value = any_value(v, depth + 1)?,
             _ => {}
         }
     }
     Ok((key, value))
 }
 
-fn any_value(b: &[u8]) -> Result<Value, ApiError> {
+fn any_value(b: &[u8], depth: usize) -> Result<Value, ApiError> {
     let mut w = Wire::new(b, "AnyValue");
+    if depth > MAX_DEPTH {
+        return Err(w.bad(&format!("attribute values nested deeper than {MAX_DEPTH}")));
+    }
     let mut out = Value::Null;
     while let Some((n, f)) = w.next()? {
         out = match (n, f) {
@@ -404,7 +414,7 @@ fn any_value(b: &[u8]) -> Result<Value, ApiError> {
                 let mut items = Vec::new();
                 while let Some((n, f)) = a.next()? {
                     if let (1, Field::Bytes(v)) = (n, f) {
-                        items.push(any_value(v)?);
+                        items.push(any_value(v, depth + 1)?);
                     }
                 }
                 Value::Array(items)
@@ -414,7 +424,7 @@ fn any_value(b: &[u8]) -> Result<Value, ApiError> {
                 let mut m = Map::new();
                 while let Some((n, f)) = l.next()? {
                     if let (1, Field::Bytes(kv)) = (n, f) {
-                        let (k, v) = key_value(kv)?;
+                        let (k, v) = key_value(kv, depth + 1)?;
                         m.insert(k, v);
                     }
                 }
@@ -495,6 +505,18 @@ mod tests {
             let _ = spans_of_protobuf(&body[..cut]);
         }
         assert!(spans_of_protobuf(&[0x0a, 0xff]).is_err());
+        // Attribute values nested far deeper than the limit: refused, the stack intact.
+        let mut v = field(1, 2, b"x");
+        for _ in 0..1_000 {
+            v = field(5, 2, &field(1, 2, &v));
+        }
+        let deep = [field(2, 2, &[1; 8]), attr("deep", v)].concat();
+        let body = field(1, 2, &field(2, 2, &field(2, 2, &deep)));
+        let err = spans_of_protobuf(&body)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("nested deeper"), "{err}");
     }
 
     #[test]
