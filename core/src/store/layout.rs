@@ -228,6 +228,13 @@ impl Layout {
         self.traces(project).join(trace_id).join(file)
     }
 
+    /// The description of one of a project's datasets (see store/datasets.rs).
+    pub fn dataset_file(&self, project: &str, key: &str) -> Path {
+        self.project(project)
+            .join("datasets")
+            .join(format!("{key}.json"))
+    }
+
     /// The folder of a project's traces.
     pub fn traces(&self, project: &str) -> Path {
         self.project(project).join("traces")

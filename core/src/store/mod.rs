@@ -16,6 +16,7 @@
 mod blob;
 mod cache;
 mod compact;
+mod datasets;
 mod gc;
 pub mod layout;
 mod local;

@@ -411,6 +411,9 @@ struct Dataset {
     name: Option<String>,
     digest: Option<String>,
     source: Option<String>,
+    source_type: Option<String>,
+    schema: Option<String>,
+    profile: Option<String>,
 }
 
 /// `runs/log-inputs`: MLflow datasets become rows of `inputs` (name, source as uri, digest, and
@@ -420,9 +423,26 @@ pub(crate) async fn log_inputs(
     MlflowJson(req): MlflowJson<LogInputs>,
 ) -> Result<Response, ApiError> {
     let mut inputs = Vec::new();
+    // What `inputs` has no column for (source type, schema, profile): kept per dataset.
+    let mut descriptions = Vec::new();
     for d in req.datasets {
         let Some(ds) = d.dataset else { continue };
-        let mut input = runql_core::Input::new(ds.name.unwrap_or_else(|| "dataset".into()));
+        let name = ds.name.clone().unwrap_or_else(|| "dataset".into());
+        if ds.source_type.is_some() || ds.schema.is_some() || ds.profile.is_some() {
+            let mut desc = serde_json::Map::new();
+            for (k, v) in [
+                ("source_type", &ds.source_type),
+                ("source", &ds.source),
+                ("schema", &ds.schema),
+                ("profile", &ds.profile),
+            ] {
+                if let Some(v) = v {
+                    desc.insert(k.into(), Value::String(v.clone()));
+                }
+            }
+            descriptions.push((name.clone(), ds.digest.clone(), Value::Object(desc)));
+        }
+        let mut input = runql_core::Input::new(name);
         if let Some(src) = ds.source {
             // MLflow sends the source as JSON text, e.g. {"uri": "s3://…"} or {"url": …}.
             let uri = serde_json::from_str::<Value>(&src)
@@ -449,13 +469,27 @@ pub(crate) async fn log_inputs(
         }
         inputs.push(input);
     }
-    with_run(&s, &run_id_of(req.run_id, req.run_uuid)?, |run| {
+    let run_id = run_id_of(req.run_id, req.run_uuid)?;
+    with_run(&s, &run_id, |run| {
         for input in inputs {
             run.log_input(input)?;
         }
         Ok(())
     })
     .await?;
+    if !descriptions.is_empty() {
+        let project = super::held::project_of_run(&s, &run_id).await?;
+        for (name, digest, desc) in descriptions {
+            s.store()
+                .put_dataset(
+                    &project,
+                    &name,
+                    digest.as_deref(),
+                    axum::body::Bytes::from(desc.to_string()),
+                )
+                .await?;
+        }
+    }
     Ok(wire::ok())
 }
 

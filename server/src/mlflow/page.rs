@@ -118,7 +118,8 @@ pub(crate) async fn page_json(
             }
         }
     }
-    let mut io = inputs_and_outputs(&inputs)?;
+    let descriptions = dataset_descriptions(store, &inputs).await?;
+    let mut io = inputs_and_outputs(&inputs, &descriptions)?;
     Ok(ids
         .iter()
         .filter_map(|id| by_id.remove(id))
@@ -134,17 +135,65 @@ pub(crate) async fn page_json(
         .collect())
 }
 
+/// (project, name, digest) of a dataset → what MLflow said of it (source type, source,
+/// schema, profile), for the datasets of these `inputs` rows that have one.
+type Descriptions = HashMap<(String, String, String), Value>;
+
+async fn dataset_descriptions(
+    store: &Store,
+    inputs: &[RecordBatch],
+) -> Result<Descriptions, ApiError> {
+    let mut wanted = std::collections::BTreeSet::new();
+    for b in inputs {
+        let (project, name, digest, role) = (
+            string_column(b, "project")?,
+            string_column(b, "name")?,
+            string_column(b, "digest")?,
+            string_column(b, "role")?,
+        );
+        for i in 0..b.num_rows() {
+            if !role.is_null(i) && role.value(i) == OUTPUT_ROLE {
+                continue;
+            }
+            let digest = if digest.is_null(i) {
+                ""
+            } else {
+                digest.value(i)
+            };
+            wanted.insert((
+                project.value(i).to_string(),
+                name.value(i).to_string(),
+                digest.to_string(),
+            ));
+        }
+    }
+    let mut out = Descriptions::new();
+    for (project, name, digest) in wanted {
+        let d = (!digest.is_empty()).then_some(digest.as_str());
+        if let Some(bytes) = store.dataset(&project, &name, d).await?
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            out.insert((project, name, digest), v);
+        }
+    }
+    Ok(out)
+}
+
 /// Per run id: the datasets it used and the models it produced, as MLflow's JSON.
 type RunIo = HashMap<String, (Vec<Value>, Vec<Value>)>;
 
 /// Datasets each run used and models it produced (`runs/outputs` rows have the role
 /// `output`, see models.rs), by run id.
-fn inputs_and_outputs(inputs: &[RecordBatch]) -> Result<RunIo, ApiError> {
+fn inputs_and_outputs(
+    inputs: &[RecordBatch],
+    descriptions: &Descriptions,
+) -> Result<RunIo, ApiError> {
     fn text(c: &StringArray, i: usize) -> &str {
         if c.is_null(i) { "" } else { c.value(i) }
     }
     let mut io = RunIo::new();
     for b in inputs {
+        let project = string_column(b, "project")?;
         let (id, name, uri, digest, role) = (
             string_column(b, "run_id")?,
             string_column(b, "name")?,
@@ -172,10 +221,19 @@ fn inputs_and_outputs(inputs: &[RecordBatch]) -> Result<RunIo, ApiError> {
             if !role.is_empty() {
                 tags.push(json!({"key": "mlflow.data.context", "value": role}));
             }
-            slot.0.push(json!({
-                "tags": tags,
-                "dataset": {"name": name.value(i), "digest": digest, "source_type": if uri.starts_with('{') { "code" } else { "external" }, "source": source},
-            }));
+            let mut dataset = json!({"name": name.value(i), "digest": digest, "source_type": if uri.starts_with('{') { "code" } else { "external" }, "source": source});
+            // What MLflow was told of the dataset, as it was told.
+            let key = (
+                project.value(i).to_string(),
+                name.value(i).to_string(),
+                digest.to_string(),
+            );
+            if let Some(Value::Object(desc)) = descriptions.get(&key) {
+                for (k, v) in desc {
+                    dataset[k.as_str()] = v.clone();
+                }
+            }
+            slot.0.push(json!({"tags": tags, "dataset": dataset}));
         }
     }
     Ok(io)

@@ -462,4 +462,18 @@ if RUNQL:
         f"answer,LLM,{traced.info.run_id},OK",
     ], rows
 
+# A dataset's source type, schema and profile are kept and returned as logged.
+import pandas as pd
+
+frame = mlflow.data.from_pandas(
+    pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5]}), source="s3://bucket/table.csv", name="tabular"
+)
+with mlflow.start_run(experiment_id=parity, run_name="with-dataset") as dr:
+    mlflow.log_input(frame, context="training")
+logged = frame.to_dict()
+got = client.get_run(dr.info.run_id).inputs.dataset_inputs[0].dataset
+assert (got.name, got.digest, got.source_type) == (logged["name"], logged["digest"], logged["source_type"]), got
+assert json.loads(got.schema) == json.loads(logged["schema"]), (got.schema, logged["schema"])
+assert json.loads(got.profile) == json.loads(logged["profile"]), (got.profile, logged["profile"])
+
 print(json.dumps({"experiment_id": exp.experiment_id, "parent": run_id, "child": child.info.run_id}))
