@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use runql_core::Wal;
 use runql_query::Engine;
@@ -205,11 +206,24 @@ impl Server {
     }
 }
 
+/// `GET /version`: the MLflow release whose tracking API the server speaks, as `mlflow server`
+/// answers its own (the `mlflow` client turns features on by it: its live span export needs
+/// 3.4), and runql's own version in the `x-runql-version` header.
+async fn version() -> impl IntoResponse {
+    (
+        [(
+            axum::http::HeaderName::from_static("x-runql-version"),
+            env!("CARGO_PKG_VERSION"),
+        )],
+        mlflow::MLFLOW_VERSION,
+    )
+}
+
 /// Every route of the server.
 fn router(state: state::AppState, max_body: usize) -> Router {
     Router::new()
         .route("/health", get(|| async { "OK" }))
-        .route("/version", get(|| async { env!("CARGO_PKG_VERSION") }))
+        .route("/version", get(version))
         .route("/api/sql", post(sql::sql))
         .route("/api/events", get(events::events))
         .route("/api/artifacts/{run_id}/{*path}", get(ui::artifact))

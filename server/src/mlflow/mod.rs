@@ -50,6 +50,12 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub(crate) use artifacts::bytes_of as artifact_bytes;
+
+/// The MLflow release whose tracking API runql serves, answered by `GET /version` as
+/// `mlflow server` answers its own: clients gate features on it (the `mlflow` client exports
+/// spans live only to servers of 3.4 or newer). The oldest release with everything runql
+/// serves, so that no client takes a path that needs more.
+pub(crate) const MLFLOW_VERSION: &str = "3.4.0";
 pub(crate) use held::flush_all;
 pub(crate) use state::{Mlflow, State};
 

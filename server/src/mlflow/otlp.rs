@@ -4,6 +4,13 @@
 //! by MLflow's `x-mlflow-experiment-id` header (made when it does not exist yet), else
 //! `Default`.
 //!
+//! The `mlflow` client (3.4 and newer) also sends its spans here, live, as they end (its
+//! `log_spans`), and then the whole trace again: its info to `start_trace` and its span data
+//! as `traces.json`, because runql never tells it the spans are kept in the tracking store.
+//! Those live copies (spans that carry MLflow's `mlflow.traceRequestId`, sent by the
+//! `mlflow-python-client`) are answered and not added, so that each span is kept once, from
+//! `traces.json`, with the run its trace belongs to (which only the trace info names).
+//!
 //! The protobuf messages (opentelemetry-proto's `ExportTraceServiceRequest` and what it
 //! holds) are read by a small decoder of the wire format: the few fields a span row needs,
 //! every other field skipped, a malformed body refused with where it broke.
@@ -55,6 +62,18 @@ pub(crate) async fn export(
         .filter(|v| !v.is_empty())
         .unwrap_or(super::wire::DEFAULT_ID)
         .to_string();
+    let from_mlflow_client = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("mlflow-python-client"));
+    let spans: Vec<Span> = if from_mlflow_client {
+        spans
+            .into_iter()
+            .filter(|sp| sp.attr("mlflow.traceRequestId").is_none())
+            .collect()
+    } else {
+        spans
+    };
     let project = project_of(&experiment_id).to_string();
     // An OpenTelemetry SDK has no way to create an experiment first: the project is made.
     s.store().create_project(&project).await?;

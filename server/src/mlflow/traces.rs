@@ -430,7 +430,7 @@ pub(crate) struct Span {
 
 impl Span {
     /// An attribute's value, JSON text decoded.
-    fn attr(&self, k: &str) -> Option<Value> {
+    pub(crate) fn attr(&self, k: &str) -> Option<Value> {
         match self.attributes.get(k)? {
             Value::String(s) => serde_json::from_str(s)
                 .ok()

@@ -45,6 +45,22 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
 threading.Thread(target=fake.serve_forever, daemon=True).start()
 
+# The client exports each span live (log_spans, OTLP) only to a server whose /version says
+# 3.4 or newer, then the whole trace: count the live exports that went through.
+from mlflow.store.tracking.rest_store import RestStore
+
+live_exports = []
+_log_spans = RestStore.log_spans
+
+
+def counting_log_spans(self, *args, **kwargs):
+    logged = _log_spans(self, *args, **kwargs)
+    live_exports.append(len(logged))
+    return logged
+
+
+RestStore.log_spans = counting_log_spans
+
 mlflow.set_experiment("llm-app")
 mlflow.openai.autolog()
 client = openai.OpenAI(base_url=f"http://127.0.0.1:{fake.server_port}/v1", api_key="not-a-key")
@@ -59,5 +75,6 @@ mlflow.flush_trace_async_logging()
 trace = mlflow.get_trace(trace_id)
 assert trace is not None, trace_id
 assert trace.info.request_metadata.get("mlflow.sourceRun") == run.info.run_id
+assert live_exports, "the client exported no span live: does GET /version answer 3.4 or newer?"
 print(json.dumps({"trace_id": trace_id, "run_id": run.info.run_id}))
 fake.shutdown()
