@@ -31,6 +31,7 @@ mod error;
 mod events;
 mod mlflow;
 mod origin;
+mod pg;
 mod request;
 mod sql;
 mod state;
@@ -52,6 +53,7 @@ use runql_query::Engine;
 
 pub use auth::{Access, Denied, Scope};
 pub use error::ApiError;
+pub use pg::{PgEndpoint, PgOptions};
 pub use sql::SqlLimits;
 
 /// Request bodies larger than this are refused unless configured otherwise (32 MiB).
@@ -178,6 +180,13 @@ impl Server {
             router,
             wal_dir,
         })
+    }
+
+    /// Starts the PostgreSQL wire endpoint beside the HTTP one (see the `pg` module): same
+    /// tokens, read-only, a session per connection, the SQL limits of `/api/sql`. It stops
+    /// accepting when the returned endpoint is dropped.
+    pub async fn serve_postgres(&self, options: &PgOptions) -> std::io::Result<PgEndpoint> {
+        pg::start(&self.state, options).await
     }
 
     /// The router (clone it to serve it several times).

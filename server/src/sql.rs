@@ -52,6 +52,11 @@ pub(crate) struct Sql {
 }
 
 impl Sql {
+    /// The query threads (the Postgres endpoint runs its connections there).
+    pub(crate) fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.handle().cloned()
+    }
+
     pub(crate) fn new(engine: Engine, limits: SqlLimits) -> std::io::Result<Sql> {
         Ok(Sql {
             engine,

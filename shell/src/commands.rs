@@ -109,6 +109,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             sql_timeout,
             sql_memory_mb,
             sql_max_result_mb,
+            pg_port,
+            tls_cert,
+            tls_key,
         }) => {
             let mut access = runql_server::Access::loopback_only().anonymous(allow_anonymous);
             for t in tokens {
@@ -137,7 +140,19 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
                 },
             };
             let engine = open(rt, &url)?;
-            serve_http(rt, engine, &url, &host, port, options, allow_anonymous)
+            let endpoints = Endpoints {
+                pg_port,
+                tls: tls_cert.zip(tls_key),
+            };
+            serve_http(
+                rt,
+                engine,
+                &url,
+                (&host, port),
+                options,
+                allow_anonymous,
+                &endpoints,
+            )
         }
         Some(Command::Plot { key, runs, out }) => {
             let engine = open(rt, &url)?;
@@ -549,14 +564,21 @@ fn demo_dir() -> PathBuf {
 }
 
 /// Serves `engine` (the dashboard, SQL, events, the MLflow API) until Ctrl-C.
+/// The endpoints `runql serve` opens beside HTTP.
+#[derive(Debug, Default)]
+struct Endpoints {
+    pg_port: Option<u16>,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 fn serve_http(
     rt: &Runtime,
     engine: Engine,
     url: &str,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
     options: runql_server::Options,
     allow_anonymous: bool,
+    endpoints: &Endpoints,
 ) -> Result<()> {
     rt.block_on(async move {
         let stop = stop_signal()?;
@@ -569,6 +591,32 @@ fn serve_http(
         // Ready (the write-ahead log of a stopped server recovered) before saying so.
         let server = runql_server::Server::new(engine, options).await?;
         eprintln!("runql serving {url} on http://{addr} (Ctrl-C or SIGTERM stops)");
+        // Dropped (no longer accepting) when serving ends.
+        let _pg = match endpoints.pg_port {
+            Some(pg_port) => {
+                let pg_addr = tokio::net::lookup_host((host, pg_port))
+                    .await
+                    .with_context(|| format!("cannot resolve {host}"))?
+                    .next()
+                    .with_context(|| format!("{host} has no address"))?;
+                let pg = server
+                    .serve_postgres(&runql_server::PgOptions {
+                        addr: pg_addr,
+                        tls: endpoints.tls.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("cannot serve Postgres on {host}:{pg_port}"))?;
+                let tls = if endpoints.tls.is_some() { ", TLS" } else { "" };
+                eprintln!(
+                    "runql serving Postgres on {} (psql -h {} -p {}{tls})",
+                    pg.local_addr(),
+                    pg.local_addr().ip(),
+                    pg.local_addr().port()
+                );
+                Some(pg)
+            }
+            None => None,
+        };
         if loopback_only && !addr.ip().is_loopback() {
             eprintln!("runql: no --token given: only clients on this machine will be answered");
         }
@@ -632,10 +680,10 @@ fn run_demo(rt: &Runtime, store: Option<String>, serve: Option<u16>) -> Result<(
             rt,
             engine,
             &url,
-            "127.0.0.1",
-            port,
+            ("127.0.0.1", port),
             runql_server::Options::default(),
             false,
+            &Endpoints::default(),
         );
         drop(live);
         return result;

@@ -189,6 +189,16 @@ pub enum Command {
         /// Largest /api/sql answer, in MiB of Arrow data
         #[arg(long, value_name = "MIB", default_value_t = 256)]
         sql_max_result_mb: usize,
+        /// Also serve the PostgreSQL wire protocol on this port (of --host): psql, psycopg,
+        /// JDBC, Grafana… read the store; the password is a token (docs/connect.md)
+        #[arg(long, value_name = "PORT")]
+        pg_port: Option<u16>,
+        /// TLS certificate chain (PEM) of the Postgres endpoint
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM) of the Postgres endpoint
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {

@@ -8,5 +8,6 @@ mod dashboard;
 mod durability;
 mod hostile;
 mod mlflow;
+mod postgres;
 mod shell;
 mod wrap;
