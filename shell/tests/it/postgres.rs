@@ -28,7 +28,15 @@ fn serve(store: &std::path::Path, extra: &[&str]) -> PgServer {
     let tokens = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tokens.path(), format!("read {READ}\nwrite {WRITE}\n")).unwrap();
     let mut child = runql()
-        .args(["--store", &store.to_string_lossy(), "serve", "--port", "0", "--pg-port", "0"])
+        .args([
+            "--store",
+            &store.to_string_lossy(),
+            "serve",
+            "--port",
+            "0",
+            "--pg-port",
+            "0",
+        ])
         .args(["--tokens-file", &tokens.path().to_string_lossy()])
         .args(extra)
         .stderr(Stdio::piped())
@@ -41,14 +49,19 @@ fn serve(store: &std::path::Path, extra: &[&str]) -> PgServer {
             panic!("runql serve said no Postgres address: {seen:?}");
         };
         if let Some(rest) = line.strip_prefix("runql serving Postgres on ") {
-            let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let addr: std::net::SocketAddr =
+                rest.split_whitespace().next().unwrap().parse().unwrap();
             break addr.port();
         }
         seen.push(line);
     };
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    PgServer { child, port, _tokens: tokens }
+    PgServer {
+        child,
+        port,
+        _tokens: tokens,
+    }
 }
 
 /// Whether `program` runs; else skipped (or a failure when the clients are required).
@@ -69,11 +82,28 @@ fn have(program: &str, args: &[&str]) -> bool {
 
 fn psql(port: u16, password: &str, commands: &[&str]) -> Output {
     let mut c = Command::new("psql");
-    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "reader", "-d", "runql"])
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env_remove("PGSERVICE");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "reader",
+        "-d",
+        "runql",
+    ])
+    .args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        "VERBOSITY=verbose",
+    ])
+    .env("PGPASSWORD", password)
+    .env("PGCONNECT_TIMEOUT", "10")
+    .env_remove("PGSERVICE");
     for command in commands {
         c.args(["-c", command]);
     }
@@ -106,22 +136,38 @@ fn psql_reads_the_store_with_a_read_token() {
     // The same answer as the CLI's.
     let runs = csv(dir.path(), "SELECT count(*) AS n FROM runs");
     let expected = runs.lines().nth(1).unwrap().to_string();
-    assert_eq!(ok(psql(port, READ, &["SELECT count(*) FROM runs"])).trim(), expected);
+    assert_eq!(
+        ok(psql(port, READ, &["SELECT count(*) FROM runs"])).trim(),
+        expected
+    );
     // A write token may read too.
-    assert_eq!(ok(psql(port, WRITE, &["SELECT count(*) FROM runs"])).trim(), expected);
+    assert_eq!(
+        ok(psql(port, WRITE, &["SELECT count(*) FROM runs"])).trim(),
+        expected
+    );
 
     // psql's own catalog queries: \d lists the tables, \d runs their columns.
     let listing = ok(psql(port, READ, &["\\d"]));
     for table in ["runs", "metrics", "params"] {
-        assert!(listing.contains(&format!("|{table}|")), "{table} not in \\d:\n{listing}");
+        assert!(
+            listing.contains(&format!("|{table}|")),
+            "{table} not in \\d:\n{listing}"
+        );
     }
     let columns = ok(psql(port, READ, &["\\d runs"]));
-    assert!(columns.lines().any(|l| l.starts_with("run_id|")), "\\d runs:\n{columns}");
+    assert!(
+        columns.lines().any(|l| l.starts_with("run_id|")),
+        "\\d runs:\n{columns}"
+    );
 
     // COPY (query) TO STDOUT, as CSV with a header: what `runql sql --format csv` prints.
     let q = "SELECT project, count(*) AS n FROM runs GROUP BY project ORDER BY project";
     assert_eq!(
-        ok(psql(port, READ, &[&format!("COPY ({q}) TO STDOUT WITH (FORMAT csv, HEADER)")])),
+        ok(psql(
+            port,
+            READ,
+            &[&format!("COPY ({q}) TO STDOUT WITH (FORMAT csv, HEADER)")]
+        )),
         csv(dir.path(), q)
     );
 
@@ -143,11 +189,43 @@ fn psql_reads_the_store_with_a_read_token() {
     let set = ok(psql(
         port,
         READ,
-        &["SET datafusion.execution.batch_size = 77", "SHOW datafusion.execution.batch_size"],
+        &[
+            "SET datafusion.execution.batch_size = 77",
+            "SHOW datafusion.execution.batch_size",
+        ],
     ));
     assert!(set.contains("77"), "{set}");
     let other = ok(psql(port, READ, &["SHOW datafusion.execution.batch_size"]));
     assert!(!other.contains("77") && other.contains("8192"), "{other}");
+    let pwned = psql(
+        port,
+        READ,
+        &[
+            "SET datafusion.catalog.default_schema = 'pwned'",
+            "SELECT count(*) FROM runs",
+        ],
+    );
+    assert!(!pwned.status.success(), "{}", text(&pwned));
+    assert_eq!(
+        ok(psql(port, READ, &["SELECT count(*) FROM runs"])).trim(),
+        expected
+    );
+
+    // The server's memory limit is not the client's to lift.
+    let lift = psql(
+        port,
+        READ,
+        &["SET datafusion.runtime.memory_limit = '100G'"],
+    );
+    assert!(!lift.status.success());
+    let err = String::from_utf8_lossy(&lift.stderr);
+    assert!(
+        err.contains("42501") && err.contains("--sql-memory-mb"),
+        "{err}"
+    );
+
+    // version() reads as Postgres' does (SQLAlchemy parses it).
+    assert!(ok(psql(port, READ, &["SELECT version()"])).starts_with("PostgreSQL 16"));
 }
 
 #[test]
@@ -160,11 +238,20 @@ fn a_hostile_query_is_stopped_by_the_time_limit() {
     let out = psql(
         server.port,
         READ,
-        &["SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b"],
+        &[
+            "SELECT count(*) FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b",
+        ],
     );
-    assert!(!out.status.success(), "the cross join was answered: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "the cross join was answered: {}",
+        text(&out)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("57014") && err.contains("sql-timeout"), "{err}");
+    assert!(
+        err.contains("57014") && err.contains("sql-timeout"),
+        "{err}"
+    );
     // The server goes on answering.
     assert_eq!(ok(psql(server.port, READ, &["SELECT 1"])).trim(), "1");
 }
@@ -178,7 +265,10 @@ fn psycopg_sqlalchemy_and_pandas_read_the_store() {
     let dir = demo_store();
     let server = serve(dir.path(), &[]);
     let out = Command::new(&python)
-        .arg(format!("{}/tests/python/pg_clients.py", env!("CARGO_MANIFEST_DIR")))
+        .arg(format!(
+            "{}/tests/python/pg_clients.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .env("RUNQL_PG_PORT", server.port.to_string())
         .env("RUNQL_PG_PASSWORD", READ)
         .output()
@@ -189,13 +279,18 @@ fn psycopg_sqlalchemy_and_pandas_read_the_store() {
         text(&out),
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: serde_json::Value =
-        serde_json::from_str(text(&out).lines().last().unwrap()).unwrap();
+    let got: serde_json::Value = serde_json::from_str(text(&out).lines().last().unwrap()).unwrap();
     let n = |q: &str| -> i64 { csv(dir.path(), q).lines().nth(1).unwrap().parse().unwrap() };
     let mnist = n("SELECT count(*) FROM runs WHERE project = 'mnist-cnn'");
-    assert_eq!(got["param_query"], serde_json::json!([["mnist-cnn", mnist]]));
+    assert_eq!(
+        got["param_query"],
+        serde_json::json!([["mnist-cnn", mnist]])
+    );
     assert_eq!(got["columns"], serde_json::json!(["project", "n"]));
-    assert_eq!(got["runs"], serde_json::json!(n("SELECT count(*) FROM runs")));
+    assert_eq!(
+        got["runs"],
+        serde_json::json!(n("SELECT count(*) FROM runs"))
+    );
     let per_project = csv(
         dir.path(),
         "SELECT project, count(*) AS n FROM runs GROUP BY project ORDER BY project",
@@ -213,7 +308,11 @@ fn psycopg_sqlalchemy_and_pandas_read_the_store() {
             got["tables"]
         );
         assert!(
-            got["sqlalchemy_tables"].as_array().unwrap().iter().any(|v| v == t),
+            got["sqlalchemy_tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == t),
             "{t} not in {}",
             got["sqlalchemy_tables"]
         );
@@ -253,7 +352,11 @@ fn the_postgresql_jdbc_driver_reads_the_store() {
         .args(["-d", &classes.path().to_string_lossy(), &src])
         .output()
         .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let dir = demo_store();
     let server = serve(dir.path(), &[]);
     let cp = format!("{}:{}", jar.display(), classes.path().display());
@@ -277,8 +380,14 @@ fn the_postgresql_jdbc_driver_reads_the_store() {
     for t in ["runs", "metrics", "params"] {
         assert!(line("tables").split(',').any(|x| x == t), "{t}: {out}");
     }
-    assert!(line("runs_columns").split(',').any(|x| x == "run_id"), "{out}");
-    let mnist = csv(dir.path(), "SELECT count(*) AS n FROM runs WHERE project = 'mnist-cnn'");
+    assert!(
+        line("runs_columns").split(',').any(|x| x == "run_id"),
+        "{out}"
+    );
+    let mnist = csv(
+        dir.path(),
+        "SELECT count(*) AS n FROM runs WHERE project = 'mnist-cnn'",
+    );
     assert_eq!(line("mnist_runs"), mnist.lines().nth(1).unwrap());
     assert_eq!(line("write"), "25006");
 }

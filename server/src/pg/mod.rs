@@ -48,8 +48,8 @@ use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, PgWireConnectionState,
-    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::CopyData;
@@ -58,6 +58,9 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::tokio_rustls::rustls;
 use runql_query::Engine;
+
+mod functions;
+mod rewrite;
 
 use crate::auth::{Access, Scope};
 use crate::sql::SqlLimits;
@@ -106,6 +109,7 @@ struct Shared {
     connections: Arc<ConnectionManager>,
     /// For the parser's calls that only look at a planned statement.
     planned: Arc<DfSessionService>,
+    rewrite: rewrite::CatalogRewrite,
 }
 
 impl Shared {
@@ -114,13 +118,17 @@ impl Shared {
         if let Some(conn) = client.session_extensions().get::<Conn>() {
             return Ok(conn);
         }
-        let session = self.engine.session(Some(self.limits.memory)).map_err(user)?;
+        let session = self
+            .engine
+            .session(Some(self.limits.memory))
+            .map_err(user)?;
         // Tables declared since the server opened the store (a plugin's) are listed too.
         session.refresh_tables().await.map_err(user)?;
         let ctx = Arc::new(session.context().clone());
-        let service = DfSessionService::new_with_hooks(ctx, hooks(self.limits));
+        let service = DfSessionService::new_with_hooks(ctx.clone(), hooks(self.limits));
         Ok(client.session_extensions().get_or_insert_with(|| Conn {
             service: Arc::new(service),
+            ctx,
         }))
     }
 }
@@ -128,13 +136,15 @@ impl Shared {
 /// A connection's session.
 struct Conn {
     service: Arc<DfSessionService>,
+    ctx: Arc<SessionContext>,
 }
 
-/// The hooks of a connection, in order: refuse writes, then COPY, then datafusion-postgres'
-/// own (cursors, `SET`/`SHOW`, transactions).
+/// The hooks of a connection, in order: refuse writes, then DataFusion's settings, then COPY,
+/// then datafusion-postgres' own (cursors, Postgres' `SET`/`SHOW`, transactions).
 fn hooks(limits: SqlLimits) -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(ReadOnly),
+        Arc::new(Settings),
         Arc::new(CopyOut { limits }),
         Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
         Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
@@ -172,6 +182,12 @@ pub(crate) async fn start(
         Arc::new(datafusion_postgres::auth::AuthManager::default()),
     )
     .map_err(|e| std::io::Error::other(e.to_string()))?;
+    functions::register(engine.context())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let rewrite = rewrite::CatalogRewrite::new(engine.context())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let planned = Arc::new(DfSessionService::new(Arc::new(engine.context().clone())));
     let shared = Arc::new(Shared {
         engine,
@@ -180,6 +196,7 @@ pub(crate) async fn start(
         held: state.mlflow.clone(),
         connections: Arc::new(ConnectionManager::new()),
         planned,
+        rewrite,
     });
     let runtime = state
         .sql
@@ -204,8 +221,7 @@ pub(crate) async fn start(
                     let handlers = handlers.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await
-                        {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "a Postgres connection failed");
                         }
                     });
@@ -307,7 +323,11 @@ fn refused(message: String) -> PgWireError {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -361,12 +381,7 @@ struct Queries(Arc<Shared>);
 impl SimpleQueryHandler for Queries {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo
-            + ClientPortalStore
-            + Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -374,11 +389,22 @@ impl SimpleQueryHandler for Queries {
         let conn = self.0.service(client).await?;
         crate::mlflow::flush_all(&self.0.held).await.map_err(user)?;
         let limits = self.0.limits;
-        let responses = within(limits, SimpleQueryHandler::do_query(conn.service.as_ref(), client, query)).await?;
-        Ok(responses
-            .into_iter()
-            .map(|r| bounded(r, limits))
-            .collect())
+        let service = conn.service.as_ref();
+        let responses =
+            match within(limits, SimpleQueryHandler::do_query(service, client, query)).await {
+                Err(e) if needs_rewrite(&e) => match self.0.rewrite.rewrite(query) {
+                    Some(query) => {
+                        within(
+                            limits,
+                            SimpleQueryHandler::do_query(service, client, &query),
+                        )
+                        .await?
+                    }
+                    None => return Err(e),
+                },
+                answered => answered?,
+            };
+        Ok(responses.into_iter().map(|r| bounded(r, limits)).collect())
     }
 }
 
@@ -398,12 +424,7 @@ impl ExtendedQueryHandler for Queries {
         max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo
-            + ClientPortalStore
-            + Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -438,7 +459,27 @@ impl QueryParser for Parser {
     {
         let conn = self.0.service(client).await?;
         let parser = ExtendedQueryHandler::query_parser(conn.service.as_ref());
-        within(self.0.limits, parser.parse_sql(client, sql, types)).await
+        // A plan DataFusion cannot run fails only when executed: check it here, while the
+        // catalog rewrite can still be tried.
+        let parsed = within(self.0.limits, parser.parse_sql(client, sql, types))
+            .await
+            .and_then(|parsed| {
+                if let Some((_, Some((_, plan)))) = &parsed {
+                    let state = conn.ctx.state();
+                    state
+                        .analyzer()
+                        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+                        .map_err(user)?;
+                }
+                Ok(parsed)
+            });
+        match parsed {
+            Err(e) if needs_rewrite(&e) => match self.0.rewrite.rewrite(sql) {
+                Some(sql) => within(self.0.limits, parser.parse_sql(client, &sql, types)).await,
+                None => Err(e),
+            },
+            parsed => parsed,
+        }
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -453,6 +494,12 @@ impl QueryParser for Parser {
         ExtendedQueryHandler::query_parser(self.0.planned.as_ref())
             .get_result_schema(stmt, column_format)
     }
+}
+
+/// Whether `e` is DataFusion refusing a correlated subquery, which [`rewrite`] may resolve:
+/// a query is rewritten only when it fails as sent.
+fn needs_rewrite(e: &PgWireError) -> bool {
+    e.to_string().to_lowercase().contains("subquery")
 }
 
 fn timed_out(limits: SqlLimits) -> PgWireError {
@@ -571,6 +618,8 @@ fn read_only(statement: &Statement) -> Option<PgWireError> {
             | S::Close { .. }
             | S::Discard { .. }
             | S::Deallocate { .. }
+            | S::Savepoint { .. }
+            | S::ReleaseSavepoint { .. }
     ) || matches!(
         statement,
         S::Copy {
@@ -600,6 +649,21 @@ fn read_only(statement: &Statement) -> Option<PgWireError> {
     ))
 }
 
+/// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: nothing is written, so there is nothing to undo;
+/// answered so that clients which wrap each statement in a savepoint (psycopg's nested
+/// `transaction()`, SQLAlchemy) work.
+fn savepoint(statement: &Statement) -> Option<PgWireResult<Response>> {
+    let tag = match statement {
+        Statement::Savepoint { .. } => "SAVEPOINT",
+        Statement::ReleaseSavepoint { .. } => "RELEASE",
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => "ROLLBACK",
+        _ => return None,
+    };
+    Some(Ok(Response::Execution(pgwire::api::results::Tag::new(tag))))
+}
+
 #[async_trait]
 impl QueryHook for ReadOnly {
     async fn handle_simple_query(
@@ -608,7 +672,9 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        read_only(statement).map(Err)
+        read_only(statement)
+            .map(Err)
+            .or_else(|| savepoint(statement))
     }
 
     async fn handle_extended_parse_query(
@@ -626,18 +692,209 @@ impl QueryHook for ReadOnly {
                 "COPY runs as a simple query (psql's \\copy, psycopg's cursor.copy)",
             )));
         }
-        None
+        let _answered_later = savepoint(statement)?;
+        Some(
+            datafusion::common::DFSchema::try_from(datafusion::arrow::datatypes::Schema::empty())
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: false,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(user),
+        )
     }
 
     async fn handle_extended_query(
         &self,
-        _statement: &Statement,
+        statement: &Statement,
         _plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        None
+        savepoint(statement)
+    }
+}
+
+/// DataFusion's own settings: `SHOW datafusion.execution.batch_size`, `SHOW ALL` (what this
+/// connection has set, else the default), and the refusal of `SET datafusion.runtime.*` (the
+/// memory and spill settings the server's limits are made of).
+struct Settings;
+
+/// The settings `SHOW name` asks for, if they are DataFusion's: (name, value, description).
+fn settings(statement: &Statement, ctx: &SessionContext) -> Option<Vec<[String; 3]>> {
+    let Statement::ShowVariable { variable } = statement else {
+        return None;
+    };
+    let name = variable
+        .iter()
+        .map(|v| v.value.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(".");
+    let all = name == "all";
+    if !all && !name.starts_with("datafusion.") {
+        return None;
+    }
+    let rows = ctx
+        .state()
+        .config_options()
+        .entries()
+        .into_iter()
+        .filter(|e| all || e.key == name)
+        .map(|e| {
+            [
+                e.key,
+                e.value.unwrap_or_default(),
+                e.description.to_string(),
+            ]
+        })
+        .collect();
+    Some(rows)
+}
+
+fn settings_fields(statement: &Statement, all: bool) -> Vec<FieldInfo> {
+    let names: Vec<String> = if all {
+        vec!["name".into(), "setting".into(), "description".into()]
+    } else {
+        let Statement::ShowVariable { variable } = statement else {
+            return Vec::new();
+        };
+        let name = variable
+            .iter()
+            .map(|v| v.value.to_lowercase())
+            .collect::<Vec<_>>();
+        vec![name.last().cloned().unwrap_or_default()]
+    };
+    names
+        .into_iter()
+        .map(|n| {
+            FieldInfo::new(
+                n,
+                None,
+                None,
+                Type::VARCHAR,
+                pgwire::api::results::FieldFormat::Text,
+            )
+        })
+        .collect()
+}
+
+fn is_show_all(statement: &Statement) -> bool {
+    matches!(statement, Statement::ShowVariable { variable }
+        if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("all"))
+}
+
+/// `SET datafusion.runtime.…`: refused, the server's memory limit is not the client's to lift.
+fn refused_setting(statement: &Statement) -> Option<PgWireError> {
+    let Statement::Set(set) = statement else {
+        return None;
+    };
+    let text = set.to_string().to_lowercase();
+    let name = text.strip_prefix("set ")?.trim_start();
+    let name = name.strip_prefix("session ").unwrap_or(name);
+    let name = name.strip_prefix("local ").unwrap_or(name);
+    name.starts_with("datafusion.runtime.").then(|| {
+        error(
+            "42501",
+            format!(
+                "`{}` is the server's to set: the memory and spill limits of every \
+                 connection are `runql serve --sql-memory-mb`",
+                name.split(|c: char| c.is_whitespace() || c == '=')
+                    .next()
+                    .unwrap_or(name)
+            ),
+        )
+    })
+}
+
+fn settings_response(
+    statement: &Statement,
+    ctx: &SessionContext,
+) -> Option<PgWireResult<Response>> {
+    if let Some(e) = refused_setting(statement) {
+        return Some(Err(e));
+    }
+    let rows = settings(statement, ctx)?;
+    let all = is_show_all(statement);
+    if rows.is_empty() {
+        return Some(Err(error(
+            "42704",
+            format!(
+                "unrecognized configuration parameter \"{}\"",
+                statement.to_string().trim_start_matches("SHOW ")
+            ),
+        )));
+    }
+    let fields = Arc::new(settings_fields(statement, all));
+    let encoded: Vec<PgWireResult<DataRow>> = rows
+        .into_iter()
+        .map(|[name, value, description]| {
+            let mut row = pgwire::api::results::DataRowEncoder::new(fields.clone());
+            if all {
+                row.encode_field(&Some(name))?;
+                row.encode_field(&Some(value))?;
+                row.encode_field(&Some(description))?;
+            } else {
+                row.encode_field(&Some(value))?;
+            }
+            Ok(row.take_row())
+        })
+        .collect();
+    Some(Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(encoded),
+    ))))
+}
+
+#[async_trait]
+impl QueryHook for Settings {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        settings_response(statement, ctx)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Some(e) = refused_setting(statement) {
+            return Some(Err(e));
+        }
+        settings(statement, ctx)?;
+        let fields: Vec<datafusion::arrow::datatypes::Field> =
+            settings_fields(statement, is_show_all(statement))
+                .iter()
+                .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, false))
+                .collect();
+        let schema = datafusion::arrow::datatypes::Schema::new(fields);
+        Some(
+            datafusion::common::DFSchema::try_from(schema)
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: true,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(user),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        settings_response(statement, ctx)
     }
 }
 
@@ -679,10 +936,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireRes
             CopyOption::Delimiter(c) => delimiter = Some(*c),
             CopyOption::Null(s) => null = Some(s.clone()),
             other => {
-                return Err(error(
-                    "0A000",
-                    format!("COPY option {other} is not served"),
-                ));
+                return Err(error("0A000", format!("COPY option {other} is not served")));
             }
         }
     }
@@ -699,10 +953,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireRes
             CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
             CopyLegacyOption::Null(s) => null = Some(s.clone()),
             other => {
-                return Err(error(
-                    "0A000",
-                    format!("COPY option {other} is not served"),
-                ));
+                return Err(error("0A000", format!("COPY option {other} is not served")));
             }
         }
     }
@@ -913,7 +1164,11 @@ mod tests {
         RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(StringArray::from(vec![Some("a\tb\\c"), None, Some("x,\"y\"")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a\tb\\c"),
+                    None,
+                    Some("x,\"y\""),
+                ])),
                 Arc::new(Int64Array::from(vec![Some(1), Some(2), None])),
             ],
         )
@@ -984,8 +1239,17 @@ mod tests {
             };
             assert_eq!(info.code, "25006", "{sql}");
         }
-        for sql in ["SELECT 1", "SET search_path = public", "SHOW ALL", "BEGIN", "COPY (SELECT 1) TO STDOUT"] {
-            assert!(read_only(&parse(sql).unwrap()).is_none(), "{sql} was refused");
+        for sql in [
+            "SELECT 1",
+            "SET search_path = public",
+            "SHOW ALL",
+            "BEGIN",
+            "COPY (SELECT 1) TO STDOUT",
+        ] {
+            assert!(
+                read_only(&parse(sql).unwrap()).is_none(),
+                "{sql} was refused"
+            );
         }
     }
 }
