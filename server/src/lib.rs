@@ -29,6 +29,7 @@ mod auth;
 mod compactor;
 mod error;
 mod events;
+mod flight;
 mod mlflow;
 mod origin;
 mod pg;
@@ -53,6 +54,7 @@ use runql_query::Engine;
 
 pub use auth::{Access, Denied, Scope};
 pub use error::ApiError;
+pub use flight::{FlightOptions, FlightSqlEndpoint};
 pub use pg::{PgEndpoint, PgOptions};
 pub use sql::SqlLimits;
 
@@ -187,6 +189,16 @@ impl Server {
     /// accepting when the returned endpoint is dropped.
     pub async fn serve_postgres(&self, options: &PgOptions) -> std::io::Result<PgEndpoint> {
         pg::start(&self.state, options).await
+    }
+
+    /// Starts the Arrow Flight SQL endpoint beside the HTTP one (see the `flight` module): same
+    /// tokens, read-only, a session per statement, the SQL limits of `/api/sql`. It stops
+    /// serving when the returned endpoint is dropped.
+    pub async fn serve_flight_sql(
+        &self,
+        options: &FlightOptions,
+    ) -> std::io::Result<FlightSqlEndpoint> {
+        flight::start(&self.state, options).await
     }
 
     /// The router (clone it to serve it several times).

@@ -110,6 +110,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             sql_memory_mb,
             sql_max_result_mb,
             pg_port,
+            flight_port,
             tls_cert,
             tls_key,
         }) => {
@@ -142,6 +143,7 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             let engine = open(rt, &url)?;
             let endpoints = Endpoints {
                 pg_port,
+                flight_port,
                 tls: tls_cert.zip(tls_key),
             };
             serve_http(
@@ -568,6 +570,7 @@ fn demo_dir() -> PathBuf {
 #[derive(Debug, Default)]
 struct Endpoints {
     pg_port: Option<u16>,
+    flight_port: Option<u16>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
@@ -614,6 +617,33 @@ fn serve_http(
                     pg.local_addr().port()
                 );
                 Some(pg)
+            }
+            None => None,
+        };
+        let _flight = match endpoints.flight_port {
+            Some(flight_port) => {
+                let flight_addr = tokio::net::lookup_host((host, flight_port))
+                    .await
+                    .with_context(|| format!("cannot resolve {host}"))?
+                    .next()
+                    .with_context(|| format!("{host} has no address"))?;
+                let flight = server
+                    .serve_flight_sql(&runql_server::FlightOptions {
+                        addr: flight_addr,
+                        tls: endpoints.tls.clone(),
+                    })
+                    .await
+                    .with_context(|| format!("cannot serve Flight SQL on {host}:{flight_port}"))?;
+                let scheme = if endpoints.tls.is_some() {
+                    "grpc+tls"
+                } else {
+                    "grpc"
+                };
+                eprintln!(
+                    "runql serving Flight SQL on {scheme}://{}",
+                    flight.local_addr()
+                );
+                Some(flight)
             }
             None => None,
         };

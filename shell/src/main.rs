@@ -193,10 +193,14 @@ pub enum Command {
         /// JDBC, Grafana… read the store; the password is a token (docs/connect.md)
         #[arg(long, value_name = "PORT")]
         pg_port: Option<u16>,
-        /// TLS certificate chain (PEM) of the Postgres endpoint
+        /// Also serve Arrow Flight SQL on this port (of --host): ADBC drivers read answers as
+        /// Arrow (grpc://HOST:PORT; the token as a bearer header or password; docs/connect.md)
+        #[arg(long, value_name = "PORT")]
+        flight_port: Option<u16>,
+        /// TLS certificate chain (PEM) of the Postgres and Flight SQL endpoints
         #[arg(long, value_name = "FILE", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
-        /// TLS private key (PEM) of the Postgres endpoint
+        /// TLS private key (PEM) of the Postgres and Flight SQL endpoints
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },

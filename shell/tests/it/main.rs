@@ -6,6 +6,7 @@ mod ballista;
 mod cli;
 mod dashboard;
 mod durability;
+mod flight;
 mod hostile;
 mod mlflow;
 mod postgres;

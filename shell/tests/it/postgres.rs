@@ -7,24 +7,32 @@ use std::process::{Command, Output, Stdio};
 
 use crate::cli::{csv, demo_store, runql};
 
-const READ: &str = "read-token-0123456789abcdef";
+pub(crate) const READ: &str = "read-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
 
-/// `runql serve` with a Postgres endpoint and a read and a write token; killed when dropped.
-struct PgServer {
+/// `runql serve` with an endpoint beside HTTP and a read and a write token; killed when
+/// dropped.
+pub(crate) struct EndpointServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _tokens: tempfile::NamedTempFile,
 }
 
-impl Drop for PgServer {
+impl Drop for EndpointServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn serve(store: &std::path::Path, extra: &[&str]) -> PgServer {
+/// Starts `runql serve --port 0 <flag> 0 …` and reads the endpoint's port from the line that
+/// starts with `said` (`runql serving Postgres on ADDR …`, `… Flight SQL on grpc://ADDR`).
+pub(crate) fn serve_endpoint(
+    store: &std::path::Path,
+    flag: &str,
+    said: &str,
+    extra: &[&str],
+) -> EndpointServer {
     let tokens = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tokens.path(), format!("read {READ}\nwrite {WRITE}\n")).unwrap();
     let mut child = runql()
@@ -34,7 +42,7 @@ fn serve(store: &std::path::Path, extra: &[&str]) -> PgServer {
             "serve",
             "--port",
             "0",
-            "--pg-port",
+            flag,
             "0",
         ])
         .args(["--tokens-file", &tokens.path().to_string_lossy()])
@@ -46,26 +54,31 @@ fn serve(store: &std::path::Path, extra: &[&str]) -> PgServer {
     let mut seen = Vec::new();
     let port = loop {
         let Some(Ok(line)) = lines.next() else {
-            panic!("runql serve said no Postgres address: {seen:?}");
+            panic!("runql serve did not say `{said}`: {seen:?}");
         };
-        if let Some(rest) = line.strip_prefix("runql serving Postgres on ") {
-            let addr: std::net::SocketAddr =
-                rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(rest) = line.strip_prefix(said) {
+            let addr = rest.split_whitespace().next().unwrap();
+            let addr = addr.split_once("://").map_or(addr, |(_, a)| a);
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
             break addr.port();
         }
         seen.push(line);
     };
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    PgServer {
+    EndpointServer {
         child,
         port,
         _tokens: tokens,
     }
 }
 
+fn serve(store: &std::path::Path, extra: &[&str]) -> EndpointServer {
+    serve_endpoint(store, "--pg-port", "runql serving Postgres on ", extra)
+}
+
 /// Whether `program` runs; else skipped (or a failure when the clients are required).
-fn have(program: &str, args: &[&str]) -> bool {
+pub(crate) fn have(program: &str, args: &[&str]) -> bool {
     let ok = Command::new(program)
         .args(args)
         .output()
