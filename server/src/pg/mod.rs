@@ -17,6 +17,7 @@
 //!   they run on the server's query threads, not on those answering HTTP.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -41,7 +42,6 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, LoginInfo, StartupHandler, finish_authentication,
     protocol_negotiation, save_startup_parameters_to_metadata,
 };
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response};
@@ -107,6 +107,9 @@ struct Shared {
     access: Access,
     held: crate::mlflow::State,
     connections: Arc<ConnectionManager>,
+    /// Each connection's cancel signal, by (pid, secret key): a cancel request bumps it, and
+    /// the rows of the statement running stop.
+    cancels: Arc<Cancels>,
     /// For the parser's calls that only look at a planned statement.
     planned: Arc<DfSessionService>,
     rewrite: rewrite::CatalogRewrite,
@@ -195,6 +198,7 @@ pub(crate) async fn start(
         access: state.gate.access.clone(),
         held: state.mlflow.clone(),
         connections: Arc::new(ConnectionManager::new()),
+        cancels: Arc::default(),
         planned,
         rewrite,
     });
@@ -281,7 +285,63 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(self.0.connections.clone()))
+        Arc::new(Cancel(self.0.clone()))
+    }
+}
+
+/// The cancel signals of the open connections.
+#[derive(Default)]
+struct Cancels(std::sync::Mutex<std::collections::HashMap<(i32, Vec<u8>), CancelSender>>);
+
+type CancelSender = Arc<tokio::sync::watch::Sender<u64>>;
+
+/// A connection's cancel signal, in its session extensions; unregistered when it closes.
+struct CancelSignal {
+    signal: CancelSender,
+    key: (i32, Vec<u8>),
+    cancels: Arc<Cancels>,
+}
+
+impl Drop for CancelSignal {
+    fn drop(&mut self) {
+        let mut map = self.cancels.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.key);
+    }
+}
+
+/// The receiver a statement's rows watch: it changes when the client cancels.
+fn cancel_receiver<C: ClientInfo + ?Sized>(
+    client: &C,
+) -> Option<tokio::sync::watch::Receiver<u64>> {
+    client
+        .session_extensions()
+        .get::<CancelSignal>()
+        .map(|c| c.signal.subscribe())
+}
+
+/// A cancel request (psql's Ctrl-C, psycopg's `cancel()`, JDBC's `Statement.cancel`): stops
+/// the statement being planned (pgwire's own signal) and the rows being streamed (ours).
+struct Cancel(Arc<Shared>);
+
+#[async_trait]
+impl pgwire::api::cancel::CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        self.0
+            .connections
+            .cancel(request.pid, &request.secret_key)
+            .await;
+        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        let signal = self
+            .0
+            .cancels
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(signal) = signal {
+            signal.send_modify(|n| *n += 1);
+        }
     }
 }
 
@@ -301,9 +361,22 @@ impl Startup {
     {
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
+        let key = (pid, secret.to_bytes().to_vec());
         let (handle, guard) = self.shared.connections.register(pid, secret);
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
+        let signal = Arc::new(tokio::sync::watch::channel(0u64).0);
+        self.shared
+            .cancels
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), signal.clone());
+        client.session_extensions().insert(CancelSignal {
+            signal,
+            key,
+            cancels: self.shared.cancels.clone(),
+        });
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_string();
         // Clients that look (DBeaver, JDBC's readOnly) know writes are refused.
@@ -404,7 +477,10 @@ impl SimpleQueryHandler for Queries {
                 },
                 answered => answered?,
             };
-        Ok(responses.into_iter().map(|r| bounded(r, limits)).collect())
+        Ok(responses
+            .into_iter()
+            .map(|r| bounded(r, limits, cancel_receiver(client)))
+            .collect())
     }
 }
 
@@ -437,7 +513,7 @@ impl ExtendedQueryHandler for Queries {
             ExtendedQueryHandler::do_query(conn.service.as_ref(), client, portal, max_rows),
         )
         .await?;
-        Ok(bounded(response, limits))
+        Ok(bounded(response, limits, cancel_receiver(client)))
     }
 }
 
@@ -516,7 +592,7 @@ fn timed_out(limits: SqlLimits) -> PgWireError {
 /// Planning within the time limit.
 async fn within<T>(
     limits: SqlLimits,
-    work: impl std::future::Future<Output = PgWireResult<T>>,
+    work: impl Future<Output = PgWireResult<T>>,
 ) -> PgWireResult<T> {
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(r) => r.map_err(explain),
@@ -549,7 +625,11 @@ fn explain(e: PgWireError) -> PgWireError {
 }
 
 /// A response whose rows stop at the statement's deadline.
-fn bounded(response: Response, limits: SqlLimits) -> Response {
+fn bounded(
+    response: Response,
+    limits: SqlLimits,
+    cancel: Option<tokio::sync::watch::Receiver<u64>>,
+) -> Response {
     match response {
         Response::Query(q) => {
             let command_tag = q.command_tag().to_string();
@@ -557,8 +637,7 @@ fn bounded(response: Response, limits: SqlLimits) -> Response {
             let data_rows = q.data_rows;
             let rows = Deadline {
                 inner: data_rows,
-                sleep: Box::pin(tokio::time::sleep(limits.timeout)),
-                limits,
+                stop: Stop::new(limits, cancel),
                 done: false,
             }
             .map(|r| r.map_err(explain));
@@ -570,11 +649,49 @@ fn bounded(response: Response, limits: SqlLimits) -> Response {
     }
 }
 
-/// A row stream that ends with a 57014 error at its deadline (dropping the query under it).
+/// What ends a statement's rows early: its deadline, or the client's cancel request.
+struct Stop {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    canceled: Pin<Box<dyn Future<Output = ()> + Send>>,
+    limits: SqlLimits,
+}
+
+impl Stop {
+    fn new(limits: SqlLimits, cancel: Option<tokio::sync::watch::Receiver<u64>>) -> Stop {
+        let canceled = async move {
+            let canceled = match cancel {
+                Some(mut rx) => rx.changed().await.is_ok(),
+                None => false,
+            };
+            // A closed signal (the connection is going) is no cancel.
+            if !canceled {
+                std::future::pending::<()>().await;
+            }
+        };
+        Stop {
+            sleep: Box::pin(tokio::time::sleep(limits.timeout)),
+            canceled: Box::pin(canceled),
+            limits,
+        }
+    }
+
+    /// The error that stops the statement, once one of them happened.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Option<PgWireError> {
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return Some(timed_out(self.limits));
+        }
+        if self.canceled.as_mut().poll(cx).is_ready() {
+            return Some(error("57014", "canceling statement due to user request"));
+        }
+        None
+    }
+}
+
+/// A row stream that ends with a 57014 error at its deadline or on cancel (dropping the query
+/// under it).
 struct Deadline<S> {
     inner: S,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    limits: SqlLimits,
+    stop: Stop,
     done: bool,
 }
 
@@ -585,9 +702,9 @@ impl<S: Stream<Item = PgWireResult<DataRow>> + Unpin> Stream for Deadline<S> {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if let Some(e) = self.stop.poll(cx) {
             self.done = true;
-            return Poll::Ready(Some(Err(timed_out(self.limits))));
+            return Poll::Ready(Some(Err(e)));
         }
         self.inner.poll_next_unpin(cx)
     }
@@ -1051,8 +1168,9 @@ impl QueryHook for CopyOut {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        let cancel = cancel_receiver(&*client);
         let Statement::Copy {
             source: CopySource::Query(query),
             to: true,
@@ -1096,8 +1214,7 @@ impl QueryHook for CopyOut {
                 let data = futures::stream::iter(header).chain(lines);
                 let data = CopyDeadline {
                     inner: Box::pin(data),
-                    sleep: Box::pin(tokio::time::sleep(limits.timeout)),
-                    limits,
+                    stop: Stop::new(limits, cancel),
                     done: false,
                 };
                 Ok(Response::CopyOut(CopyResponse::new(0, columns, data)))
@@ -1127,11 +1244,10 @@ impl QueryHook for CopyOut {
     }
 }
 
-/// COPY data that ends with a 57014 error at the statement's deadline.
+/// COPY data that ends with a 57014 error at the statement's deadline or on cancel.
 struct CopyDeadline {
     inner: Pin<Box<dyn Stream<Item = PgWireResult<CopyData>> + Send>>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    limits: SqlLimits,
+    stop: Stop,
     done: bool,
 }
 
@@ -1142,9 +1258,9 @@ impl Stream for CopyDeadline {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if let Some(e) = self.stop.poll(cx) {
             self.done = true;
-            return Poll::Ready(Some(Err(timed_out(self.limits))));
+            return Poll::Ready(Some(Err(e)));
         }
         self.inner.as_mut().poll_next(cx)
     }

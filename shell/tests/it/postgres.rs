@@ -342,6 +342,9 @@ fn psycopg_sqlalchemy_and_pandas_read_the_store() {
         serde_json::json!(rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>())
     );
     assert_eq!(got["write"], "25006");
+    // Canceled with query_canceled while its rows were being computed; the connection lives.
+    assert_eq!(got["cancel"], "57014", "{got}");
+    assert_eq!(got["after_cancel"], 1);
 }
 
 #[test]

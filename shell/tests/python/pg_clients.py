@@ -6,6 +6,8 @@ Run by shell/tests/it/postgres.rs with RUNQL_PG_PORT and RUNQL_PG_PASSWORD set t
 
 import json
 import os
+import threading
+import time
 
 import pandas as pd
 import psycopg
@@ -44,6 +46,26 @@ with psycopg.connect(
     except psycopg.Error as e:
         out["write"] = e.sqlstate
     conn.rollback()
+
+# A cancel request (what psql's Ctrl-C sends) stops a statement while its rows are computed.
+with psycopg.connect(
+    host="127.0.0.1", port=port, user="reader", password=password, dbname="runql", connect_timeout=10
+) as conn:
+    timer = threading.Timer(1.0, conn.cancel)
+    timer.start()
+    started = time.monotonic()
+    try:
+        conn.execute(
+            "SELECT sum(a.value * b.value) FROM generate_series(1, 100000) a "
+            "CROSS JOIN generate_series(1, 100000) b",
+            prepare=False,
+        )
+        out["cancel"] = "answered"
+    except psycopg.Error as e:
+        out["cancel"] = e.sqlstate
+    out["cancel_seconds"] = time.monotonic() - started
+    conn.rollback()
+    out["after_cancel"] = conn.execute("SELECT 1").fetchone()[0]
 
 engine = sqlalchemy.create_engine(f"postgresql+psycopg://reader:{password}@127.0.0.1:{port}/runql")
 inspector = sqlalchemy.inspect(engine)
