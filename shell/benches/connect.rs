@@ -33,8 +33,8 @@ fn main() {
         .and_then(|p| p.parse().ok())
         .unwrap_or(10_000_000);
     let runs: i64 = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let store = runql_core::Store::open(&dir.path().to_string_lossy()).unwrap();
+    let dir = tempfile::tempdir().expect("a temporary store");
+    let store = runql_core::Store::open(&dir.path().to_string_lossy()).expect("the store opens");
     let t = Instant::now();
     let project = store.project("bench");
     for r in 0..runs {
@@ -43,19 +43,20 @@ fn main() {
             .name(format!("run-{r}"))
             .capture(runql_core::Capture::none())
             .start()
-            .unwrap();
+            .expect("a run starts");
         let series: Vec<(i64, f64)> = (0..points / runs)
             .map(|s| (s, 1.0 / (1.0 + s as f64 * 1e-4) + r as f64 * 1e-3))
             .collect();
-        run.log_series("loss", &series).unwrap();
-        run.finish().unwrap();
+        run.log_series("loss", &series)
+            .expect("the points are logged");
+        run.finish().expect("the run finishes");
     }
     drop(store);
     let exe = env!("CARGO_BIN_EXE_runql");
     let compact = Command::new(exe)
         .args(["--store", &dir.path().to_string_lossy(), "compact"])
         .status()
-        .unwrap();
+        .expect("runql compact runs");
     assert!(compact.success());
     eprintln!(
         "store of {points} points written and compacted in {:.1?}",
@@ -81,13 +82,20 @@ fn main() {
         .args(["--sql-memory-mb", "8192", "--sql-timeout", "3600"])
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+        .expect("runql serve starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("its stderr")).lines();
     let (mut http, mut pg, mut flight) = (None, None, None);
     while http.is_none() || pg.is_none() || flight.is_none() {
-        let line = lines.next().expect("runql serve stopped").unwrap();
+        let line = lines
+            .next()
+            .expect("runql serve stopped")
+            .expect("a line of stderr");
         if let Some(rest) = line.split(" on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_string();
             if line.starts_with("runql serving Postgres") {
                 pg = addr.rsplit(':').next().map(str::to_string);
             } else if line.starts_with("runql serving Flight SQL") {
@@ -100,11 +108,11 @@ fn main() {
     std::thread::spawn(move || for _ in lines {});
     let out = Command::new(&python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/connect.py"))
-        .env("RUNQL_HTTP", http.unwrap())
-        .env("RUNQL_FLIGHT", flight.unwrap())
-        .env("RUNQL_PG_PORT", pg.unwrap())
+        .env("RUNQL_HTTP", http.expect("the HTTP address"))
+        .env("RUNQL_FLIGHT", flight.expect("the Flight SQL address"))
+        .env("RUNQL_PG_PORT", pg.expect("the Postgres port"))
         .output()
-        .unwrap();
+        .expect("the bench script runs");
     let _ = server.kill();
     let _ = server.wait();
     if !out.status.success() {
@@ -114,10 +122,10 @@ fn main() {
         out.stdout
             .split(|b| *b == b'\n')
             .find(|l| l.starts_with(b"{"))
-            .unwrap(),
+            .expect("a JSON line"),
     )
-    .unwrap();
-    let rate = |k: &str| figures[k]["rows_per_s"].as_f64().unwrap();
+    .expect("the figures are JSON");
+    let rate = |k: &str| figures[k]["rows_per_s"].as_f64().expect("a rate");
     println!("| path | rows | seconds | rows/s | vs Flight SQL |");
     println!("|---|---|---|---|---|");
     for k in [
@@ -129,13 +137,15 @@ fn main() {
         println!(
             "| {k} | {} | {:.2} | {:.0} | {:.1}× slower |",
             figures[k]["rows"],
-            figures[k]["seconds"].as_f64().unwrap(),
+            figures[k]["seconds"].as_f64().expect("seconds"),
             rate(k),
             rate("flight_sql") / rate(k)
         );
     }
     println!(
         "| psql connect + first query (median of 20) | | {:.1} ms | | |",
-        figures["psql_connect_first_query_ms"].as_f64().unwrap()
+        figures["psql_connect_first_query_ms"]
+            .as_f64()
+            .expect("a time")
     );
 }
