@@ -1,7 +1,8 @@
 """One bench run of the analysis endpoints of `runql serve` (driven by benches/connect.rs).
 
 Reads every point of the store's `bench` project into a pandas frame through Flight SQL
-(ADBC), through `POST /api/sql` (JSON), through the Postgres wire (psycopg), and through the
+(ADBC), through `POST /api/sql` (JSON), through the Postgres wire (psycopg's rows, text and
+binary formats, and a pandas frame of them), and through the
 `mlflow` client's `get_metric_history` loop; then times psql's connect + first query.
 Prints one JSON object of figures.
 """
@@ -47,15 +48,36 @@ def via_json():
         return pd.DataFrame(json.loads(r.read()))
 
 
-def via_pg():
+def pg_rows(binary):
     with psycopg.connect(host="127.0.0.1", port=pg_port, user="bench", dbname="runql") as conn:
-        cur = conn.execute(SQL)
-        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+        cur = conn.cursor().execute(SQL, binary=binary)
+        return cur.fetchall(), [d.name for d in cur.description]
 
 
-for name, f in [("flight_sql", via_flight), ("http_json", via_json), ("postgres", via_pg)]:
+def via_pg():
+    return pg_rows(False)[0]
+
+
+def via_pg_binary():
+    return pg_rows(True)[0]
+
+
+def via_pg_pandas():
+    rows, columns = pg_rows(False)
+    return pd.DataFrame(rows, columns=columns)
+
+
+# Postgres wire: into psycopg (fetchall, text and binary formats), and on into pandas.
+for name, f in [
+    ("flight_sql", via_flight),
+    ("http_json", via_json),
+    ("postgres", via_pg),
+    ("postgres_binary", via_pg_binary),
+    ("postgres_pandas", via_pg_pandas),
+]:
     frame, s = timed(f)
     out[name] = {"rows": len(frame), "seconds": s, "rows_per_s": len(frame) / s}
+    del frame
 
 # The mlflow client's loop over the same runs' histories, within a time budget: its rate is
 # what is compared (the whole set would take this long: rows / rate).

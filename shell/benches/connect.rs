@@ -132,6 +132,8 @@ fn main() {
         "flight_sql",
         "http_json",
         "postgres",
+        "postgres_binary",
+        "postgres_pandas",
         "mlflow_get_metric_history",
     ] {
         println!(
