@@ -70,27 +70,27 @@ async fn points_or_none(s: &Mlflow, run_id: &str, key: &str) -> Result<Vec<Point
     }
 }
 
-/// The latest sample of each system metric of a run, as MLflow's `Metric`s (the step is the
-/// sample's number, as `get-history` numbers them).
-pub(crate) async fn latest_system(
-    s: &Mlflow,
-    project: &str,
-    run_id: &str,
-) -> Result<Vec<Value>, ApiError> {
-    let scan = Scan::project(project).runs([run_id]);
-    let mut latest: std::collections::BTreeMap<String, (i64, i64, f64)> = Default::default();
-    for b in s.store().scan(Table::SystemMetrics, &scan).await? {
-        let (k, ts, v) = (
-            string_column(&b, "key")?,
-            timestamp_column(&b, "ts")?,
-            f64_column(&b, "value")?,
+/// The latest sample of each system metric (`system/…`) of each run in these
+/// `system_metrics` batches, as MLflow's `Metric`s by run id (the step is the sample's
+/// number, as `get-history` numbers them): MLflow lists them among a run's latest metrics.
+pub(crate) fn latest_system(
+    batches: &[arrow::array::RecordBatch],
+) -> Result<std::collections::HashMap<String, Vec<Value>>, ApiError> {
+    let mut latest: std::collections::BTreeMap<(&str, &str), (i64, i64, f64)> =
+        Default::default();
+    for b in batches {
+        let (id, k, ts, v) = (
+            string_column(b, "run_id")?,
+            string_column(b, "key")?,
+            timestamp_column(b, "ts")?,
+            f64_column(b, "value")?,
         );
         for i in 0..b.num_rows() {
             if !super::logging::is_system(k.value(i)) {
                 continue;
             }
             let e = latest
-                .entry(k.value(i).to_string())
+                .entry((id.value(i), k.value(i)))
                 .or_insert((-1, i64::MIN, 0.0));
             e.0 += 1;
             if ts.value(i) >= e.1 {
@@ -98,10 +98,13 @@ pub(crate) async fn latest_system(
             }
         }
     }
-    Ok(latest
-        .into_iter()
-        .map(|(key, (n, ts, v))| metric_json(&key, (n, ts, v), None))
-        .collect())
+    let mut out: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for ((id, key), point) in latest {
+        out.entry(id.to_string())
+            .or_default()
+            .push(metric_json(key, point, None));
+    }
+    Ok(out)
 }
 
 /// MLflow's `Metric` (with its run id when `run_id` is given).

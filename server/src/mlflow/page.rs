@@ -63,27 +63,35 @@ pub(crate) async fn page_json(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // The five tables read out of each snapshot at once: a page is one round of requests.
-    let (mut runs, mut params, mut tags, mut summaries, mut inputs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The six tables read out of each snapshot at once: a page is one round of requests.
+    let (mut runs, mut params, mut tags, mut summaries, mut inputs, mut system) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for snap in snaps {
         let scan = Scan::project(&snap.project).runs(ids.iter().map(String::as_str));
         let read = |table: Table| {
             let scan = &scan;
             async move { resolve(table, store.read_snapshot(snap, table, scan).await?) }
         };
-        let (r, p, t, m, i) = tokio::try_join!(
+        let (r, p, t, m, i, sm) = tokio::try_join!(
             read(Table::Runs),
             read(Table::Params),
             read(Table::Tags),
             read(Table::MetricSummary),
             read(Table::Inputs),
+            read(Table::SystemMetrics),
         )?;
         runs.extend(r);
         params.extend(p);
         tags.extend(t);
         summaries.extend(m);
         inputs.extend(i);
+        system.extend(sm);
     }
     let mut by_id: HashMap<String, Parts> = HashMap::new();
     for b in &runs {
@@ -116,6 +124,12 @@ pub(crate) async fn page_json(
             if let Some(e) = by_id.get_mut(id.value(i)) {
                 e.3.push(json!({"key": k.value(i), "value": double(v.value(i)), "step": step.value(i), "timestamp": ts.value(i) / 1000}));
             }
+        }
+    }
+    // MLflow lists the latest sample of each system metric (`system/…`) among a run's metrics.
+    for (id, metrics) in super::history::latest_system(&system)? {
+        if let Some(e) = by_id.get_mut(&id) {
+            e.3.extend(metrics);
         }
     }
     let descriptions = dataset_descriptions(store, &inputs).await?;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use runql_core::model::RunStatus;
 use runql_core::{Capture, RunId};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::held::{self, flush_all, flush_if_open, project_of_run, read_record};
 use super::page::{page_json, run_info, runs_json};
@@ -237,12 +237,6 @@ pub(crate) async fn get_run(
     .await?
     .pop()
     .ok_or_else(|| ApiError::not_found(format!("Run with id={run_id} not found")))?;
-    let mut run = run;
-    // MLflow lists the system metrics (`system/…`) among the run's latest metrics too.
-    let system = super::history::latest_system(&s, &project, &run_id).await?;
-    if let Some(Value::Array(metrics)) = run.pointer_mut("/data/metrics") {
-        metrics.extend(system);
-    }
     Ok(axum::Json(json!({ "run": run })).into_response())
 }
 

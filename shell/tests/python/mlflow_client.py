@@ -325,6 +325,10 @@ assert "system/cpu_utilization_percentage" in client.get_run(sys_run.info.run_id
 # And search filters see it.
 hot = client.search_runs([parity], "metrics.`system/cpu_utilization_percentage` >= 0")
 assert sys_run.info.run_id in [r.info.run_id for r in hot], hot
+# A search's pages list it among each run's metrics too, as MLflow's do.
+page = {r.info.run_id: r for r in client.search_runs([parity])}
+assert "system/cpu_utilization_percentage" in page[sys_run.info.run_id].data.metrics, page
+assert "loss" in page[sys_run.info.run_id].data.metrics
 if RUNQL:
     # In runql they are samples of the machine: the `system_metrics` table (the System tab).
     body = json.dumps(
