@@ -1,5 +1,5 @@
-//! The `public` schema of an engine: the store's core tables, the wide pivot tables computed
-//! when a query names them, and any tables the embedding program registers beside them.
+//! The `public` schema of an engine: the store's core tables, the wide pivot tables and the
+//! `projects` table computed when a query names them, and any tables the embedding program registers beside them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -41,7 +41,12 @@ impl RunqlSchema {
     }
 
     fn is_ours(name: &str) -> bool {
-        Table::from_name(name).is_some() || WIDE_TABLES.iter().any(|(n, _)| *n == name)
+        Table::from_name(name).is_some() || Self::is_computed(name)
+    }
+
+    /// A table computed when a query names it: the pivot tables and `projects`.
+    fn is_computed(name: &str) -> bool {
+        name == crate::projects::NAME || WIDE_TABLES.iter().any(|(n, _)| *n == name)
     }
 }
 
@@ -49,6 +54,7 @@ impl RunqlSchema {
 impl SchemaProvider for RunqlSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.core.keys().map(|s| s.to_string()).collect();
+        names.push(crate::projects::NAME.to_string());
         names.extend(WIDE_TABLES.iter().map(|(n, _)| n.to_string()));
         if let Ok(user) = self.user.read() {
             names.extend(user.keys().cloned());
@@ -59,6 +65,9 @@ impl SchemaProvider for RunqlSchema {
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         if let Some(t) = self.core.get(name) {
             return Ok(Some(t.clone()));
+        }
+        if name == crate::projects::NAME {
+            return crate::projects::projects_table(&self.store).await.map(Some);
         }
         if WIDE_TABLES.iter().any(|(n, _)| *n == name) {
             return wide_table(&self.store, name).await.map(Some);
@@ -71,7 +80,7 @@ impl SchemaProvider for RunqlSchema {
         if self.core.contains_key(name) {
             return Ok(Some(TableType::Base));
         }
-        if WIDE_TABLES.iter().any(|(n, _)| *n == name) {
+        if Self::is_computed(name) {
             return Ok(Some(TableType::View));
         }
         Ok(self

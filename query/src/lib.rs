@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod functions;
 mod live;
+mod projects;
 mod pushdown;
 pub mod reference;
 mod sparkline;

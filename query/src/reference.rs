@@ -1,5 +1,5 @@
 //! The SQL reference of every table, pivot table and function, generated from the definitions
-//! (core's schema list, [`crate::wide`], [`crate::functions`]) so that docs/sql.md, the shell's
+//! (core's schema list, `projects`, [`crate::wide`], [`crate::functions`]) so that docs/sql.md, the shell's
 //! `\d` and the code cannot disagree. A test keeps docs/sql.md equal to [`markdown`].
 
 use std::fmt::Write;
@@ -39,6 +39,22 @@ pub fn markdown() -> String {
         }
         out.push('\n');
     }
+    let _ = writeln!(
+        out,
+        "### `{}`\n\n{}\n",
+        crate::projects::NAME,
+        crate::projects::DOC
+    );
+    let _ = writeln!(out, "| column | type | null | meaning |\n|---|---|---|---|");
+    for (name, kind, nullable, doc) in crate::projects::COLUMNS {
+        let _ = writeln!(
+            out,
+            "| `{name}` | {} | {} | {doc} |",
+            sql_type(*kind),
+            if *nullable { "yes" } else { "no" },
+        );
+    }
+    out.push('\n');
     let _ = writeln!(out, "## Pivot tables\n");
     for (name, doc) in WIDE_TABLES {
         let _ = writeln!(

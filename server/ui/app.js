@@ -48,8 +48,10 @@ async function route() {
     segs = alias;
     history.replaceState(null, "", href(segs, params));
   }
-  const main = document.getElementById("main");
-  main.replaceChildren();
+  // Each view draws into a container of its own: one left while it still loads (a fast
+  // click) draws on into a detached one, not over the next view.
+  const main = h("div", { class: "view" });
+  document.getElementById("main").replaceChildren(main);
   document.title = "runql";
   const { route: r, args } = matchRoute(ROUTES, segs);
   try {

@@ -103,7 +103,7 @@ pub fn help() -> String {
         let left = format!("{} {args}", names[0]);
         out.push_str(&format!("  {left:<18} {help}\n"));
     }
-    out.push_str("\nTables: runs, params, tags, metrics, system_metrics, artifacts, logs, inputs,\nmetric_summary, params_wide, metrics_wide; curves(points). docs/sql.md has examples.\n");
+    out.push_str("\nTables: runs, params, tags, metrics, system_metrics, artifacts, logs, inputs,\nmetric_summary, projects, params_wide, metrics_wide; curves(points). docs/sql.md has examples.\n");
     out
 }
 

@@ -5,5 +5,6 @@ mod deleted;
 mod docs;
 mod errors;
 mod fixture;
+mod projects;
 mod pruning;
 mod slt;

@@ -76,8 +76,7 @@ async fn points_or_none(s: &Mlflow, run_id: &str, key: &str) -> Result<Vec<Point
 pub(crate) fn latest_system(
     batches: &[arrow::array::RecordBatch],
 ) -> Result<std::collections::HashMap<String, Vec<Value>>, ApiError> {
-    let mut latest: std::collections::BTreeMap<(&str, &str), (i64, i64, f64)> =
-        Default::default();
+    let mut latest: std::collections::BTreeMap<(&str, &str), (i64, i64, f64)> = Default::default();
     for b in batches {
         let (id, k, ts, v) = (
             string_column(b, "run_id")?,

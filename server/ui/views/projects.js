@@ -1,7 +1,7 @@
 // The projects page (#/): one card per project, redrawn when a run starts, ends or crashes.
 
 import { h, crumbs, debounce } from "../lib/dom.js";
-import { sqlObjects, mlflowApi } from "../lib/sql.js";
+import { sqlObjects } from "../lib/sql.js";
 import { fmtTime, badge } from "../lib/format.js";
 import { parseHash, href } from "../lib/route.js";
 import { subscribe } from "../lib/events.js";
@@ -20,14 +20,8 @@ export async function projectsView({ main, onCleanup, reload }) {
     return;
   }
   // An experiment renamed through MLflow keeps its project (its id): shown by its new name.
-  const names = new Map();
-  try {
-    const found = await mlflowApi("experiments/search", { max_results: 50000, view_type: "ALL" });
-    for (const e of (found && found.experiments) || []) {
-      const id = e.experiment_id === "0" ? "Default" : e.experiment_id;
-      if (e.name !== id) names.set(id, e.name);
-    }
-  } catch { /* a server without the MLflow API: project names only */ }
+  const names = new Map((await sqlObjects("SELECT project, name FROM projects WHERE name <> project"))
+    .map((p) => [p.project, p.name]));
   const cards = h("div", { class: "cards" });
   for (const r of rows) {
     const name = names.get(r.project);

@@ -108,6 +108,14 @@ async function pluginsOf(project) {
 export async function runsView({ main, project, params, onCleanup }) {
   crumbs(["projects", "#/"], [project, null]);
   document.title = `${project} · runql`;
+  // A renamed experiment (MLflow's experiments/update) is shown by its name; its id stays.
+  let left = false;
+  onCleanup(() => { left = true; });
+  sqlObjects(`SELECT name FROM projects WHERE project = ${lit(project)}`).then(([named]) => {
+    if (left || !named || named.name === project) return;
+    crumbs(["projects", "#/"], [named.name, null]);
+    document.title = `${named.name} · runql`;
+  }).catch(() => { /* the id stays shown */ });
   const keys = await projectKeys(project);
   const state = {
     filter: params.filter || "",

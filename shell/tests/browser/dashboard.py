@@ -310,6 +310,10 @@ def run_checks(browser):
     post("/api/2.0/mlflow/experiments/update", {"experiment_id": nexp, "new_name": "sweep-2026"})
     page.goto(URL + "/#/")
     expect(page.locator(".card[data-project='nested'] h3")).to_contain_text("sweep-2026 (project nested)")
+    # …and so do its runs page's crumbs and title (the `projects` table's name).
+    page.click(".card[data-project='nested']")
+    expect(page.locator("#crumbs")).to_contain_text("sweep-2026")
+    expect(page).to_have_title("sweep-2026 · runql")
 
     # The SQL page: a table and a chart of a numeric column.
     page.goto(URL + "/#/sql")
