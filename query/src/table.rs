@@ -136,11 +136,9 @@ impl TableProvider for ExtensionTable {
         let mut files = Vec::new();
         for project in projects {
             let manifest = self.store.read_manifest(&project).await.map_err(external)?;
-            for entry in &manifest.entries {
-                for file in entry.files.iter().filter(|f| f.table == qualified) {
-                    let path = self.store.layout().absolute(&file.path);
-                    files.push(PartitionedFile::new(path.to_string(), file.bytes));
-                }
+            for file in manifest.extension_files(&qualified) {
+                let path = self.store.layout().absolute(&file.path);
+                files.push(PartitionedFile::new(path.to_string(), file.bytes));
             }
         }
         if files.is_empty() {

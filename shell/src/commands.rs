@@ -455,9 +455,10 @@ fn gc(rt: &Runtime, url: &str, project: Option<String>, grace_minutes: u64) -> R
         drop(spinner);
         writeln!(
             std::io::stdout(),
-            "{p}: removed {} consumed live objects, {} unreferenced files, {} temporary files ({} bytes)",
+            "{p}: removed {} consumed live objects, {} unreferenced files, {} replaced table files, {} temporary files ({} bytes)",
             r.live_objects,
             r.unreferenced_files,
+            r.replaced_files,
             r.temp_files,
             r.bytes
         )?;
@@ -536,6 +537,15 @@ fn compact(rt: &Runtime, url: &str, project: Option<String>) -> Result<()> {
             report.bytes,
             t.elapsed()
         )?;
+        for t in &report.tables {
+            writeln!(
+                std::io::stdout(),
+                "{p}: {}: {} files ({} rows) merged into one",
+                t.table,
+                t.files,
+                t.rows
+            )?;
+        }
     }
     Ok(())
 }

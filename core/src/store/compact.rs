@@ -24,7 +24,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::manifest::{DataFile, MANIFEST_VERSION, Manifest, ManifestEntry, RunClaim};
+use super::manifest::{DataFile, Manifest, ManifestEntry, PLAIN_VERSION, RunClaim};
 use super::rows::{records_to_batch, resolve_keeping, string_column};
 use super::snapshot::LiveRun;
 use super::summary::{Acc, summarize, summary_batch};
@@ -58,6 +58,10 @@ pub struct CompactReport {
     pub bytes: u64,
     /// Live objects removed (consumed segments and superseded snapshots).
     pub removed: usize,
+    /// Extension tables whose small files were merged.
+    pub tables: Vec<super::tables::TableCompaction>,
+    /// Extension-table files deleted, replaced by merged ones more than ten minutes ago.
+    pub replaced_removed: usize,
 }
 
 impl Store {
@@ -101,6 +105,21 @@ impl Store {
         }
         report.removed += garbage.len();
         self.delete_all(garbage).await?;
+        // Extension tables: one file per append (a trace, a plugin's rows) merged once there
+        // are enough; what earlier merges replaced goes once no query can still be reading it.
+        let manifest = self.read_manifest(project).await?;
+        report.tables = self
+            .compact_tables(project, &manifest, super::tables::MERGE_AT_FILES)
+            .await?;
+        let manifest = if report.tables.is_empty() {
+            manifest
+        } else {
+            self.read_manifest(project).await?
+        };
+        report.replaced_removed = self
+            .remove_replaced(project, &manifest, super::tables::REPLACED_GRACE)
+            .await?
+            .0;
         Ok(report)
     }
 
@@ -229,11 +248,12 @@ impl Store {
         }
 
         let entry = ManifestEntry {
-            version: MANIFEST_VERSION,
+            version: PLAIN_VERSION,
             id: entry_id.clone(),
             created: now_us(),
             runs: claims,
             files,
+            replaces: Vec::new(),
         };
         let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(

@@ -21,6 +21,8 @@ pub struct GcReport {
     pub live_objects: usize,
     /// Parquet files no manifest entry references.
     pub unreferenced_files: usize,
+    /// Extension-table files replaced by merged ones (see `compact`) longer ago than the grace.
+    pub replaced_files: usize,
     /// Temporary files of interrupted local writes.
     pub temp_files: usize,
     /// Bytes freed.
@@ -61,6 +63,9 @@ impl Store {
             }
         }
         self.delete_all(doomed).await?;
+        let (replaced, bytes) = self.remove_replaced(project, &snap.manifest, grace).await?;
+        report.replaced_files = replaced;
+        report.bytes += bytes;
 
         // Temporary files (`name#digits`) are invisible to object-store listings: walk the
         // folder of a local store.

@@ -6,6 +6,11 @@
 //! segments it consumed (per writer, a range of sequence numbers), so that segments a run writes
 //! after being compacted (an MLflow run resumed later) are still read from the live area.
 //!
+//! Extension tables (rows appended by plugins and the MLflow trace endpoints) get one entry per
+//! append; their compaction writes an entry whose files *replace* earlier files of the same
+//! table (`replaces`). Of two such entries replacing a file in common, the earlier one (by id)
+//! wins and the later one is void: its files are never read, so no row is read twice either.
+//!
 //! Two compactions racing for one run would both claim it. Of overlapping claims on a run the
 //! one that consumed more segments wins (the earlier entry on a tie) and the loser's rows for
 //! that run are ignored, so readers never see a row twice.
@@ -21,8 +26,15 @@ use super::Store;
 use crate::error::{Error, Result};
 use crate::schema::Table;
 
-/// Version of the manifest entry format.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest entry format this build reads. An entry is written with the lowest
+/// version that has what it holds: 1, or 2 for an entry that replaces files (a reader of
+/// version 1 would read the replaced files and their replacement both, so it must refuse).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The version of every other entry.
+pub(crate) const PLAIN_VERSION: u32 = 1;
+/// The version of an entry that replaces files.
+pub(crate) const REPLACING_VERSION: u32 = 2;
 
 /// One manifest entry, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +46,10 @@ pub struct ManifestEntry {
     pub created: i64,
     pub runs: Vec<RunClaim>,
     pub files: Vec<DataFile>,
+    /// Files of extension tables (root-relative paths) that this entry's files replace: their
+    /// rows, merged by a compaction. Readers skip them; `gc` deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 /// A run compacted by an entry, and the live objects that compaction consumed.
@@ -83,6 +99,11 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
     /// Per entry id, runs whose rows in that entry's files must be ignored (lost races).
     pub excluded: HashMap<String, HashSet<String>>,
+    /// Files replaced by a later entry's files (root-relative path → the replacing entry's
+    /// index into `entries`).
+    pub replaced: HashMap<String, usize>,
+    /// Entries (indexes) whose replacement lost a race: none of their files is read.
+    pub void: HashSet<usize>,
     /// Per compacted run, the claims that count, as (entry, claim) indexes into `entries`.
     /// Indexes rather than copies: a project of 10,000 runs folds in about a millisecond.
     claims: HashMap<String, Vec<(u32, u32)>, foldhash::fast::RandomState>,
@@ -138,11 +159,58 @@ impl Manifest {
             .into_iter()
             .map(|(run, list)| (run.to_string(), list))
             .collect();
+        // Replacements, in id order: one that would replace a file already replaced lost a
+        // race with an earlier compaction of the same files.
+        let mut replaced: HashMap<String, usize> = HashMap::new();
+        let mut void = HashSet::new();
+        for (ei, entry) in entries.iter().enumerate() {
+            if entry.replaces.is_empty() {
+                continue;
+            }
+            if entry.replaces.iter().any(|p| replaced.contains_key(p)) {
+                void.insert(ei);
+                continue;
+            }
+            for p in &entry.replaces {
+                replaced.insert(p.clone(), ei);
+            }
+        }
         Manifest {
             entries,
             excluded,
+            replaced,
+            void,
             claims,
         }
+    }
+
+    /// The files of an extension table (`namespace.name`) that hold its rows now: those of
+    /// entries that are not void, less those a later entry replaced; in entry order.
+    pub fn extension_files(&self, qualified: &str) -> Vec<&DataFile> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.void.contains(i))
+            .flat_map(|(_, e)| e.files.iter())
+            .filter(|f| f.table == qualified && !self.replaced.contains_key(&f.path))
+            .collect()
+    }
+
+    /// Whether an entry holds nothing a reader reads: it claims no run and every file of it is
+    /// replaced, or it is void. With the time it became so (µs: the replacing entry's
+    /// creation, or its own for a void one).
+    pub(crate) fn dead_since(&self, index: usize) -> Option<i64> {
+        let e = &self.entries[index];
+        if self.void.contains(&index) {
+            return Some(e.created);
+        }
+        if !e.runs.is_empty() || e.files.is_empty() {
+            return None;
+        }
+        e.files
+            .iter()
+            .map(|f| self.replaced.get(&f.path).map(|&r| self.entries[r].created))
+            .try_fold(i64::MIN, |latest, t| t.map(|t| latest.max(t)))
     }
 
     /// The claims that count for a run (none when it was never compacted).
@@ -279,6 +347,7 @@ mod tests {
             created: 0,
             runs: claims,
             files: vec![],
+            replaces: vec![],
         }
     }
 
@@ -293,6 +362,56 @@ mod tests {
         assert!(!m.excluded.contains_key("b"));
         assert!(m.consumed_segment("r", "w", 7));
         assert!(!m.consumed_segment("r", "w", 8));
+    }
+
+    fn file(path: &str) -> DataFile {
+        DataFile {
+            table: "ns.t".into(),
+            path: path.into(),
+            rows: 1,
+            bytes: 1,
+        }
+    }
+
+    fn appended(id: &str, created: i64, path: &str) -> ManifestEntry {
+        ManifestEntry {
+            created,
+            files: vec![file(path)],
+            ..entry(id, vec![])
+        }
+    }
+
+    fn merged(id: &str, created: i64, path: &str, replaces: &[&str]) -> ManifestEntry {
+        ManifestEntry {
+            replaces: replaces.iter().map(|p| p.to_string()).collect(),
+            ..appended(id, created, path)
+        }
+    }
+
+    #[test]
+    fn of_two_merges_of_the_same_files_the_earlier_wins() {
+        let m = Manifest::fold(vec![
+            merged("d", 40, "m2", &["f2", "f3"]),
+            appended("a", 10, "f1"),
+            appended("b", 20, "f2"),
+            merged("c", 30, "m1", &["f1", "f2"]),
+            appended("e", 50, "f4"),
+        ]);
+        let paths: Vec<&str> = m
+            .extension_files("ns.t")
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        // f3 was never listed; f2 is in m1, so m2 (the later merge) is void and f3's rows,
+        // had it existed, would come from f3 itself.
+        assert_eq!(paths, ["m1", "f4"]);
+        assert!(m.void.contains(&3));
+        // a and b are dead since c was made; d since it was; c and e hold rows.
+        assert_eq!(m.dead_since(0), Some(30));
+        assert_eq!(m.dead_since(1), Some(30));
+        assert_eq!(m.dead_since(2), None);
+        assert_eq!(m.dead_since(3), Some(40));
+        assert_eq!(m.dead_since(4), None);
     }
 
     #[test]

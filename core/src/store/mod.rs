@@ -58,7 +58,7 @@ pub use rows::{
 };
 pub use snapshot::{LiveRun, ProjectSnapshot};
 pub use summary::summarize_metrics;
-pub use tables::TableDef;
+pub use tables::{TableCompaction, TableDef};
 pub use traces::{TRACE_FILES, is_trace_id};
 
 pub(crate) use local::do_local_io_inline;

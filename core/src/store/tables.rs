@@ -19,7 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::Store;
-use super::manifest::{DataFile, MANIFEST_VERSION, ManifestEntry};
+use super::manifest::{DataFile, Manifest, ManifestEntry, PLAIN_VERSION, REPLACING_VERSION};
 use crate::error::{Error, Result};
 use crate::model::now_us;
 
@@ -236,19 +236,11 @@ impl Store {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let qualified = def.qualified();
         let path = self.layout().extension_file(project, &qualified, &id);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .build();
-        let mut buf = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut buf, def.schema.clone(), Some(props))
-            .map_err(|e| Error::parquet(&path, e))?;
-        w.write(&all).map_err(|e| Error::parquet(&path, e))?;
-        w.close().map_err(|e| Error::parquet(&path, e))?;
-        let size = buf.len() as u64;
-        self.put(&path, Bytes::from(buf)).await?;
+        let (body, _) = encode_parquet(&def, std::slice::from_ref(&all), &path)?;
+        let size = body.len() as u64;
+        self.put(&path, body).await?;
         let entry = ManifestEntry {
-            version: MANIFEST_VERSION,
+            version: PLAIN_VERSION,
             id: id.clone(),
             created: now_us(),
             runs: Vec::new(),
@@ -258,6 +250,7 @@ impl Store {
                 rows: all.num_rows() as u64,
                 bytes: size,
             }],
+            replaces: Vec::new(),
         };
         let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(
@@ -267,4 +260,197 @@ impl Store {
         .await?;
         Ok(all.num_rows() as u64)
     }
+}
+
+/// Files of an extension table smaller than this are merged by a compaction…
+const SMALL_FILE_BYTES: u64 = 8 << 20;
+/// …once a project has this many of them for one table (one per append: a trace, a plugin
+/// run's rows).
+pub(crate) const MERGE_AT_FILES: usize = 16;
+/// Parquet bytes merged into one file at most.
+const MAX_MERGE_BYTES: u64 = 256 << 20;
+/// How long replaced files (and the entries that held them) stay after their replacement,
+/// for queries that listed them before it; `runql gc` takes its own grace period.
+pub(crate) const REPLACED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What the compaction of one extension table of a project did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCompaction {
+    /// `namespace.name`.
+    pub table: String,
+    /// Files merged…
+    pub files: usize,
+    /// …holding this many rows, now in one file.
+    pub rows: u64,
+}
+
+impl Store {
+    /// Merges the small files of each extension table of `project` (when it has at least
+    /// `min_files` of them) into one file per table, in the order they were appended. The
+    /// merged file replaces them through one manifest entry (all or nothing); the replaced
+    /// files are deleted later ([`Store::remove_replaced`]).
+    pub(crate) async fn compact_tables(
+        &self,
+        project: &str,
+        manifest: &Manifest,
+        min_files: usize,
+    ) -> Result<Vec<TableCompaction>> {
+        let mut by_table: std::collections::BTreeMap<&str, Vec<&DataFile>> = Default::default();
+        for (i, e) in manifest.entries.iter().enumerate() {
+            if manifest.void.contains(&i) {
+                continue;
+            }
+            for f in &e.files {
+                if f.table.contains('.')
+                    && f.bytes < SMALL_FILE_BYTES
+                    && !manifest.replaced.contains_key(&f.path)
+                {
+                    by_table.entry(f.table.as_str()).or_default().push(f);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (qualified, files) in by_table {
+            if files.len() < min_files.max(2) {
+                continue;
+            }
+            let Some((namespace, name)) = qualified.split_once('.') else {
+                continue;
+            };
+            let def = match self.read_table_def(namespace, name).await {
+                Ok(def) => def,
+                Err(e) => {
+                    tracing::warn!(table = qualified, error = %e, "not compacting an undeclared table");
+                    continue;
+                }
+            };
+            let mut taken = Vec::new();
+            let mut bytes = 0u64;
+            for f in files {
+                if !taken.is_empty() && bytes + f.bytes > MAX_MERGE_BYTES {
+                    break;
+                }
+                bytes += f.bytes;
+                taken.push(f);
+            }
+            if taken.len() < 2 {
+                continue;
+            }
+            match self.merge_files(project, &def, &taken).await {
+                Ok(rows) => out.push(TableCompaction {
+                    table: qualified.to_string(),
+                    files: taken.len(),
+                    rows,
+                }),
+                // Left as they are: the table stays readable, file by file.
+                Err(e) => {
+                    tracing::warn!(table = qualified, error = %e, "could not compact the table")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the rows of `files` as one file and the entry that makes it replace them.
+    async fn merge_files(&self, project: &str, def: &TableDef, files: &[&DataFile]) -> Result<u64> {
+        let mut batches = Vec::new();
+        for f in files {
+            let path = self.layout().absolute(&f.path);
+            let bytes = self.get_opt(&path).await?.ok_or_else(|| Error::Corrupt {
+                path: path.to_string(),
+                reason: "a file the manifest lists is missing".into(),
+            })?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.build())
+                    .map_err(|e| Error::parquet(&path, e))?;
+            for b in reader {
+                let b = b?;
+                if b.schema().fields() != def.schema.fields() {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!(
+                            "its columns are not those {} is declared with",
+                            def.qualified()
+                        ),
+                    ));
+                }
+                batches.push(b);
+            }
+        }
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let qualified = def.qualified();
+        let path = self.layout().extension_file(project, &qualified, &id);
+        let (body, rows) = encode_parquet(def, &batches, &path)?;
+        let size = body.len() as u64;
+        self.put(&path, body).await?;
+        let entry = ManifestEntry {
+            version: REPLACING_VERSION,
+            id: id.clone(),
+            created: now_us(),
+            runs: Vec::new(),
+            files: vec![DataFile {
+                table: qualified,
+                path: self.layout().relative(&path),
+                rows,
+                bytes: size,
+            }],
+            replaces: files.iter().map(|f| f.path.clone()).collect(),
+        };
+        let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
+        self.put(
+            &self.layout().manifest_entry(project, &id),
+            Bytes::from(body),
+        )
+        .await?;
+        Ok(rows)
+    }
+
+    /// Deletes the files that a replacement made unread and the manifest entries left holding
+    /// nothing, once they have been so for `grace`. Returns (files, bytes) deleted.
+    pub(crate) async fn remove_replaced(
+        &self,
+        project: &str,
+        manifest: &Manifest,
+        grace: std::time::Duration,
+    ) -> Result<(usize, u64)> {
+        let cutoff = now_us().saturating_sub(i64::try_from(grace.as_micros()).unwrap_or(i64::MAX));
+        let (mut files, mut entries, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+        for (i, e) in manifest.entries.iter().enumerate() {
+            if manifest.dead_since(i).is_some_and(|t| t < cutoff) {
+                for f in &e.files {
+                    bytes += f.bytes;
+                    files.push(self.layout().absolute(&f.path));
+                }
+                entries.push(self.layout().manifest_entry(project, &e.id));
+            }
+        }
+        let n = files.len();
+        // Files first: an entry left by a crash in between is still dead, and goes next time.
+        self.delete_all(files).await?;
+        self.delete_all(entries).await?;
+        Ok((n, bytes))
+    }
+}
+
+/// Rows as one Parquet file of an extension table: (bytes, rows).
+fn encode_parquet(
+    def: &TableDef,
+    batches: &[RecordBatch],
+    path: &object_store::path::Path,
+) -> Result<(Bytes, u64)> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, def.schema.clone(), Some(props))
+        .map_err(|e| Error::parquet(path, e))?;
+    let mut rows = 0u64;
+    for b in batches {
+        w.write(b).map_err(|e| Error::parquet(path, e))?;
+        rows += b.num_rows() as u64;
+    }
+    w.close().map_err(|e| Error::parquet(path, e))?;
+    Ok((Bytes::from(buf), rows))
 }

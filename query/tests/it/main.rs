@@ -4,6 +4,7 @@
 mod deleted;
 mod docs;
 mod errors;
+mod extension_compaction;
 mod fixture;
 mod projects;
 mod pruning;

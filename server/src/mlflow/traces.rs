@@ -172,6 +172,8 @@ async fn append(
     store
         .append_rows(project, NAMESPACE, table, &[batch])
         .await?;
+    // One file per trace: a compaction a little later merges them (once there are enough).
+    s.compactor.schedule(project);
     Ok(())
 }
 
