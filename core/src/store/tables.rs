@@ -351,8 +351,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the rows of `files` as one file and the entry that makes it replace them.
-    async fn merge_files(&self, project: &str, def: &TableDef, files: &[&DataFile]) -> Result<u64> {
+    /// Every row of the extension table `namespace.name` of `project`, in the order it was
+    /// appended (merged files included, replaced ones not); none when the table is not
+    /// declared or has no rows there.
+    pub async fn table_rows(
+        &self,
+        project: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<RecordBatch>> {
+        let def = match self.read_table_def(namespace, name).await {
+            Ok(def) => def,
+            Err(Error::InvalidValue { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let manifest = self.read_manifest(project).await?;
+        let files = manifest.extension_files(&def.qualified());
+        self.read_table_files(&def, &files).await
+    }
+
+    /// The rows of some files of an extension table, in order.
+    async fn read_table_files(
+        &self,
+        def: &TableDef,
+        files: &[&DataFile],
+    ) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
         for f in files {
             let path = self.layout().absolute(&f.path);
@@ -378,6 +401,12 @@ impl Store {
                 batches.push(b);
             }
         }
+        Ok(batches)
+    }
+
+    /// Writes the rows of `files` as one file and the entry that makes it replace them.
+    async fn merge_files(&self, project: &str, def: &TableDef, files: &[&DataFile]) -> Result<u64> {
+        let batches = self.read_table_files(def, files).await?;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let qualified = def.qualified();
         let path = self.layout().extension_file(project, &qualified, &id);

@@ -20,6 +20,7 @@
 //! experiments.rs  experiments
 //! models.rs       MLflow 3 logged models
 //! traces.rs       MLflow 3 traces: their info and span data, rows of mlflow.traces / spans
+//! trace_edits.rs  a trace's tags, assessments and deletes after it was logged
 //! otlp.rs         OTLP/HTTP span export (`/v1/traces`, protobuf or JSON) into the same tables
 //! search.rs       filter strings and order_by
 //! batch_json.rs   the one-pass parser of log-batch bodies
@@ -38,6 +39,7 @@ mod page;
 mod runs;
 mod search;
 pub(crate) mod state;
+mod trace_edits;
 mod traces;
 pub(crate) mod wire;
 
@@ -157,6 +159,21 @@ where
         .at(Method::POST, "/runs/log-parameter", logging::log_param)
         .at(Method::POST, "/runs/set-tag", logging::set_tag)
         .at(Method::POST, "/runs/delete-tag", logging::delete_tag)
+        .at(
+            Method::PATCH,
+            "/traces/{trace_id}/tags",
+            trace_edits::set_tag,
+        )
+        .at(
+            Method::DELETE,
+            "/traces/{trace_id}/tags",
+            trace_edits::delete_tag,
+        )
+        .at(
+            Method::POST,
+            "/traces/delete-traces",
+            trace_edits::delete_traces,
+        )
         .at(Method::POST, "/runs/log-inputs", logging::log_inputs)
         .at(Method::POST, "/runs/outputs", models::log_outputs)
         .at(Method::POST, "/runs/log-model", models::log_model)
@@ -235,6 +252,31 @@ where
         .at(Method::POST, "/traces", traces::start_trace)
         .at(Method::POST, "/traces/search", traces::search_traces)
         .at(Method::GET, "/traces/{trace_id}", traces::get_trace_info)
+        .at(
+            Method::POST,
+            "/traces/delete-traces",
+            trace_edits::delete_traces,
+        )
+        .at(
+            Method::POST,
+            "/traces/{trace_id}/assessments",
+            trace_edits::create,
+        )
+        .at(
+            Method::GET,
+            "/traces/{trace_id}/assessments/{assessment_id}",
+            trace_edits::get,
+        )
+        .at(
+            Method::PATCH,
+            "/traces/{trace_id}/assessments/{assessment_id}",
+            trace_edits::update,
+        )
+        .at(
+            Method::DELETE,
+            "/traces/{trace_id}/assessments/{assessment_id}",
+            trace_edits::delete,
+        )
 }
 
 /// The endpoints MLflow serves at the root of the server.

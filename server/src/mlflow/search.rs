@@ -31,6 +31,11 @@ enum Entity {
     Dataset,
     /// A trace's request metadata (`metadata.<key>`: trace filters only).
     Metadata,
+    /// Some span of a trace (`span.name`, `span.attributes.<key>`: trace filters only).
+    Span,
+    /// A trace's feedback or expectation of a name (trace filters only).
+    Feedback,
+    Expectation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +141,9 @@ impl Condition {
             Entity::Attribute => "attributes",
             Entity::Dataset => "datasets",
             Entity::Metadata => "metadata",
+            Entity::Span => "span",
+            Entity::Feedback => "feedback",
+            Entity::Expectation => "expectation",
         }
     }
 
@@ -235,6 +243,10 @@ fn parse(filter: &str, metadata: bool) -> Result<Vec<Condition>, ApiError> {
             "attributes" | "attribute" | "attr" | "run" => Entity::Attribute,
             "datasets" | "dataset" => Entity::Dataset,
             "metadata" | "request_metadata" if metadata => Entity::Metadata,
+            "trace" if metadata => Entity::Attribute,
+            "span" | "spans" if metadata => Entity::Span,
+            "feedback" if metadata => Entity::Feedback,
+            "expectation" if metadata => Entity::Expectation,
             other => {
                 return Err(ApiError::invalid(format!(
                     "Invalid entity type '{other}'. Valid values are ['metric', 'parameter', \
@@ -295,7 +307,14 @@ fn parse(filter: &str, metadata: bool) -> Result<Vec<Condition>, ApiError> {
                     return Err(bad("expected IS NULL or IS NOT NULL"));
                 }
                 i += 1;
-                if !matches!(entity, Entity::Param | Entity::Tag) {
+                if !matches!(
+                    entity,
+                    Entity::Param
+                        | Entity::Tag
+                        | Entity::Metadata
+                        | Entity::Feedback
+                        | Entity::Expectation
+                ) {
                     let kind = match entity {
                         Entity::Metric => "metric",
                         Entity::Dataset => "dataset",
@@ -585,7 +604,12 @@ pub(crate) async fn run_ids(
         Entity::Metric => Some(0),
         Entity::Param => Some(1),
         Entity::Tag => Some(2),
-        Entity::Attribute | Entity::Dataset | Entity::Metadata => None,
+        Entity::Attribute
+        | Entity::Dataset
+        | Entity::Metadata
+        | Entity::Span
+        | Entity::Feedback
+        | Entity::Expectation => None,
     };
     for (entity, key) in conditions
         .iter()
@@ -596,7 +620,7 @@ pub(crate) async fn run_ids(
             Some(i) => {
                 keys[i].insert(key.clone());
             }
-            None if matches!(entity, Entity::Dataset | Entity::Metadata) => {}
+            None if !matches!(entity, Entity::Attribute) => {}
             None => check_attribute(key)?,
         }
     }
@@ -710,7 +734,7 @@ pub(crate) async fn run_ids(
             Entity::Tag => c.matches(lookup(&values.tags, &r, &c.key)),
             Entity::Attribute => c.matches_attribute(&r),
             // Not parsed for runs.
-            Entity::Metadata => false,
+            Entity::Metadata | Entity::Span | Entity::Feedback | Entity::Expectation => false,
             // Some dataset input of the run satisfies it (each condition on its own, as in
             // MLflow).
             Entity::Dataset => {
@@ -737,7 +761,11 @@ pub(crate) async fn run_ids(
                 Entity::Tag => {
                     lookup(&values.tags, &r, &o.key).map(|v| SortValue::Text(v.to_string()))
                 }
-                Entity::Dataset | Entity::Metadata => None,
+                Entity::Dataset
+                | Entity::Metadata
+                | Entity::Span
+                | Entity::Feedback
+                | Entity::Expectation => None,
                 Entity::Attribute => attribute(&r, &o.key).map(|a| match a {
                     Attr::Text(t) => SortValue::Text(t),
                     Attr::Millis(ms) => SortValue::Number(ms as f64),

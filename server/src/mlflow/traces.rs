@@ -9,6 +9,7 @@
 //! `mlflow.traces` (one per trace) and `mlflow.spans` (one per span), which SQL joins to
 //! `runs` by `run_id` and to `llm.calls` by `otel_trace_id` and `span_id`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -28,10 +29,10 @@ use crate::error::ApiError;
 use crate::request::{MlflowJson, Read, Write};
 
 /// The SQL schema the trace tables are in.
-const NAMESPACE: &str = "mlflow";
+pub(crate) const NAMESPACE: &str = "mlflow";
 /// The span data file of a trace, as MLflow names it.
 pub(crate) const TRACE_DATA: &str = "traces.json";
-const TRACE_INFO: &str = "info.json";
+pub(crate) const TRACE_INFO: &str = "info.json";
 
 fn utc() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -160,7 +161,7 @@ pub(crate) async fn start_trace(
     Ok(axum::Json(json!({"trace": {"trace_info": body}})).into_response())
 }
 
-async fn append(
+pub(crate) async fn append(
     s: &Mlflow,
     project: &str,
     table: &str,
@@ -329,8 +330,18 @@ pub(crate) async fn get_trace_info(
         .trace_file(&project, &trace_id, TRACE_INFO)
         .await?
         .ok_or_else(|| no_trace(&trace_id))?;
-    let info: Value = serde_json::from_slice(&info)
+    let mut info: Value = serde_json::from_slice(&info)
         .map_err(|e| ApiError::internal(format!("the info of trace {trace_id}: {e}")))?;
+    // Tags, assessments and deletes made since it was logged.
+    if let Some(e) = super::trace_edits::edits(&s, &project)
+        .await?
+        .remove(&trace_id)
+    {
+        if e.deleted {
+            return Err(no_trace(&trace_id));
+        }
+        e.apply(&mut info);
+    }
     Ok(axum::Json(json!({"trace": {"trace_info": info}})).into_response())
 }
 
@@ -343,17 +354,24 @@ pub(crate) struct SearchTraces {
     experiment_ids: Vec<String>,
     filter: Option<String>,
     max_results: Option<Int>,
+    #[serde(default)]
+    order_by: Vec<String>,
     page_token: Option<String>,
 }
 
 /// The traces of some experiments that pass the filter (MLflow's trace filter strings:
 /// `attributes.run_id`, `status`, `timestamp_ms`, `execution_time_ms`, `name`, `trace_id`,
-/// `tags.<key>`, `metadata.<key>`, joined by AND), newest first, paged.
+/// `tags.<key>`, `metadata.<key>`, `span.name|type|status|attributes.<key>` (some span of
+/// the trace), `feedback.<name>` and `expectation.<name>`, joined by AND), in `order_by`'s
+/// order (newest first by default), paged. Deleted traces are left out; tags and
+/// assessments are as they stand now.
 pub(crate) async fn search_traces(
     Read(s): Read<State>,
     MlflowJson(req): MlflowJson<SearchTraces>,
 ) -> Result<Response, ApiError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
     let conditions = super::search::parse_trace_filter(req.filter.as_deref().unwrap_or(""))?;
+    let order = trace_order(&req.order_by)?;
     let mut experiments: Vec<String> = req
         .locations
         .iter()
@@ -369,48 +387,214 @@ pub(crate) async fn search_traces(
         return Err(ApiError::missing("locations"));
     }
     let store = s.store();
-    let mut infos: Vec<(String, Value)> = Vec::new();
+    let with_spans = conditions.iter().any(|c| c.entity_name() == "span");
+    let mut infos: Vec<Value> = Vec::new();
     for exp in &experiments {
         let project = project_of(exp);
-        for trace_id in store.list_traces(project).await? {
-            if let Some(b) = store.trace_file(project, &trace_id, TRACE_INFO).await?
-                && let Ok(v) = serde_json::from_slice::<Value>(&b)
-            {
-                if !passes(&conditions, &v)? {
-                    continue;
-                }
-                let at = v
-                    .get("request_time")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                infos.push((at, v));
+        let mut edits = super::trace_edits::edits(&s, project).await?;
+        let spans = if with_spans {
+            span_values(store, project).await?
+        } else {
+            HashMap::new()
+        };
+        let ids: Vec<String> = store
+            .list_traces(project)
+            .await?
+            .into_iter()
+            .filter(|id| !edits.get(id).is_some_and(|e| e.deleted))
+            .collect();
+        // The infos, several read at once (one object each).
+        let read: Vec<(String, Option<Bytes>)> = stream::iter(ids)
+            .map(|id| async move {
+                let b = store.trace_file(project, &id, TRACE_INFO).await?;
+                Ok::<_, runql_core::Error>((id, b))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (id, bytes) in read {
+            let Some(mut v) = bytes.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+                continue;
+            };
+            let e = edits.remove(&id).unwrap_or_default();
+            e.apply(&mut v);
+            let no_spans = Vec::new();
+            let trace_spans = spans.get(&id).unwrap_or(&no_spans);
+            if !passes(&conditions, &v, &e, trace_spans)? {
+                continue;
             }
+            infos.push(v);
         }
     }
-    // Newest first (RFC 3339 times in UTC sort as text), then by id.
     infos.sort_by(|a, b| {
-        b.0.cmp(&a.0).then_with(|| {
-            let id = |v: &Value| {
-                v.get("trace_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            id(&a.1).cmp(&id(&b.1))
-        })
+        for (key, desc) in &order {
+            let ord = order_value(a, key).cmp(&order_value(b, key));
+            let ord = if *desc { ord.reverse() } else { ord };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        order_value(a, "trace_id").cmp(&order_value(b, "trace_id"))
     });
     let max = req.max_results.map_or(100, |m| m.0).clamp(1, 50_000) as usize;
     let offset = wire::page_offset(req.page_token.as_deref())?;
-    let page: Vec<Value> = infos
-        .into_iter()
-        .skip(offset)
-        .take(max + 1)
-        .map(|(_, v)| v)
-        .collect();
+    let page: Vec<Value> = infos.into_iter().skip(offset).take(max + 1).collect();
     let more = page.len() > max;
     let page = page.into_iter().take(max).collect();
     Ok(wire::page("traces", page, more.then_some(offset + max)))
+}
+
+/// A sort key of a trace info: numbers sort as numbers, text as text, absent first.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum OrderValue {
+    Absent,
+    Number(i64),
+    Text(String),
+}
+
+fn order_value(info: &Value, key: &str) -> OrderValue {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+    let value = match key {
+        "timestamp_ms" | "timestamp" => {
+            return info
+                .get("request_time")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_us)
+                .map_or(OrderValue::Absent, OrderValue::Number);
+        }
+        "execution_time_ms" | "execution_time" => {
+            return info
+                .get("execution_duration")
+                .and_then(Value::as_str)
+                .and_then(parse_duration_ms)
+                .map_or(OrderValue::Absent, OrderValue::Number);
+        }
+        "end_time_ms" | "end_time" => {
+            let start = info
+                .get("request_time")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339_us);
+            let took = info
+                .get("execution_duration")
+                .and_then(Value::as_str)
+                .and_then(parse_duration_ms);
+            return match (start, took) {
+                (Some(s), Some(t)) => OrderValue::Number(s + t * 1000),
+                _ => OrderValue::Absent,
+            };
+        }
+        "status" | "state" => text(info.get("state")),
+        "name" => text(info.get("tags").and_then(|t| t.get("mlflow.traceName"))),
+        "run_id" => text(
+            info.get("trace_metadata")
+                .and_then(|t| t.get("mlflow.sourceRun")),
+        ),
+        "experiment_id" => text(
+            info.get("trace_location")
+                .and_then(|l| l.get("mlflow_experiment"))
+                .and_then(|m| m.get("experiment_id")),
+        ),
+        _ => text(info.get("trace_id")),
+    };
+    value.map_or(OrderValue::Absent, OrderValue::Text)
+}
+
+/// `order_by` clauses of a trace search (`timestamp_ms DESC`, `attributes.name ASC`): keys
+/// and whether descending; none: newest first.
+fn trace_order(order_by: &[String]) -> Result<Vec<(String, bool)>, ApiError> {
+    const KEYS: [&str; 14] = [
+        "experiment_id",
+        "timestamp",
+        "timestamp_ms",
+        "execution_time",
+        "execution_time_ms",
+        "end_time",
+        "end_time_ms",
+        "status",
+        "state",
+        "request_id",
+        "trace_id",
+        "name",
+        "run_id",
+        "request_time",
+    ];
+    if order_by.is_empty() {
+        return Ok(vec![("timestamp_ms".into(), true)]);
+    }
+    order_by
+        .iter()
+        .map(|clause| {
+            let mut words = clause.split_whitespace();
+            let key = words.next().unwrap_or("");
+            let key = key
+                .strip_prefix("attributes.")
+                .or_else(|| key.strip_prefix("attribute."))
+                .or_else(|| key.strip_prefix("trace."))
+                .unwrap_or(key);
+            let desc = match words.next().map(str::to_uppercase).as_deref() {
+                None | Some("ASC") => false,
+                Some("DESC") => true,
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid order_by clause '{clause}': {other} is not ASC or DESC"
+                    )));
+                }
+            };
+            if !KEYS.contains(&key) || words.next().is_some() {
+                return Err(ApiError::invalid(format!(
+                    "Invalid order_by clause '{clause}': traces are ordered by {}",
+                    KEYS.join(", ")
+                )));
+            }
+            let key = match key {
+                "request_time" => "timestamp_ms",
+                "request_id" => "trace_id",
+                k => k,
+            };
+            Ok((key.to_string(), desc))
+        })
+        .collect()
+}
+
+/// A span's values that trace filters compare: name, type, status, attributes.
+#[derive(Debug, Default)]
+struct SpanValues {
+    name: Option<String>,
+    span_type: Option<String>,
+    status: Option<String>,
+    attributes: Option<Map<String, Value>>,
+}
+
+/// The spans of each trace of a project, from `mlflow.spans`.
+async fn span_values(
+    store: &runql_core::Store,
+    project: &str,
+) -> Result<HashMap<String, Vec<SpanValues>>, ApiError> {
+    let mut out: HashMap<String, Vec<SpanValues>> = HashMap::new();
+    for b in store.table_rows(project, NAMESPACE, "spans").await? {
+        let col = |n: &str| runql_core::store::string_column(&b, n).cloned();
+        let (id, name, ty, status, attrs) = (
+            col("trace_id")?,
+            col("name")?,
+            col("span_type")?,
+            col("status")?,
+            col("attributes")?,
+        );
+        let opt = |a: &StringArray, i: usize| {
+            arrow::array::Array::is_valid(a, i).then(|| a.value(i).to_string())
+        };
+        for i in 0..b.num_rows() {
+            out.entry(id.value(i).to_string())
+                .or_default()
+                .push(SpanValues {
+                    name: opt(&name, i),
+                    span_type: opt(&ty, i),
+                    status: opt(&status, i),
+                    attributes: opt(&attrs, i).and_then(|a| serde_json::from_str(&a).ok()),
+                });
+        }
+    }
+    Ok(out)
 }
 
 /// A span, from MLflow's span data or from an OTLP export: OpenTelemetry ids in hex, times in
@@ -575,14 +759,21 @@ pub(crate) async fn append_trace_of_root(
     append(s, project, "traces", traces_schema(), batch).await
 }
 
-/// Whether a trace info satisfies every condition of a trace filter.
-fn passes(conditions: &[super::search::Condition], info: &Value) -> Result<bool, ApiError> {
+/// Whether a trace satisfies every condition of a trace filter: its info (tags and
+/// assessments as they stand), and its spans for `span.…` conditions.
+fn passes(
+    conditions: &[super::search::Condition],
+    info: &Value,
+    edits: &super::trace_edits::Edits,
+    spans: &[SpanValues],
+) -> Result<bool, ApiError> {
     let map_get = |field: &str, key: &str| -> Option<String> { text(info.get(field)?.get(key)) };
     for c in conditions {
         let actual = match (c.entity_name(), c.key()) {
             ("attributes", "run_id") => map_get("trace_metadata", "mlflow.sourceRun"),
             ("attributes", "status" | "state") => text(info.get("state")),
             ("attributes", "trace_id" | "request_id") => text(info.get("trace_id")),
+            ("attributes", "client_request_id") => text(info.get("client_request_id")),
             ("attributes", "name") => map_get("tags", "mlflow.traceName"),
             ("attributes", "timestamp_ms" | "timestamp") => info
                 .get("request_time")
@@ -596,12 +787,51 @@ fn passes(conditions: &[super::search::Condition], info: &Value) -> Result<bool,
                 .map(|ms| ms.to_string()),
             ("tags", key) => map_get("tags", key),
             ("metadata", key) => map_get("trace_metadata", key),
+            ("feedback", name) => edits.assessment_value("feedback", name),
+            ("expectation", name) => edits.assessment_value("expectation", name),
+            ("span", key) => {
+                // Some span of the trace satisfies it.
+                let attribute = key
+                    .strip_prefix("attributes.")
+                    .or_else(|| key.strip_prefix("attribute."));
+                if attribute.is_none() && !matches!(key, "name" | "type" | "status") {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid span filter key 'span.{key}': spans are filtered on \
+                         span.name, span.type, span.status and span.attributes.<key>"
+                    )));
+                }
+                let any = spans.iter().any(|sp| {
+                    let v = match (key, attribute) {
+                        ("name", _) => sp.name.clone(),
+                        ("type", _) => sp.span_type.clone(),
+                        ("status", _) => sp.status.clone(),
+                        (_, Some(a)) => sp.attributes.as_ref().and_then(|m| {
+                            // MLflow's attribute values are JSON text: `"LLM"` compares as LLM.
+                            m.get(a).map(|v| match v {
+                                Value::String(s) => serde_json::from_str::<Value>(s)
+                                    .ok()
+                                    .and_then(|d| d.as_str().map(String::from))
+                                    .unwrap_or_else(|| s.clone()),
+                                other => other.to_string(),
+                            })
+                        }),
+                        _ => None,
+                    };
+                    c.matches(v.as_deref())
+                });
+                if !any {
+                    return Ok(false);
+                }
+                continue;
+            }
             (entity, key) => {
                 return Err(ApiError::invalid(format!(
                     "Invalid trace filter on {entity}.{key}: traces are filtered on \
                      attributes (run_id, status, timestamp_ms, execution_time_ms, name, \
-                     trace_id), tags.<key> and metadata.<key>; SQL has the rest \
-                     (SELECT … FROM mlflow.traces / mlflow.spans)"
+                     trace_id, client_request_id), tags.<key>, metadata.<key>, \
+                     span.<name|type|status|attributes.key>, feedback.<name> and \
+                     expectation.<name>; SQL has the rest (SELECT … FROM mlflow.traces / \
+                     mlflow.spans / mlflow.assessments)"
                 )));
             }
         };
@@ -730,7 +960,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Microseconds since the epoch of an RFC 3339 time in UTC (`2025-01-02T03:04:05.678Z`, as
 /// protobuf's JSON writes a Timestamp).
-fn parse_rfc3339_us(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339_us(s: &str) -> Option<i64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-');
     let (y, m, day): (i64, i64, i64) = (
@@ -758,6 +988,30 @@ fn parse_rfc3339_us(s: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + min) * 60_000_000 + whole * 1_000_000 + micros)
 }
 
+/// µs since the Unix epoch as protobuf JSON writes a Timestamp in UTC, to the millisecond
+/// (`2026-12-04T21:12:31.519Z`).
+pub(crate) fn format_rfc3339_ms(us: i64) -> String {
+    let (days, rem) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let ms = rem / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 /// Milliseconds of a protobuf JSON Duration (`"1.5s"`).
 fn parse_duration_ms(s: &str) -> Option<i64> {
     let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
@@ -776,6 +1030,18 @@ mod tests {
             Some(1_700_000_000_500_000)
         );
         assert_eq!(parse_rfc3339_us("2023-11-14 22:13:20"), None);
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_700_000_000_500_000),
+            "2023-11-14T22:13:20.500Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        for us in [0, 1_700_000_000_512_000, 4_102_444_799_999_000] {
+            assert_eq!(parse_rfc3339_us(&format_rfc3339_ms(us)), Some(us));
+        }
         assert_eq!(parse_duration_ms("1.2345s"), Some(1235));
         // 8 bytes 0x0102030405060708 in base64.
         assert_eq!(otel_id("AQIDBAUGBwg="), "0102030405060708");

@@ -466,6 +466,68 @@ if RUNQL:
         f"answer,LLM,{traced.info.run_id},OK",
     ], rows
 
+# After the fact: trace tags, assessments (feedback, expectations, updates, overrides,
+# deletes), filters on spans and assessments, order_by, deletes. Same answers from both.
+from mlflow.entities import AssessmentSource, Feedback
+
+edited = []
+for q in ["a", "b", "c"]:
+    pipeline(q)
+    edited.append(mlflow.get_last_active_trace_id())
+mlflow.flush_trace_async_logging()
+first = edited[0]
+client.set_trace_tag(first, "color", "red")
+assert mlflow.get_trace(first).info.tags.get("color") == "red"
+tagged = mlflow.search_traces(locations=[parity], filter_string="tags.color = 'red'", return_type="list")
+assert [t.info.trace_id for t in tagged] == [first], tagged
+client.delete_trace_tag(first, "color")
+assert "color" not in mlflow.get_trace(first).info.tags
+expect_error("RESOURCE_DOES_NOT_EXIST", client.delete_trace_tag, first, "color")
+fb = mlflow.log_feedback(trace_id=first, name="quality", value=0.8, rationale="fine",
+                         source=AssessmentSource(source_type="HUMAN", source_id="me"))
+ex = mlflow.log_expectation(trace_id=first, name="expected", value="A")
+assert [(a.name, a.value) for a in mlflow.get_trace(first).info.assessments] == [("quality", 0.8), ("expected", "A")]
+assert mlflow.get_assessment(first, fb.assessment_id).rationale == "fine"
+updated = mlflow.update_assessment(trace_id=first, assessment_id=fb.assessment_id,
+                                   assessment=Feedback(name="quality", value=0.9))
+assert updated.value == 0.9 and updated.rationale == "fine", updated
+good = mlflow.search_traces(locations=[parity], filter_string="feedback.quality = '0.9'", return_type="list")
+assert [t.info.trace_id for t in good] == [first], good
+mlflow.delete_assessment(trace_id=first, assessment_id=ex.assessment_id)
+assert [(a.name, a.value) for a in mlflow.get_trace(first).info.assessments] == [("quality", 0.9)]
+over = mlflow.override_feedback(trace_id=first, assessment_id=fb.assessment_id, value=0.1, rationale="no")
+listed = {a.assessment_id: a for a in mlflow.get_trace(first).info.assessments}
+assert listed[fb.assessment_id].valid is False and listed[over.assessment_id].value == 0.1, listed
+mlflow.delete_assessment(trace_id=first, assessment_id=over.assessment_id)
+assert mlflow.get_assessment(first, fb.assessment_id).valid is True
+llm = mlflow.search_traces(locations=[parity], filter_string="span.type = 'LLM' AND span.name = 'answer'", return_type="list")
+assert set(edited) <= {t.info.trace_id for t in llm}, llm
+assert not mlflow.search_traces(locations=[parity], filter_string="span.name = 'nothing'", return_type="list")
+oldest_first = [t.info.request_time for t in mlflow.search_traces(locations=[parity], order_by=["timestamp_ms ASC"], return_type="list")]
+assert len(oldest_first) > 3 and oldest_first == sorted(oldest_first), oldest_first
+newest_first = [t.info.request_time for t in mlflow.search_traces(locations=[parity], return_type="list")]
+assert newest_first == sorted(newest_first, reverse=True), newest_first
+assert client.delete_traces(experiment_id=parity, trace_ids=[edited[1]]) == 1
+left = {t.info.trace_id for t in mlflow.search_traces(locations=[parity], return_type="list")}
+assert edited[1] not in left and first in left, left
+assert mlflow.get_trace(edited[1]) is None
+if RUNQL:
+    body = json.dumps(
+        {"sql": "SELECT name, kind, value_num, valid, deleted FROM mlflow.assessments "
+                f"WHERE trace_id = '{first}' AND assessment_id = '{fb.assessment_id}' ORDER BY at"}
+    ).encode()
+    req = urllib.request.Request(
+        base + "/api/sql", data=body, headers={"Content-Type": "application/json", "Accept": "text/csv"}
+    )
+    rows = urllib.request.urlopen(req, timeout=30).read().decode().strip().splitlines()
+    # Created, updated, overridden (invalid), valid again once its override was deleted.
+    assert rows[1:] == [
+        "quality,feedback,0.8,true,false",
+        "quality,feedback,0.9,true,false",
+        "quality,feedback,0.9,false,false",
+        "quality,feedback,0.9,true,false",
+    ], rows
+
 # A dataset's source type, schema and profile are kept and returned as logged.
 import pandas as pd
 
