@@ -77,6 +77,9 @@ fn dispatch(rt: &tokio::runtime::Runtime, cli: Cli) -> Result<()> {
             show(rt, &engine, &run)
         }
         Some(Command::Compact { project }) => compact(rt, &url, project),
+        Some(Command::Import {
+            source: crate::ImportSource::Mlflow { path },
+        }) => crate::import::mlflow(rt, &url, &path),
         Some(Command::Plugin { action }) => crate::plugin::plugin(rt, &url, action),
         Some(Command::Ingest {
             files,

@@ -7,6 +7,7 @@
 mod commands;
 mod demo;
 mod format;
+mod import;
 mod meta;
 mod plot;
 mod plugin;
@@ -204,6 +205,11 @@ pub enum Command {
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Import another tracker's history: `runql import mlflow mlruns/`
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Compact finished runs into Parquet (every project, or one)
     Compact {
         /// Only this project
@@ -234,6 +240,18 @@ pub enum Command {
     Plugin {
         #[command(subcommand)]
         action: plugin::PluginAction,
+    },
+}
+
+/// What `runql import` reads.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImportSource {
+    /// An MLflow file store (the `mlruns` folder): experiments, runs, params, metric
+    /// histories, tags, artifacts; original ids kept as tags; a second import skips what is
+    /// there
+    Mlflow {
+        /// The `mlruns` folder
+        path: PathBuf,
     },
 }
 

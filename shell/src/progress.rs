@@ -36,6 +36,11 @@ impl Spinner {
         });
         Spinner { bar, done }
     }
+
+    /// Says what is being done now.
+    pub fn set_message(&self, message: impl Into<String>) {
+        self.bar.set_message(message.into());
+    }
 }
 
 impl Drop for Spinner {

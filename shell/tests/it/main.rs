@@ -8,6 +8,7 @@ mod dashboard;
 mod durability;
 mod flight;
 mod hostile;
+mod import;
 mod mlflow;
 mod postgres;
 mod shell;
