@@ -363,7 +363,7 @@ pub(crate) async fn tracking_list(
     let record = read_record(&s, &run_id).await?;
     let entries = entries_below(of_run(&s, &run_id).await?, &dir);
     let files = listing_json(entries, &dir);
-    let mut out = json!({"root_uri": run_root(wire::experiment_id_of(&record.project), &run_id)});
+    let mut out = json!({"root_uri": run_root(&wire::experiment_id_of(&record.project), &run_id)});
     if !files.is_empty() {
         out["files"] = Value::Array(files);
     }

@@ -209,7 +209,7 @@ pub(crate) async fn get_experiment(
     Read(s): Read<State>,
     MlflowQuery(q): MlflowQuery<ById>,
 ) -> Result<Response, ApiError> {
-    let e = existing(s.store(), project_of(&q.experiment_id)).await?;
+    let e = existing(s.store(), &project_of(&q.experiment_id)).await?;
     Ok(axum::Json(json!({"experiment": e.to_json()})).into_response())
 }
 
@@ -309,7 +309,7 @@ pub(crate) async fn set_experiment_tag(
     Write(s): Write<State>,
     MlflowJson(req): MlflowJson<ExperimentTag>,
 ) -> Result<Response, ApiError> {
-    let project = project_of(&req.experiment_id);
+    let project = &*project_of(&req.experiment_id);
     let store = s.store();
     existing(store, project).await?;
     let value = req.value.unwrap_or_default();
@@ -321,7 +321,7 @@ pub(crate) async fn delete_experiment_tag(
     Write(s): Write<State>,
     MlflowJson(req): MlflowJson<ExperimentTag>,
 ) -> Result<Response, ApiError> {
-    let project = project_of(&req.experiment_id);
+    let project = &*project_of(&req.experiment_id);
     let store = s.store();
     let e = existing(store, project).await?;
     let key = req.key.as_str();
@@ -530,7 +530,7 @@ pub(crate) async fn search_datasets(
         if !seen_experiments.insert(id.as_str()) {
             continue;
         }
-        let project = project_of(id);
+        let project = &*project_of(id);
         let batches = match s
             .store()
             .scan(

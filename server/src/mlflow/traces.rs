@@ -137,7 +137,7 @@ pub(crate) async fn start_trace(
     if let Value::Object(tags) = tags {
         tags.insert(
             "mlflow.artifactLocation".into(),
-            json!(location_of(experiment_id_of(&project), &trace_id)),
+            json!(location_of(&experiment_id_of(&project), &trace_id)),
         );
     }
     let body = Value::Object(info.clone());
@@ -390,7 +390,7 @@ pub(crate) async fn search_traces(
     let with_spans = conditions.iter().any(|c| c.entity_name() == "span");
     let mut infos: Vec<Value> = Vec::new();
     for exp in &experiments {
-        let project = project_of(exp);
+        let project = &*project_of(exp);
         let mut edits = super::trace_edits::edits(&s, project).await?;
         let spans = if with_spans {
             span_values(store, project).await?

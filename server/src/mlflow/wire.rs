@@ -20,22 +20,50 @@ pub(crate) const DEFAULT_PROJECT: &str = "Default";
 /// The role of a run's `inputs` row that records a model it produced (`runs/outputs`).
 pub(crate) const OUTPUT_ROLE: &str = "output";
 
-/// The project of an experiment id (`"0"` is `Default`; other ids are project names).
-pub(crate) fn project_of(experiment_id: &str) -> &str {
+/// The project of an experiment id (`"0"` is `Default`, `~<hex>` an encoded name, see
+/// [`experiment_id_of`]; other ids are project names).
+pub(crate) fn project_of(experiment_id: &str) -> Cow<'_, str> {
     if experiment_id == DEFAULT_ID {
-        DEFAULT_PROJECT
-    } else {
-        experiment_id
+        return Cow::Borrowed(DEFAULT_PROJECT);
     }
+    if let Some(hex) = experiment_id.strip_prefix(ENCODED)
+        && let Some(name) = decode_hex(hex)
+    {
+        return Cow::Owned(name);
+    }
+    Cow::Borrowed(experiment_id)
 }
 
-/// The experiment id of a project.
-pub(crate) fn experiment_id_of(project: &str) -> &str {
+/// The experiment id of a project: its name, except `0` for Default and `~` + the name's UTF-8
+/// in hex for a name with a `.` (the `mlflow` client takes an id with a dot for a Unity Catalog
+/// location and refuses it in `search_traces`) or that starts with `~` itself. An id a client
+/// kept from before (the bare name) still finds the project.
+pub(crate) fn experiment_id_of(project: &str) -> Cow<'_, str> {
     if project == DEFAULT_PROJECT {
-        DEFAULT_ID
-    } else {
-        project
+        return Cow::Borrowed(DEFAULT_ID);
     }
+    if project.contains('.') || project.starts_with(ENCODED) {
+        let mut id = String::from(ENCODED);
+        for b in project.bytes() {
+            id.push_str(&format!("{b:02x}"));
+        }
+        return Cow::Owned(id);
+    }
+    Cow::Borrowed(project)
+}
+
+/// What starts an encoded experiment id.
+const ENCODED: &str = "~";
+
+fn decode_hex(hex: &str) -> Option<String> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// `{}`: what MLflow answers a write that returns nothing.
@@ -296,5 +324,32 @@ mod tests {
         assert_eq!(number(&v["b"]), Some(f64::NEG_INFINITY));
         assert_eq!(v["c"], "NaN and Infinity");
         assert_eq!(number(&v["d"][0]), Some(f64::INFINITY));
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn experiment_ids_round_trip_and_never_hold_a_dot() {
+        for project in [
+            "Default",
+            "mnist",
+            "bert-v1.5",
+            "~tilde",
+            "视觉.v2",
+            "a.b.c",
+        ] {
+            let id = experiment_id_of(project);
+            assert!(!id.contains('.'), "{id}");
+            assert_eq!(project_of(&id), project, "{id}");
+        }
+        assert_eq!(experiment_id_of("mnist"), "mnist");
+        assert_eq!(experiment_id_of("Default"), "0");
+        // Ids handed out before (the bare name) still find their project.
+        assert_eq!(project_of("bert-v1.5"), "bert-v1.5");
+        // Not an encoding: taken as it is.
+        assert_eq!(project_of("~zz"), "~zz");
     }
 }

@@ -43,9 +43,20 @@ export function matchRoute(routes, segs) {
 // The dashboard's own segments for a link the `mlflow` client prints ("🏃 View run … at:
 // <tracking uri>/#/experiments/<id>/runs/<run id>"): an experiment id is its project's name,
 // "0" MLflow's Default experiment. Null for segments that are not such a link.
+// A project whose name has a dot is the experiment `~` + its UTF-8 name in hex (the mlflow
+// client refuses ids with dots in trace searches); other ids are the project's name.
+export function decodeExperimentId(id) {
+  const hex = id.startsWith("~") ? id.slice(1) : "";
+  if (!hex || hex.length % 2 || /[^0-9a-f]/i.test(hex)) return id;
+  try {
+    const bytes = new Uint8Array(hex.match(/../g).map((b) => parseInt(b, 16)));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch { return id; }
+}
+
 export function mlflowLink(segs) {
   if (segs[0] !== "experiments" || segs[1] === undefined) return null;
-  const project = segs[1] === "0" ? "Default" : segs[1];
+  const project = segs[1] === "0" ? "Default" : decodeExperimentId(segs[1]);
   if (segs[2] === "runs" && segs[3] !== undefined) return ["p", project, "run", segs[3]];
   return ["p", project];
 }

@@ -188,6 +188,8 @@ export function mlflowLinksOpenTheRunOrTheProject() {
   eq(mlflowLink(parseHash("#/experiments/vision/runs/0123abcd").segs), ["p", "vision", "run", "0123abcd"]);
   eq(mlflowLink(parseHash("#/experiments/0/runs/ff").segs), ["p", "Default", "run", "ff"]);
   eq(mlflowLink(parseHash("#/experiments/my%20exp").segs), ["p", "my exp"]);
+  eq(mlflowLink(parseHash("#/experiments/~626572742d76312e35/runs/ff").segs), ["p", "bert-v1.5", "run", "ff"]);
+  eq(mlflowLink(parseHash("#/experiments/~zz").segs), ["p", "~zz"]);
   eq(mlflowLink(parseHash("#/experiments").segs), null);
   eq(mlflowLink(parseHash("#/p/vision").segs), null);
 }

@@ -511,6 +511,20 @@ assert client.delete_traces(experiment_id=parity, trace_ids=[edited[1]]) == 1
 left = {t.info.trace_id for t in mlflow.search_traces(locations=[parity], return_type="list")}
 assert edited[1] not in left and first in left, left
 assert mlflow.get_trace(edited[1]) is None
+# An experiment whose name has a dot: the client refuses trace searches of an id with one.
+dotted = client.create_experiment("bert-v1.5")
+assert "." not in dotted, dotted
+assert client.get_experiment(dotted).name == "bert-v1.5"
+mlflow.set_experiment(experiment_id=dotted)
+pipeline("dot")
+dotted_trace = mlflow.get_last_active_trace_id()
+mlflow.flush_trace_async_logging()
+assert [t.info.trace_id for t in mlflow.search_traces(locations=[dotted], return_type="list")] == [dotted_trace]
+with mlflow.start_run(experiment_id=dotted, run_name="dotted-run") as dr2:
+    mlflow.log_metric("m", 1.0)
+assert client.get_run(dr2.info.run_id).info.experiment_id == dotted
+assert [r.info.run_id for r in client.search_runs([dotted])] == [dr2.info.run_id]
+mlflow.set_experiment(experiment_id=parity)
 if RUNQL:
     body = json.dumps(
         {"sql": "SELECT name, kind, value_num, valid, deleted FROM mlflow.assessments "
