@@ -233,31 +233,8 @@ impl Store {
             }
         }
         self.create_project(project).await?;
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let qualified = def.qualified();
-        let path = self.layout().extension_file(project, &qualified, &id);
-        let (body, _) = encode_parquet(&def, std::slice::from_ref(&all), &path)?;
-        let size = body.len() as u64;
-        self.put(&path, body).await?;
-        let entry = ManifestEntry {
-            version: PLAIN_VERSION,
-            id: id.clone(),
-            created: now_us(),
-            runs: Vec::new(),
-            files: vec![DataFile {
-                table: qualified,
-                path: self.layout().relative(&path),
-                rows: all.num_rows() as u64,
-                bytes: size,
-            }],
-            replaces: Vec::new(),
-        };
-        let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
-        self.put(
-            &self.layout().manifest_entry(project, &id),
-            Bytes::from(body),
-        )
-        .await?;
+        self.write_table_file(project, &def, std::slice::from_ref(&all), Vec::new())
+            .await?;
         Ok(all.num_rows() as u64)
     }
 }
@@ -407,14 +384,33 @@ impl Store {
     /// Writes the rows of `files` as one file and the entry that makes it replace them.
     async fn merge_files(&self, project: &str, def: &TableDef, files: &[&DataFile]) -> Result<u64> {
         let batches = self.read_table_files(def, files).await?;
+        let replaces = files.iter().map(|f| f.path.clone()).collect();
+        self.write_table_file(project, def, &batches, replaces)
+            .await
+    }
+
+    /// Writes rows of an extension table as one Parquet file, then the manifest entry that
+    /// makes it visible (and, with `replaces`, hides the files it replaces): all or nothing.
+    /// Returns the number of rows written.
+    async fn write_table_file(
+        &self,
+        project: &str,
+        def: &TableDef,
+        batches: &[RecordBatch],
+        replaces: Vec<String>,
+    ) -> Result<u64> {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let qualified = def.qualified();
         let path = self.layout().extension_file(project, &qualified, &id);
-        let (body, rows) = encode_parquet(def, &batches, &path)?;
+        let (body, rows) = encode_parquet(def, batches, &path)?;
         let size = body.len() as u64;
         self.put(&path, body).await?;
         let entry = ManifestEntry {
-            version: REPLACING_VERSION,
+            version: if replaces.is_empty() {
+                PLAIN_VERSION
+            } else {
+                REPLACING_VERSION
+            },
             id: id.clone(),
             created: now_us(),
             runs: Vec::new(),
@@ -424,7 +420,7 @@ impl Store {
                 rows,
                 bytes: size,
             }],
-            replaces: files.iter().map(|f| f.path.clone()).collect(),
+            replaces,
         };
         let body = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         self.put(

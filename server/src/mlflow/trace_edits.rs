@@ -15,15 +15,16 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
+use runql_core::schema::timestamp_type;
 use runql_core::store::string_column;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::state::{Mlflow, State};
-use super::traces::{NAMESPACE, TRACE_INFO, format_rfc3339_ms, parse_rfc3339_us};
+use super::traces::{NAMESPACE, TRACE_INFO, format_rfc3339_ms};
 use super::wire::{self, Int, project_of};
 use crate::error::ApiError;
 use crate::request::{MlflowJson, Write};
@@ -31,16 +32,12 @@ use crate::request::{MlflowJson, Write};
 const CHANGES: &str = "trace_changes";
 const ASSESSMENTS: &str = "assessments";
 
-fn utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 /// `mlflow.trace_changes`: one row per change of a trace after it was logged.
 fn changes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("project", DataType::Utf8, false),
         Field::new("trace_id", DataType::Utf8, false),
-        Field::new("at", utc(), false),
+        Field::new("at", timestamp_type(), false),
         // `set_tag`, `delete_tag` or `delete`.
         Field::new("change", DataType::Utf8, false),
         Field::new("key", DataType::Utf8, true),
@@ -55,7 +52,7 @@ fn assessments_schema() -> SchemaRef {
         Field::new("project", DataType::Utf8, false),
         Field::new("trace_id", DataType::Utf8, false),
         Field::new("assessment_id", DataType::Utf8, false),
-        Field::new("at", utc(), false),
+        Field::new("at", timestamp_type(), false),
         Field::new("name", DataType::Utf8, true),
         // `feedback` or `expectation`.
         Field::new("kind", DataType::Utf8, true),
@@ -413,11 +410,7 @@ pub(crate) async fn delete_traces(
             let Ok(info) = trace_info(&s, &project, &id).await else {
                 continue;
             };
-            let at = info
-                .get("request_time")
-                .and_then(Value::as_str)
-                .and_then(parse_rfc3339_us)
-                .map(|us| us / 1000);
+            let at = super::traces::request_time_us(info.get("request_time")).map(|us| us / 1000);
             if let Some(at) = at.filter(|at| *at <= max_ts) {
                 old.push((at, id));
             }

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
+use runql_core::schema::timestamp_type;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -34,17 +35,13 @@ pub(crate) const NAMESPACE: &str = "mlflow";
 pub(crate) const TRACE_DATA: &str = "traces.json";
 pub(crate) const TRACE_INFO: &str = "info.json";
 
-fn utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 /// `mlflow.traces`: one row per trace.
 fn traces_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("project", DataType::Utf8, false),
         Field::new("trace_id", DataType::Utf8, false),
         Field::new("run_id", DataType::Utf8, true),
-        Field::new("request_time", utc(), true),
+        Field::new("request_time", timestamp_type(), true),
         Field::new("execution_ms", DataType::Int64, true),
         Field::new("state", DataType::Utf8, true),
         Field::new("request_preview", DataType::Utf8, true),
@@ -66,8 +63,8 @@ fn spans_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, true),
         Field::new("span_type", DataType::Utf8, true),
         Field::new("kind", DataType::Utf8, true),
-        Field::new("start_time", utc(), true),
-        Field::new("end_time", utc(), true),
+        Field::new("start_time", timestamp_type(), true),
+        Field::new("end_time", timestamp_type(), true),
         Field::new("duration_ms", DataType::Float64, true),
         Field::new("status", DataType::Utf8, true),
         Field::new("status_message", DataType::Utf8, true),
@@ -197,14 +194,8 @@ fn trace_row(
         .and_then(|m| m.get("mlflow.sourceRun"))
         .and_then(Value::as_str)
         .map(String::from);
-    let request_time = info
-        .get("request_time")
-        .and_then(Value::as_str)
-        .and_then(parse_rfc3339_us);
-    let execution_ms = info
-        .get("execution_duration")
-        .and_then(Value::as_str)
-        .and_then(parse_duration_ms);
+    let request_time = request_time_us(info.get("request_time"));
+    let execution_ms = execution_ms(info.get("execution_duration"));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![project])),
         Arc::new(StringArray::from(vec![trace_id])),
@@ -456,28 +447,16 @@ fn order_value(info: &Value, key: &str) -> OrderValue {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
     let value = match key {
         "timestamp_ms" | "timestamp" => {
-            return info
-                .get("request_time")
-                .and_then(Value::as_str)
-                .and_then(parse_rfc3339_us)
+            return request_time_us(info.get("request_time"))
                 .map_or(OrderValue::Absent, OrderValue::Number);
         }
         "execution_time_ms" | "execution_time" => {
-            return info
-                .get("execution_duration")
-                .and_then(Value::as_str)
-                .and_then(parse_duration_ms)
+            return execution_ms(info.get("execution_duration"))
                 .map_or(OrderValue::Absent, OrderValue::Number);
         }
         "end_time_ms" | "end_time" => {
-            let start = info
-                .get("request_time")
-                .and_then(Value::as_str)
-                .and_then(parse_rfc3339_us);
-            let took = info
-                .get("execution_duration")
-                .and_then(Value::as_str)
-                .and_then(parse_duration_ms);
+            let start = request_time_us(info.get("request_time"));
+            let took = execution_ms(info.get("execution_duration"));
             return match (start, took) {
                 (Some(s), Some(t)) => OrderValue::Number(s + t * 1000),
                 _ => OrderValue::Absent,
@@ -775,16 +754,12 @@ fn passes(
             ("attributes", "trace_id" | "request_id") => text(info.get("trace_id")),
             ("attributes", "client_request_id") => text(info.get("client_request_id")),
             ("attributes", "name") => map_get("tags", "mlflow.traceName"),
-            ("attributes", "timestamp_ms" | "timestamp") => info
-                .get("request_time")
-                .and_then(Value::as_str)
-                .and_then(parse_rfc3339_us)
-                .map(|us| (us / 1000).to_string()),
-            ("attributes", "execution_time_ms" | "execution_time") => info
-                .get("execution_duration")
-                .and_then(Value::as_str)
-                .and_then(parse_duration_ms)
-                .map(|ms| ms.to_string()),
+            ("attributes", "timestamp_ms" | "timestamp") => {
+                request_time_us(info.get("request_time")).map(|us| (us / 1000).to_string())
+            }
+            ("attributes", "execution_time_ms" | "execution_time") => {
+                execution_ms(info.get("execution_duration")).map(|ms| ms.to_string())
+            }
             ("tags", key) => map_get("tags", key),
             ("metadata", key) => map_get("trace_metadata", key),
             ("feedback", name) => edits.assessment_value("feedback", name),
@@ -1010,6 +985,16 @@ pub(crate) fn format_rfc3339_ms(us: i64) -> String {
         ms / 1000 % 60,
         ms % 1000
     )
+}
+
+/// µs since the epoch of a trace info's `request_time` (a protobuf JSON Timestamp).
+pub(crate) fn request_time_us(v: Option<&Value>) -> Option<i64> {
+    v?.as_str().and_then(parse_rfc3339_us)
+}
+
+/// Milliseconds of a trace info's `execution_duration` (a protobuf JSON Duration).
+fn execution_ms(v: Option<&Value>) -> Option<i64> {
+    v?.as_str().and_then(parse_duration_ms)
 }
 
 /// Milliseconds of a protobuf JSON Duration (`"1.5s"`).

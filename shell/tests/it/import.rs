@@ -2,7 +2,7 @@
 //! store — projects, runs under their MLflow ids, nesting, params, metric histories, tags,
 //! artifacts, statuses, deletions — and a second import that writes nothing twice.
 
-use crate::cli::{csv, runql};
+use crate::cli::{csv, runql, stdout};
 
 #[test]
 fn an_mlflow_file_store_is_imported_once() {
@@ -39,8 +39,7 @@ fn an_mlflow_file_store_is_imported_once() {
             .arg(&mlruns)
             .output()
             .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        stdout(&o)
     };
     let first = import();
     assert!(first.contains("5 runs (0 already there"), "{first}");
